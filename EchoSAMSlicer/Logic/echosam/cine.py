@@ -1,0 +1,213 @@
+"""`Cine`: one echocardiography loop as (T, H, W) grey frames plus the geometry that puts every
+pixel in patient space.
+
+Conventions (the same as Slicer's for a 2D frame stored as a one-slice volume):
+- ``frames[t, j, i]``: frame t, row j (H axis), column i (W axis).
+- ``ijk_to_ras`` (4x4, mm): maps voxel index (i, j, k=0) to RAS. Its first column is the
+  column direction times the column spacing, its second the row direction times the row spacing.
+  Masks written with the same matrix land exactly on the input pixels.
+- ``frame_times`` (T,) in seconds, strictly increasing.
+
+Colour frames become grey by the ITU-R BT.601 luma rule ``Y = 0.299 R + 0.587 G + 0.114 B``
+(alpha dropped): it keeps the B-mode brightness and makes colour annotations/Doppler overlays
+faint rather than dominant. Integer frames keep their dtype; the models resize and normalise a copy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import CineError
+
+LUMA_BT601 = np.array([0.299, 0.587, 0.114])
+DEFAULT_FPS = 30.0
+
+
+def rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3 or 4) colour -> (...) grey by BT.601 luma; uint8 in gives uint8 out (rounded)."""
+    if rgb.shape[-1] not in (3, 4):
+        raise CineError(f"Expected 3 (RGB) or 4 (RGBA) colour channels, got {rgb.shape[-1]}.")
+    grey = rgb[..., :3].astype(np.float32) @ LUMA_BT601.astype(np.float32)
+    if np.issubdtype(rgb.dtype, np.integer):
+        info = np.iinfo(rgb.dtype)
+        return np.clip(np.rint(grey), info.min, info.max).astype(rgb.dtype)
+    return grey.astype(np.float32)
+
+
+def geometry_matrix(spacing: Sequence[float] = (1.0, 1.0), origin: Sequence[float] = (0.0, 0.0, 0.0),
+                    directions: Optional[np.ndarray] = None) -> np.ndarray:
+    """IJK-to-RAS from (row, col) spacing in mm, RAS origin and a 3x3 direction matrix whose
+    columns are the I (column), J (row) and K unit directions (identity by default)."""
+    row_mm, col_mm = float(spacing[0]), float(spacing[1])
+    if not (np.isfinite(row_mm) and np.isfinite(col_mm) and row_mm > 0 and col_mm > 0):
+        raise CineError(f"Pixel spacing must be positive and finite, got {tuple(spacing)} mm.")
+    d = np.eye(3) if directions is None else np.asarray(directions, dtype=float)
+    m = np.eye(4)
+    m[:3, 0] = d[:, 0] * col_mm
+    m[:3, 1] = d[:, 1] * row_mm
+    m[:3, 2] = d[:, 2] * 1.0
+    m[:3, 3] = np.asarray(origin, dtype=float)
+    return m
+
+
+def _as_thw(frames: np.ndarray, slices_as_frames: bool) -> np.ndarray:
+    """Bring an array to (T, H, W[, C]) by the rules in `Cine.from_array`."""
+    a = np.asarray(frames)
+    if a.size == 0:
+        raise CineError("The cine is empty (no pixels). Check that the file holds image data.")
+    colour_last = a.shape[-1] in (3, 4)
+    if a.ndim == 2:
+        return a[None]
+    if a.ndim == 3:
+        if colour_last and a.shape[0] > 4 and a.shape[1] > 4:
+            return a[None]            # one (H, W, C) colour image
+        return a                      # (T, H, W) grey cine
+    if a.ndim == 4:
+        if colour_last:
+            return a                  # (T, H, W, C) colour cine
+        if a.shape[1] == 1:
+            return a[:, 0]            # (T, 1, H, W): one-slice frames as Slicer stores them
+        if slices_as_frames:
+            raise CineError("A 4D grey array with several slices per frame is 3D+t; pass one slice.")
+        raise CineError(f"Array of shape {a.shape} is a 3D+t volume, not a 2D cine. "
+                        "Select one slice (or view) before segmenting.")
+    raise CineError(f"Cannot interpret an array of shape {a.shape} as a cine (expected (T, H, W)).")
+
+
+@dataclass
+class Cine:
+    """A 2D+t echo loop. See the module docstring for axis and geometry conventions."""
+
+    frames: np.ndarray                      # (T, H, W) grey, uint8/uint16/float32
+    ijk_to_ras: np.ndarray = field(default_factory=lambda: np.eye(4))
+    frame_times: Optional[np.ndarray] = None  # (T,) seconds; None -> DEFAULT_FPS spacing
+    name: str = "cine"
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.frames = np.asarray(self.frames)
+        self.ijk_to_ras = np.asarray(self.ijk_to_ras, dtype=float)
+        if self.frame_times is None:
+            self.frame_times = np.arange(self.frames.shape[0] if self.frames.ndim else 0) / DEFAULT_FPS
+        self.frame_times = np.asarray(self.frame_times, dtype=float)
+        self.validate()
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_array(cls, frames: np.ndarray, spacing: Sequence[float] = (1.0, 1.0),
+                   frame_times: Optional[Sequence[float]] = None, fps: Optional[float] = None,
+                   origin: Sequence[float] = (0.0, 0.0, 0.0), directions: Optional[np.ndarray] = None,
+                   ijk_to_ras: Optional[np.ndarray] = None, name: str = "cine",
+                   slices_as_frames: bool = False, metadata: Optional[dict] = None) -> "Cine":
+        """Build a cine from an array.
+
+        Accepted shapes: (H, W) one frame; (T, H, W) grey; (H, W, 3|4) one colour image;
+        (T, H, W, 3|4) colour; (T, 1, H, W) one-slice frames. Colour goes to grey (BT.601).
+        ``spacing`` is (row, col) in mm; ``frame_times`` in s, or ``fps`` (default 30).
+        ``slices_as_frames`` is for callers that deliberately treat a 3D stack's slices as frames.
+        """
+        a = _as_thw(frames, slices_as_frames)
+        if a.ndim == 4:
+            a = rgb_to_grey(a)
+        if a.dtype == bool:
+            a = a.astype(np.uint8)
+        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise CineError(f"Pixel type {a.dtype} is not a number type.")
+        if np.issubdtype(a.dtype, np.floating) and a.dtype != np.float32:
+            a = a.astype(np.float32)
+        if frame_times is None:
+            rate = float(fps) if fps else DEFAULT_FPS
+            if not (np.isfinite(rate) and rate > 0):
+                raise CineError(f"Frame rate must be positive, got {fps}.")
+            frame_times = np.arange(a.shape[0]) / rate
+        m = np.asarray(ijk_to_ras, dtype=float) if ijk_to_ras is not None else geometry_matrix(spacing, origin, directions)
+        return cls(np.ascontiguousarray(a), m, np.asarray(frame_times, dtype=float), name, dict(metadata or {}))
+
+    # ---- checks --------------------------------------------------------------------------
+    def validate(self) -> None:
+        f = self.frames
+        if f.ndim != 3:
+            raise CineError(f"Cine frames must be (T, H, W); got shape {f.shape}. Use Cine.from_array.")
+        if f.size == 0 or min(f.shape) == 0:
+            raise CineError(f"The cine is empty (shape {f.shape}).")
+        if f.shape[1] < 8 or f.shape[2] < 8:
+            raise CineError(f"Frames of {f.shape[1]}x{f.shape[2]} pixels are too small to segment (min 8x8).")
+        if np.issubdtype(f.dtype, np.floating):
+            bad = ~np.isfinite(f).reshape(f.shape[0], -1).all(axis=1)
+            if bad.any():
+                idx = np.flatnonzero(bad)
+                raise CineError(f"{len(idx)} frame(s) contain NaN or infinite pixels (first: frame {idx[0]}). "
+                                "Re-export the cine or crop the invalid frames.")
+        if self.ijk_to_ras.shape != (4, 4) or not np.isfinite(self.ijk_to_ras).all():
+            raise CineError("IJK-to-RAS must be a finite 4x4 matrix.")
+        if abs(np.linalg.det(self.ijk_to_ras[:3, :3])) < 1e-12:
+            raise CineError("IJK-to-RAS is singular (zero spacing or parallel axes).")
+        t = self.frame_times
+        if t.shape != (f.shape[0],):
+            raise CineError(f"{t.shape[0] if t.ndim else 0} frame times for {f.shape[0]} frames.")
+        if not np.isfinite(t).all() or (t.size > 1 and np.any(np.diff(t) <= 0)):
+            raise CineError("Frame times must be finite and strictly increasing (seconds).")
+
+    # ---- geometry and timing -------------------------------------------------------------
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.frames.shape)
+
+    @property
+    def spacing(self) -> tuple:
+        """(row, col) pixel spacing in mm."""
+        return (float(np.linalg.norm(self.ijk_to_ras[:3, 1])), float(np.linalg.norm(self.ijk_to_ras[:3, 0])))
+
+    @property
+    def pixel_area_mm2(self) -> float:
+        return float(np.linalg.norm(np.cross(self.ijk_to_ras[:3, 0], self.ijk_to_ras[:3, 1])))
+
+    @property
+    def fps(self) -> float:
+        """Median frame rate in Hz (DEFAULT_FPS for a one-frame cine)."""
+        if self.n_frames < 2:
+            return DEFAULT_FPS
+        return float(1.0 / np.median(np.diff(self.frame_times)))
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first frame to the end of the last one."""
+        return float(self.frame_times[-1] - self.frame_times[0] + 1.0 / self.fps)
+
+    def ras_to_pixel(self, ras: Sequence[float]) -> tuple:
+        """RAS point (mm) -> (x=column, y=row) in pixel coordinates of this cine's frames."""
+        ijk = np.linalg.inv(self.ijk_to_ras) @ np.append(np.asarray(ras, dtype=float), 1.0)
+        return float(ijk[0]), float(ijk[1])
+
+    def pixel_to_ras(self, x: float, y: float) -> np.ndarray:
+        return (self.ijk_to_ras @ np.array([x, y, 0.0, 1.0]))[:3]
+
+    def same_grid(self, other: "Cine") -> bool:
+        return self.shape[1:] == other.shape[1:] and np.allclose(self.ijk_to_ras, other.ijk_to_ras, atol=1e-6)
+
+    def with_frames(self, frames: np.ndarray, name: Optional[str] = None) -> "Cine":
+        """A copy with other frames (same count and size) on the same geometry and times."""
+        frames = np.asarray(frames)
+        if frames.shape != self.frames.shape:
+            raise CineError(f"Frames {frames.shape} do not match the cine {self.frames.shape}.")
+        return replace(self, frames=frames, name=name or self.name, metadata=dict(self.metadata))
+
+    def subset(self, start: int, stop: int) -> "Cine":
+        """Frames [start, stop) as a new cine (times kept)."""
+        if not (0 <= start < stop <= self.n_frames):
+            raise CineError(f"Frame range [{start}, {stop}) is outside 0..{self.n_frames}.")
+        return replace(self, frames=self.frames[start:stop].copy(), frame_times=self.frame_times[start:stop].copy(),
+                       metadata=dict(self.metadata))
+
+    def summary(self) -> dict:
+        """The numbers `echosam info` prints."""
+        return {"name": self.name, "frames": self.n_frames, "height": self.shape[1], "width": self.shape[2],
+                "dtype": str(self.frames.dtype), "spacing_mm": [round(s, 6) for s in self.spacing],
+                "fps": round(self.fps, 4), "duration_s": round(self.duration, 4),
+                "intensity_range": [float(self.frames.min()), float(self.frames.max())]}

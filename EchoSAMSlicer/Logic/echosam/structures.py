@@ -1,0 +1,61 @@
+"""The cardiac structures EchoSAM segments, with fixed label values, segment IDs, names, colours
+and DICOM/SNOMED terminology.
+
+Label values follow CAMUS (1 LV cavity/endocardium, 2 myocardium, 3 left atrium, 0 background),
+so CAMUS ground truth, model outputs and written label files share one convention.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import PromptError
+
+
+@dataclass(frozen=True)
+class Structure:
+    key: str            # short name used on the command line: lv, myo, la
+    label: int          # value in label maps (CAMUS convention)
+    segment_id: str     # fixed segment ID in Slicer segmentations
+    name: str           # display name
+    color: tuple        # RGB in 0..1
+    # DICOM terminology triplets (CodingSchemeDesignator, CodeValue, CodeMeaning)
+    category: tuple = ("SCT", "123037004", "Anatomical Structure")
+    type: tuple = ("SCT", "0", "")
+
+
+STRUCTURES: dict[str, Structure] = {
+    "lv": Structure("lv", 1, "LV_endo", "Left ventricle cavity", (0.85, 0.20, 0.20),
+                    type=("SCT", "87878005", "Left ventricle")),
+    "myo": Structure("myo", 2, "LV_myo", "Left ventricle myocardium", (0.20, 0.45, 0.90),
+                     type=("SCT", "74281007", "Myocardium")),
+    "la": Structure("la", 3, "LA", "Left atrium", (0.20, 0.75, 0.30),
+                    type=("SCT", "82471001", "Left atrium")),
+}
+ALL_KEYS: tuple = tuple(STRUCTURES)
+BY_LABEL: dict[int, Structure] = {s.label: s for s in STRUCTURES.values()}
+
+
+def get_structure(key: str) -> Structure:
+    """Look up a structure by key (`lv`, `myo`, `la`), label value or segment ID."""
+    if isinstance(key, int) and key in BY_LABEL:
+        return BY_LABEL[key]
+    k = str(key).strip()
+    if k.lower() in STRUCTURES:
+        return STRUCTURES[k.lower()]
+    for s in STRUCTURES.values():
+        if k == s.segment_id:
+            return s
+    raise PromptError(f"Unknown structure {key!r}; choose from {', '.join(ALL_KEYS)}.")
+
+
+def parse_structures(text: str | list | tuple | None) -> list[Structure]:
+    """Parse ``"lv,myo,la"`` (or a list) into structures, keeping order and dropping duplicates."""
+    if text is None or text == "":
+        return [STRUCTURES["lv"]]
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[Structure] = []
+    for item in items:
+        s = get_structure(item)
+        if s not in out:
+            out.append(s)
+    return out
