@@ -1,0 +1,111 @@
+"""Fast inference path shared by every family.
+
+- `enable_fast_attention(model)`: every SAM ``Attention`` (segment_anything) inside ``model``
+  computes ``softmax(q k^T / sqrt(d) + B_rel) v`` with ``torch.nn.functional.scaled_dot_product_attention``,
+  passing the decomposed relative-position bias ``B_rel`` (SAM's ``add_decomposed_rel_pos`` terms)
+  as the additive mask. Same math as the reference; SDPA picks fused kernels (memory-efficient /
+  cuDNN on GPU, flash-style on CPU) and avoids materialising the scaled logits separately.
+- `inference_context(device, precision)`: ``torch.inference_mode`` + bf16/fp16 autocast on CUDA.
+- `maybe_compile(module)`: optional ``torch.compile``; falls back to eager with a warning.
+
+The fast path agrees with the fp32 reference within 1e-4 (CPU, fp32) and within bf16 rounding on
+GPU (see tests/test_fast_path.py and bench/bench_models.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import types
+import warnings
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling.image_encoder import Attention, get_rel_pos
+
+
+def rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, hw: tuple) -> torch.Tensor:
+    """Decomposed relative-position bias (MViTv2, as in SAM).
+
+    q: (B, heads, H*W, C) unscaled queries; returns (B, heads, H*W, H*W) additive bias.
+    """
+    h, w = hw
+    b, n_heads, _, c = q.shape
+    r_h = get_rel_pos(h, h, rel_pos_h).to(q.dtype)
+    r_w = get_rel_pos(w, w, rel_pos_w).to(q.dtype)
+    r_q = q.reshape(b * n_heads, h, w, c)
+    bias_h = torch.einsum("bhwc,hkc->bhwk", r_q, r_h)
+    bias_w = torch.einsum("bhwc,wkc->bhwk", r_q, r_w)
+    bias = bias_h[:, :, :, :, None] + bias_w[:, :, :, None, :]
+    return bias.reshape(b, n_heads, h * w, h * w)
+
+
+def sdpa_attention(self: Attention, x: torch.Tensor) -> torch.Tensor:
+    """Drop-in ``Attention.forward``: x (B, H, W, dim) -> (B, H, W, dim)."""
+    b, h, w, _ = x.shape
+    qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # each (B, heads, HW, C)
+    bias = rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w)) if self.use_rel_pos else None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    out = out.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+    return self.proj(out)
+
+
+def enable_fast_attention(model: torch.nn.Module) -> int:
+    """Switch every SAM Attention in ``model`` to SDPA; returns how many were switched."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, Attention) and getattr(m, "_echosam_fast", False) is False:
+            m.forward = types.MethodType(sdpa_attention, m)
+            m._echosam_fast = True
+            n += 1
+    return n
+
+
+def disable_fast_attention(model: torch.nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, Attention) and getattr(m, "_echosam_fast", False):
+            del m.forward
+            m._echosam_fast = False
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU; "cuda" without a GPU is a clear error."""
+    from ..errors import ModelError
+
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("CUDA was requested but no CUDA GPU is available; use --device cpu (slower) or auto.")
+    return dev
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto"):
+    """bf16 on CUDA devices that support it, fp16 on older GPUs, none (fp32) on CPU or if asked."""
+    if precision == "fp32" or device.type != "cuda":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@contextlib.contextmanager
+def inference_context(device: torch.device, precision: str = "auto"):
+    """inference_mode plus mixed-precision autocast on CUDA."""
+    dtype = autocast_dtype(device, precision)
+    with torch.inference_mode():
+        if dtype is None:
+            yield
+        else:
+            with torch.autocast(device_type=device.type, dtype=dtype):
+                yield
+
+
+def maybe_compile(module: torch.nn.Module, enabled: bool = False):
+    """torch.compile when asked and available; eager otherwise (compile needs a C compiler)."""
+    if not enabled:
+        return module
+    try:
+        return torch.compile(module, dynamic=False)
+    except Exception as e:  # compile backends vary by platform; eager is always correct
+        warnings.warn(f"torch.compile unavailable ({e}); running eagerly.")
+        return module
