@@ -99,7 +99,8 @@ def save_checkpoint(model, family: str, config, path, classes: Optional[list] = 
     weights, meta_path = _resolve_pair(Path(path))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if only_trainable:
-        names = {n for n, p in model.named_parameters() if p.requires_grad}
+        # trainable parameters plus every buffer (BatchNorm statistics change in training too)
+        names = {n for n, p in model.named_parameters() if p.requires_grad} | {n for n, _ in model.named_buffers()}
         state = {k: v for k, v in state.items() if k in names}
     meta = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "family": family,
