@@ -109,7 +109,7 @@ def encoder_flops(model, images) -> float:
 
 
 def bench_family(family, size, frames, device, batch, repeats):
-    model = build_model(family, preset=size).eval().to(device)
+    model = build_model(family, preset=size).eval().requires_grad_(False).to(device)
     s = model.config.sam.img_size
     g = torch.Generator().manual_seed(0)
     raw = torch.rand(frames, 96, 128, generator=g) * 255
