@@ -97,14 +97,21 @@ def run_prompt_free(model, images, fast: bool, batch: int):
     return out
 
 
-def encoder_flops(model, images) -> float:
-    enc = model.image_encoder
+def encoder_input(model, images, batch):
+    """Frames for one encoder call: a batch (MemSAM) or one clip (prompt-free: frames interact)."""
+    n = batch if not hasattr(model.config, "clip_frames") else model.config.clip_frames
+    idx = [min(i, images.shape[0] - 1) for i in range(n)]
+    return images[idx]
+
+
+def encode(model, x):
+    return model.encode(x) if not hasattr(model.config, "clip_frames") else model.encode(x, x.shape[0])
+
+
+def encoder_flops(model, x) -> float:
+    """FLOPs of one encoder call on x (counted by torch's FlopCounterMode)."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        x = images[:1]
-        if hasattr(model, "encode"):
-            model.encode(x)
-        else:
-            enc(x)
+        encode(model, x)
     return counter.get_total_flops()
 
 
@@ -115,7 +122,8 @@ def bench_family(family, size, frames, device, batch, repeats):
     raw = torch.rand(frames, 96, 128, generator=g) * 255
     images = model.prepare_frames(raw).to(device)
     runner = run_memsam if family == "memsam" else run_prompt_free
-    flops_per_frame = encoder_flops(model, images)
+    enc_in = encoder_input(model, images, batch)
+    flops = encoder_flops(model, enc_in)
     rows = {}
     for mode in ("naive", "fast"):
         if mode == "fast":
@@ -137,15 +145,14 @@ def bench_family(family, size, frames, device, batch, repeats):
         rows[mode] = (frames / best, peak_mem_mb(device), best)
     # encoder-only achieved throughput on the fast path
     enable_fast_attention(model)
-    enc_in = images[: min(frames, batch)]
     with inference_context(device):
-        model.encode(enc_in) if hasattr(model, "encode") else model.image_encoder(enc_in)
+        encode(model, enc_in)
         sync(device)
         t0 = time.perf_counter()
-        model.encode(enc_in) if hasattr(model, "encode") else model.image_encoder(enc_in)
+        encode(model, enc_in)
         sync(device)
         enc_s = time.perf_counter() - t0
-    tflops = flops_per_frame * enc_in.shape[0] / enc_s / 1e12
+    tflops = flops / enc_s / 1e12
     del model
     return s, rows, tflops
 
