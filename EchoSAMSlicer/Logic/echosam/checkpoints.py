@@ -235,14 +235,18 @@ def load_official(path, family: str, config=None, preset: Optional[str] = None, 
     from .models.registry import get_family, preset_config
     from .models.sam import fit_state_dict_to_model, load_state_dict_strict
 
+    from .models.sam import infer_sam_backbone
+
     spec = get_family(family)
-    if config is None:
-        config = preset_config(spec.name, preset or "vit_b")
     state = read_official_state_dict(path)
     if base_sam is not None:
         merged = dict(base_sam)
         merged.update(state)
         state = merged
+    if config is None:
+        if preset is None:  # backbone from the file itself (embed width), e.g. a SAM ViT-L .pth
+            preset = infer_sam_backbone(state) if "image_encoder.patch_embed.proj.weight" in state else "vit_b"
+        config = preset_config(spec.name, preset)
     if spec.convert_official is None:
         raise CheckpointError(f"No converter for official {spec.name} checkpoints.")
     model = spec.build(config)
@@ -268,5 +272,9 @@ def load_model(spec: str, device: str = "cpu", family: Optional[str] = None, pre
             raise CheckpointError(f"{p.name} is an official PyTorch checkpoint: say which family it is "
                                   "(--family memsam|medivista|masam|sam).")
         return load_official(p, family=family, preset=preset, device=device)
-    from .model_zoo import resolve_model
-    return load_checkpoint(resolve_model(spec), device=device)
+    from .model_zoo import get_entry, resolve_model
+
+    path = resolve_model(spec)
+    if path.suffix in OFFICIAL_SUFFIXES:  # registry entry for an official .pth (e.g. SAM ViT-B)
+        return load_official(path, family=family or get_entry(spec).family, preset=preset, device=device)
+    return load_checkpoint(path, device=device)
