@@ -1,0 +1,96 @@
+"""The clinical report of a segmented loop: ``report.json``, ``report.csv`` and ``lv_curve.png``.
+
+- ``report.json``: summary (EF %, EDV/ESV ml, ED/ES frames, status), the per-beat table, the
+  per-frame curves and free-form ``info`` (cine, model, prompts).
+- ``report.csv``: one row per frame: ``frame, time_s, lv_area_mm2, lv_length_mm,
+  lv_volume_al_ml`` (area-length), ``lv_volume_disks_ml`` (method of disks), ``phase`` (ED/ES/"").
+- ``lv_curve.png``: LV volume (both methods) against time with ED and ES marked (matplotlib Agg).
+
+Every file is written atomically (temp file + rename); see `cardiac` for the definitions.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .cardiac import CardiacResult
+from .io.atomic import atomic_file
+
+REPORT_FILES = ("report.json", "report.csv", "lv_curve.png")
+
+
+def report_dict(res: CardiacResult, info: Optional[dict] = None) -> dict:
+    r = lambda a: [None if not np.isfinite(v) else round(float(v), 4) for v in a]  # noqa: E731
+    return {"format": "echosam-report", "version": 1, "summary": res.summary(), "info": dict(info or {}),
+            "frames": {"time_s": r(res.times_s), "lv_area_mm2": r(res.area_mm2), "lv_length_mm": r(res.length_mm),
+                       "lv_volume_al_ml": r(res.volume_al_ml), "lv_volume_disks_ml": r(res.volume_disks_ml)}}
+
+
+def report_csv(res: CardiacResult) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["frame", "time_s", "lv_area_mm2", "lv_length_mm", "lv_volume_al_ml", "lv_volume_disks_ml", "phase"])
+    ed, es = set(res.ed_frames), set(res.es_frames)
+    for t in range(len(res.times_s)):
+        phase = "ED" if t in ed else "ES" if t in es else ""
+        w.writerow([t, f"{res.times_s[t]:.4f}", f"{res.area_mm2[t]:.3f}", f"{res.length_mm[t]:.3f}",
+                    f"{res.volume_al_ml[t]:.4f}", f"{res.volume_disks_ml[t]:.4f}", phase])
+    return buf.getvalue()
+
+
+def plot_lv_curve(res: CardiacResult, path, title: str = "LV volume") -> Path:
+    """LV volume curve with ED (triangles up) and ES (triangles down) to a PNG, atomically."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.5), dpi=100)
+    ax = fig.add_subplot(111)
+    t = res.times_s
+    ax.plot(t, res.volume_al_ml, "-", color="#c0392b", label="area-length")
+    ax.plot(t, res.volume_disks_ml, "--", color="#2c7fb8", label="method of disks")
+    if res.ed_frames:
+        ax.plot(t[res.ed_frames], res.volume_al_ml[res.ed_frames], "^", color="k", label="ED")
+    if res.es_frames:
+        ax.plot(t[res.es_frames], res.volume_al_ml[res.es_frames], "v", color="#7f7f7f", label="ES")
+    ef = "n/a" if not np.isfinite(res.ef_percent) else f"{res.ef_percent:.1f} %"
+    ax.set_title(f"{title}: EF {ef} ({res.status})", fontsize=10)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("volume (ml)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def write_report(res: CardiacResult, outdir, info: Optional[dict] = None, title: str = "LV volume") -> list:
+    """Write report.json, report.csv and lv_curve.png into ``outdir``; returns the paths."""
+    outdir = Path(outdir)
+    paths = [outdir / n for n in REPORT_FILES]
+    with atomic_file(paths[0]) as tmp:
+        tmp.write_text(json.dumps(report_dict(res, info), indent=1) + "\n")
+    with atomic_file(paths[1]) as tmp:
+        tmp.write_text(report_csv(res))
+    plot_lv_curve(res, paths[2], title)
+    return paths
+
+
+def format_summary(res: CardiacResult) -> str:
+    """One short human-readable block for the terminal."""
+    if res.status == "no LV":
+        return res.message
+    lines = [f"EF {res.ef_percent:.1f} %  EDV {res.edv_ml:.1f} ml  ESV {res.esv_ml:.1f} ml  ({res.status})"]
+    for b in res.beats:
+        lines.append(f"  beat ED {b.ed_frame} -> ES {b.es_frame}: EDV {b.edv_ml:.1f} ml, ESV {b.esv_ml:.1f} ml, "
+                     f"EF {b.ef_percent:.1f} %")
+    if res.status != "cycles":
+        lines.append("  " + res.message)
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""Cardiac analysis (areas, long axis, volumes, ED/ES, EF) against phantom truth and closed forms."""
+import json
+
+import numpy as np
+import pytest
+
+from echosam import cardiac
+from echosam.errors import EchoSAMError
+from echosam.phantom import make_phantom
+from echosam.report import write_report
+
+
+@pytest.mark.parametrize("kw", [dict(n_frames=60, seed=0), dict(n_frames=60, seed=3, fps=50, heart_rate=90),
+                                dict(n_frames=40, seed=5, size=(128, 112))])
+def test_matches_phantom_truth(kw):
+    ph = make_phantom(**kw)
+    r = cardiac.analyse(ph.labels, ph.cine.spacing, ph.cine.frame_times)
+    np.testing.assert_allclose(r.area_mm2, ph.lv_area_mm2, rtol=1e-9)
+    np.testing.assert_allclose(r.length_mm, ph.lv_length_mm, rtol=0.04)
+    np.testing.assert_allclose(r.volume_al_ml, ph.lv_volume_ml, rtol=0.05)
+    np.testing.assert_allclose(r.volume_disks_ml, r.volume_al_ml, rtol=0.08)   # two methods, one ellipse
+    assert r.status == "cycles"
+    assert abs(r.ef_percent - ph.true_ef) < 1.5
+    for found, truth in ((r.ed_frames, ph.ed_frames), (r.es_frames, ph.es_frames)):
+        assert len(found) == len(truth)
+        assert all(abs(a - b) <= 1 for a, b in zip(found, truth))
+    for b in r.beats:
+        assert ph.cine.frame_times[b.ed_frame] == pytest.approx(b.ed_time_s)
+        assert b.edv_ml > b.esv_ml > 0
+
+
+def test_half_ellipse_closed_form():
+    """A half ellipse (semi-axes a across, b along) has L = b and area-length V = 2/3 pi a^2 b."""
+    H = W = 200
+    yy, xx = np.mgrid[0:H, 0:W]
+    a, b = 30.0, 80.0
+    lab = ((((xx - 100) / a) ** 2 + ((yy - 150) / b) ** 2 <= 1) & (yy <= 150)).astype(np.uint8)
+    r = cardiac.analyse(lab[None], (0.3, 0.3))
+    assert r.length_mm[0] == pytest.approx(b * 0.3, rel=0.02)
+    v = 2.0 / 3.0 * np.pi * (a * 0.3) ** 2 * (b * 0.3) / 1000.0
+    assert r.volume_al_ml[0] == pytest.approx(v, rel=0.03)
+    assert r.volume_disks_ml[0] == pytest.approx(v, rel=0.03)
+    ax = cardiac.long_axis(lab == 1, None, (0.3, 0.3))
+    assert ax.method == "bounding_box" and ax.apex[1] == pytest.approx(71, abs=1)
+
+
+def test_la_border_defines_mitral_plane():
+    lab = np.zeros((80, 80), np.uint8)
+    lab[10:50, 30:50] = 1          # rectangular cavity, rows 10..49
+    lab[50:70, 25:55] = 3          # LA touching the cavity's lower side
+    ax = cardiac.long_axis(lab == 1, lab == 3, (1.0, 1.0))
+    assert ax.method == "la_border"
+    assert ax.base_mid[1] == pytest.approx(49) and ax.base_mid[0] == pytest.approx(39.5)
+    assert ax.length_mm == pytest.approx(np.hypot(39 - 30, 39) + 1, rel=0.02)
+
+
+def test_partial_cycle_and_mid_systole_start():
+    ph = make_phantom(n_frames=12, seed=2, start_phase=0.1)      # no ED instant inside the loop
+    r = cardiac.analyse(ph.labels, ph.cine.spacing, ph.cine.frame_times)
+    assert r.status == "single partial cycle" and "partial" in r.message
+    assert r.ef_percent == pytest.approx(ph.true_ef, abs=2.0)
+    mid = make_phantom(n_frames=30, seed=2, start_phase=0.15)    # starts mid-systole, falls steeply
+    r2 = cardiac.analyse(mid.labels, mid.cine.spacing, mid.cine.frame_times)
+    assert 0 not in r2.ed_frames
+
+
+def test_no_lv_and_bad_labels():
+    r = cardiac.analyse(np.zeros((5, 20, 20), np.uint8))
+    assert r.status == "no LV" and np.isnan(r.ef_percent) and not r.beats
+    with pytest.raises(EchoSAMError):
+        cardiac.analyse(np.zeros((2, 3, 4, 5), np.uint8))
+    with pytest.raises(EchoSAMError):
+        cardiac.analyse(np.zeros((5, 20, 20), np.uint8), times_s=np.arange(4))
+
+
+def test_report_files(tmp_path):
+    ph = make_phantom(n_frames=40, seed=0, size=(96, 96))
+    r = cardiac.analyse(ph.labels, ph.cine.spacing, ph.cine.frame_times)
+    paths = write_report(r, tmp_path, info={"cine": "phantom"})
+    d = json.loads(paths[0].read_text())
+    assert d["summary"]["ef_percent"] == pytest.approx(r.ef_percent, abs=1e-3)
+    assert d["summary"]["ed_frames"] == r.ed_frames and len(d["frames"]["lv_volume_al_ml"]) == 40
+    rows = paths[1].read_text().splitlines()
+    assert rows[0].startswith("frame,time_s,lv_area_mm2") and len(rows) == 41
+    assert [int(x.split(",")[0]) for x in rows[1:] if x.endswith(",ED")] == r.ed_frames
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp files left

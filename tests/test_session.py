@@ -1,0 +1,248 @@
+"""Session: prompts, propagation, corrections, locked frames, cancel, undo, save/load.
+
+Real tiny MemSAM / MediViSTA models (random weights) on phantom cines with exact masks.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from echosam.checkpoints import LoadedModel
+from echosam.errors import CancelledError, CheckpointError, CineError, PromptError
+from echosam.models.registry import build_model, preset_config
+from echosam.phantom import make_phantom
+from echosam.progress import CancelToken
+from echosam.session import Session
+
+T = 14
+
+
+def _loaded(family="memsam", seed=0):
+    torch.manual_seed(seed)
+    cfg = preset_config(family, "tiny")
+    return LoadedModel(build_model(family, cfg).eval(), family, cfg, {}, None, "cpu")
+
+
+class Counter:
+    """Counts forward calls of a real sub-module through a forward hook."""
+
+    def __init__(self, module):
+        self.n = 0
+        module.register_forward_hook(lambda *a: setattr(self, "n", self.n + 1))
+
+
+@pytest.fixture(scope="module")
+def ph():
+    return make_phantom(n_frames=T, seed=1, size=(64, 72), heart_rate=90)
+
+
+@pytest.fixture(scope="module")
+def memsam():
+    lm = _loaded("memsam")
+    lm.decoder_calls = Counter(lm.model.mask_decoder.transformer)
+    lm.encoder_calls = Counter(lm.model.image_encoder)
+    return lm
+
+
+def _click(mask):
+    yx = np.argwhere(mask)
+    y, x = yx[len(yx) // 2]
+    return [[float(x), float(y)]]
+
+
+def _session(ph, lm, structures=("lv", "myo"), **kw):
+    s = Session(ph.cine, lm, structures=structures, **kw)
+    for k, lab in (("lv", 1), ("myo", 2)):
+        if k in s.structures:
+            s.add_points(0, k, _click(ph.labels[0] == lab), [1])
+    return s
+
+
+def test_first_pass_encodes_once_and_labels_are_valid(ph, memsam):
+    enc0, dec0 = memsam.encoder_calls.n, memsam.decoder_calls.n
+    s = _session(ph, memsam, batch_size=5)
+    lab = s.propagate()
+    assert lab.shape == ph.labels.shape and lab.dtype == np.uint8
+    assert set(np.unique(lab)) <= {0, 1, 2}
+    assert memsam.encoder_calls.n - enc0 == 3                      # ceil(14 / 5) batches, once
+    assert memsam.decoder_calls.n - dec0 == 2 * T                  # 1 prompt + 13 memory frames per structure
+    assert s.done_frames == {"lv": list(range(T)), "myo": list(range(T))}
+    s.propagate()                                                  # nothing stale: no work at all
+    assert memsam.encoder_calls.n - enc0 == 3 and memsam.decoder_calls.n - dec0 == 2 * T
+
+
+def test_labels_follow_highest_probability(ph, memsam):
+    s = _session(ph, memsam)
+    lab = s.propagate()
+    for t in (3, 9):
+        probs = []
+        for k in ("lv", "myo"):
+            lg = s._logits[k][t].float()[None, None]
+            lg = torch.nn.functional.interpolate(lg, size=lab.shape[1:], mode="bilinear", align_corners=False)
+            probs.append(torch.sigmoid(lg)[0, 0].numpy())
+        p = np.stack(probs)
+        want = np.where(p.max(0) >= s.threshold, np.array([1, 2])[p.argmax(0)], 0)
+        tie = np.isclose(p[0], p[1])
+        assert np.array_equal(lab[t][~tie], want[~tie])
+
+
+def test_correction_locks_frame_and_reruns_only_its_segment(ph, memsam):
+    s = _session(ph, memsam)
+    s.add_points(10, "lv", _click(ph.labels[10] == 1), [1])        # key frames 0 and 10
+    before = s.propagate()
+    k = 5
+    truth = ph.labels[k] == 1
+    enc0, dec0 = memsam.encoder_calls.n, memsam.decoder_calls.n
+    s.set_mask(k, "lv", truth)
+    assert s.stale_frames("lv") == list(range(k, 10))
+    after = s.propagate()
+    assert memsam.encoder_calls.n == enc0                          # never re-encodes
+    assert memsam.decoder_calls.n - dec0 == 10 - k - 1             # frames 6..9 only (the mask needs no decoder)
+    assert np.array_equal(after[k] == 1, truth)                    # locked frame = the user's mask, bit for bit
+    assert s.locked_frames["lv"] == [k]
+    assert np.array_equal(after[:k], before[:k]) and np.array_equal(after[10:], before[10:])
+    assert any(not np.array_equal(after[t] == 1, before[t] == 1) for t in range(k + 1, 10))
+    # later prompts elsewhere never overwrite the locked frame
+    s.add_points(2, "lv", _click(ph.labels[2] == 1), [1])
+    s.add_box(12, "myo", (5, 5, 60, 55))
+    again = s.propagate()
+    assert np.array_equal(again[k] == 1, truth)
+
+
+def test_undo_restores_prompts_and_labels(ph, memsam):
+    s = _session(ph, memsam)
+    first = s.propagate()
+    prompts = s.prompts_to_dict()["prompts"]
+    s.set_mask(6, "lv", ph.labels[6] == 1)
+    second = s.propagate()
+    assert not np.array_equal(first, second)
+    assert s.undo()
+    assert np.array_equal(s.labels, first)
+    assert s.prompts_to_dict()["prompts"] == prompts
+    assert s.done_frames["lv"] == list(range(T)) and s.locked_frames["lv"] == []
+    dec0 = memsam.decoder_calls.n
+    assert np.array_equal(s.propagate(), first) and memsam.decoder_calls.n == dec0
+
+
+def test_cancel_keeps_finished_frames_and_resumes(ph, memsam):
+    ref = _session(ph, memsam).propagate()
+    s = _session(ph, memsam)
+    token = CancelToken()
+    seen = []
+
+    def progress(done, total, msg=""):
+        seen.append(done)
+        if done == 20:                                             # all 14 LV frames + 6 myocardium frames
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        s.propagate(progress=progress, cancel=token)
+    done = s.done_frames
+    assert len(done["lv"]) == T and len(done["myo"]) == 6
+    for t in done["myo"]:                                          # finished frames already hold their result
+        assert np.array_equal(s.labels[t], ref[t])
+    assert s.stale_frames("myo") == sorted(set(range(T)) - set(done["myo"]))
+    dec0 = memsam.decoder_calls.n
+    token.reset()
+    out = s.propagate(cancel=token)
+    assert memsam.decoder_calls.n - dec0 == 2 * T - (len(done["lv"]) + len(done["myo"]))   # only what was left
+    assert np.array_equal(out, ref)                                # same result as an uninterrupted run
+
+
+def test_memory_stays_bounded_on_a_long_cine():
+    long = make_phantom(n_frames=90, seed=2, size=(48, 48), noise=0.3)
+    lm = _loaded("memsam", seed=1)
+    s = Session(long.cine, lm, structures=("lv",), memory_cap=4, batch_size=30)
+    s.add_points(0, "lv", _click(long.labels[0] == 1), [1])
+    s.propagate()
+    assert s.peak_memory_entries == 5                              # key frame + 4 working frames
+    assert s.done_frames["lv"] == list(range(90))
+
+
+def test_bad_inputs_raise_and_leave_state_unchanged(ph, memsam):
+    s = _session(ph, memsam, structures=("lv", "myo"))
+    s.set_mask(4, "lv", ph.labels[4] == 1)
+    s.propagate()
+    state = (json.dumps(s.prompts_to_dict()), s.labels.copy(), len(s._history))
+    H, W = ph.labels.shape[1:]
+    bad = [
+        lambda: s.add_points(1, "lv", [[W + 3, 5]], [1]),          # point outside
+        lambda: s.add_points(1, "lv", [[3, -2]], [1]),
+        lambda: s.add_points(1, "lv", [[3, 3]], [2]),               # bad label
+        lambda: s.add_points(1, "lv", [[3, 3], [4, 4]], [1]),       # label count
+        lambda: s.add_points(1, "lv", [[3, 3]], [0]),               # exclude only
+        lambda: s.add_box(1, "lv", (5, 5, W + 10, 20)),             # box outside
+        lambda: s.add_box(1, "lv", (5, 5, 5, 20)),                  # degenerate
+        lambda: s.set_mask(1, "lv", np.ones((H + 1, W), bool)),     # wrong shape
+        lambda: s.set_mask(T, "lv", ph.labels[0] == 1),             # no such frame
+        lambda: s.set_mask(-1, "lv", ph.labels[0] == 1),
+        lambda: s.set_mask(2, "lv", np.zeros((H, W), bool)),        # empty mask
+        lambda: s.set_mask(4, "myo", ph.labels[4] >= 1),            # overlaps the locked LV mask
+        lambda: s.add_points(4, "lv", [[3, 3]], [1]),               # locked frame
+        lambda: s.add_points(1, "la", [[3, 3]], [1]),               # structure not in the session
+        lambda: s.add_points(1, "aorta", [[3, 3]], [1]),            # unknown structure
+        lambda: s.load_prompts_dict({"format": "nope"}),
+    ]
+    for fn in bad:
+        with pytest.raises(PromptError):
+            fn()
+        assert json.dumps(s.prompts_to_dict()) == state[0]
+        assert np.array_equal(s.labels, state[1]) and len(s._history) == state[2]
+
+
+def test_prompt_free_model_refuses_prompts_and_seeds_memsam(ph, memsam):
+    mv = _loaded("medivista")
+    auto = Session(ph.cine, mv)
+    with pytest.raises(PromptError):
+        auto.add_points(0, "lv", [[10, 10]], [1])
+    lab = auto.segment_auto()
+    assert lab.shape == ph.labels.shape and set(np.unique(lab)) <= {0, 1, 2, 3}
+    with pytest.raises(PromptError):
+        Session(ph.cine, memsam).segment_auto()
+    s = Session(ph.cine, memsam, structures=("lv", "myo"))
+    seeded = s.seed_from_auto(0, auto=ph.labels)                   # a label map works as the source too
+    assert seeded == ["lv", "myo"] and s.locked_frames == {"lv": [], "myo": []}
+    assert s.seed_frames == {"lv": [0], "myo": [0]}
+    out = s.propagate()
+    assert np.array_equal(out[0] == 1, ph.labels[0] == 1)          # the seed is the key frame's result
+    s.add_points(0, "lv", _click(ph.labels[0] == 1), [1])          # a user prompt replaces the seed
+    assert s.seed_frames["lv"] == []
+    s2 = Session(ph.cine, memsam, structures=("lv",))
+    try:
+        s2.seed_from_auto(0, auto=mv)
+        assert s2.seed_frames["lv"] == [0]
+    except PromptError as e:                                       # random weights may find no LV
+        assert "found none" in str(e)
+
+
+def test_prompts_dict_round_trip(ph, memsam):
+    s = _session(ph, memsam)
+    s.add_box(3, "myo", (4, 4, 50, 40))
+    s.set_mask(7, "lv", ph.labels[7] == 1)
+    d = json.loads(json.dumps(s.prompts_to_dict()))
+    s2 = Session(ph.cine, memsam, structures=("lv", "myo"))
+    s2.load_prompts_dict(d)
+    assert s2.key_frames == s.key_frames and s2.locked_frames == {"lv": [7], "myo": []}
+    assert np.array_equal(s2._store.get("lv", 7).mask, ph.labels[7] == 1)
+    assert np.array_equal(s2.propagate(), s.propagate())
+
+
+def test_save_load_reuses_embeddings_and_checks_fingerprints(ph, memsam, tmp_path):
+    s = _session(ph, memsam)
+    s.propagate()
+    s.save(tmp_path / "sess")
+    enc0 = memsam.encoder_calls.n
+    s2 = Session.load(tmp_path / "sess", ph.cine, memsam)
+    assert np.array_equal(s2.labels, s.labels) and s2.done_frames == s.done_frames
+    s.set_mask(8, "lv", ph.labels[8] == 1)
+    s2.set_mask(8, "lv", ph.labels[8] == 1)
+    assert np.array_equal(s2.propagate(), s.propagate())
+    assert memsam.encoder_calls.n == enc0
+    other = make_phantom(n_frames=T, seed=4, size=(64, 72), heart_rate=90)
+    with pytest.raises(CineError):
+        Session.load(tmp_path / "sess", other.cine, memsam)
+    with pytest.raises(CheckpointError):
+        Session.load(tmp_path / "sess", ph.cine, _loaded("memsam", seed=7))
+    with pytest.raises(PromptError):
+        Session.load(tmp_path / "nothing", ph.cine, memsam)
