@@ -1,0 +1,230 @@
+"""Sequences, clips and the clip dataset every training source shares.
+
+A *source* (CAMUS, EchoNet-Dynamic, phantom, folder) lists cases and loads one `Sequence`: the
+whole loop ``frames (T, H, W)`` float32 in 0..255, the annotated frames as label maps in the
+CAMUS convention (1 LV, 2 MYO, 3 LA), pixel spacing (row_mm, col_mm), ED/ES frame indices
+(0-based) and the dataset's EF (percent, NaN when unknown).
+
+`ClipDataset` turns a source into training clips of ``clip_frames`` frames (MemSAM: 10), sampled
+from ED to ES by MemSAM's rule (`memsam_clip_indices`), with masks restricted to the chosen
+structures and ``IGNORE`` on every frame that carries no supervision, so losses count labelled
+frames only (semi-supervision).
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional, Sequence as Seq
+
+import numpy as np
+
+from echosam.errors import EchoSAMError
+from echosam.structures import get_structure
+
+log = logging.getLogger("training")
+
+IGNORE = 255          # mask value of pixels/frames without supervision (MediViSTA's ignore_index idea)
+BAD_SAMPLE_POLICIES = ("skip", "stop")
+
+
+class DatasetError(EchoSAMError):
+    """A training/evaluation case cannot be used (missing label file, undecodable video, bad tracing)."""
+
+
+@dataclass
+class Sequence:
+    """One annotated cine loop as a source yields it."""
+
+    name: str
+    frames: np.ndarray                 # (T, H, W) float32 0..255
+    labels: dict                       # {frame index: (H, W) uint8 label map}, CAMUS values
+    spacing: tuple = (1.0, 1.0)        # (row_mm, col_mm)
+    ed: int = 0                        # 0-based frame indices
+    es: int = 0
+    ef: float = float("nan")           # dataset EF in percent
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+
+@dataclass
+class Clip:
+    """What `ClipDataset` returns (as numpy; the collate function stacks them into tensors)."""
+
+    frames: np.ndarray        # (T, S, S) float32 0..255
+    masks: np.ndarray         # (T, S, S) int64 class indices, IGNORE on unlabelled frames
+    labelled: np.ndarray      # (T,) bool
+    indices: np.ndarray       # (T,) frame indices in the sequence
+    spacing: tuple            # (row_mm, col_mm) of the clip's grid
+    ed: int                   # position of ED / ES inside the clip
+    es: int
+    ef: float
+    name: str
+    point: np.ndarray         # (2,) float32 (x=col, y=row) prompt click on frame 0 (MemSAM), -1 if none
+
+
+def handle_bad(policy: str, message: str) -> None:
+    """Apply ``on_bad_sample``: warn (skip) or raise `DatasetError` (stop). ``message`` names the file."""
+    if policy == "stop":
+        raise DatasetError(message + " (on_bad_sample: stop; fix or remove the case, or set on_bad_sample: skip)")
+    if policy != "skip":
+        raise DatasetError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got {policy!r}.")
+    warnings.warn("skipping case: " + message, stacklevel=3)
+    log.warning("skipping case: %s", message)
+
+
+def memsam_clip_indices(ed: int, es: int, n: int = 10) -> np.ndarray:
+    """MemSAM's clip rule (utils/data_us.py ``load_video_and_mask_file``): with x1 the first and
+    x0 the last annotated frame in time, ``step = min(x0, (x0 - x1) / (n - 1))`` and frame i of the
+    clip is ``int(x1 + step * i)``. Frame 0 is the earlier of ED/ES, frame n-1 the later one.
+    Short ED->ES spans repeat frames, as in the released code."""
+    x1, x0 = sorted((int(ed), int(es)))
+    if n == 1:
+        return np.array([x1])
+    step = min(float(x0), (x0 - x1) / (n - 1))
+    idx = np.array([int(x1 + step * i) for i in range(n)], dtype=np.int64)
+    idx[-1] = x0   # float rounding must not lose the last annotated frame
+    return idx
+
+
+def structure_targets(label_map: np.ndarray, classes: Seq[str]) -> np.ndarray:
+    """CAMUS label map -> class indices: ``classes[i]`` becomes i+1, everything else 0.
+    ``["lv"]`` gives MemSAM's binary LV target (myocardium and LA become background)."""
+    out = np.zeros(label_map.shape, dtype=np.int64)
+    for i, key in enumerate(classes):
+        out[label_map == get_structure(key).label] = i + 1
+    return out
+
+
+def fixed_click(mask: np.ndarray) -> np.ndarray:
+    """MemSAM's evaluation click: the foreground pixel at the median index of ``np.argwhere``
+    (raster order). Returns (x=col, y=row) float32, or (-1, -1) for an empty mask."""
+    yx = np.argwhere(mask)
+    if len(yx) == 0:
+        return np.array([-1.0, -1.0], dtype=np.float32)
+    r, c = yx[len(yx) // 2]
+    return np.array([c, r], dtype=np.float32)
+
+
+def random_click(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """MemSAM's training click: a uniformly random foreground pixel, (x=col, y=row)."""
+    yx = np.argwhere(mask)
+    if len(yx) == 0:
+        return np.array([-1.0, -1.0], dtype=np.float32)
+    r, c = yx[rng.integers(len(yx))]
+    return np.array([c, r], dtype=np.float32)
+
+
+def resize_clip(frames: np.ndarray, masks: np.ndarray, size: int) -> tuple:
+    """Frames bilinear with antialias (as the models' ``prepare_frames``), masks nearest, to size x size."""
+    import torch
+    import torch.nn.functional as F
+
+    if frames.shape[-2:] == (size, size):
+        return frames, masks
+    f = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[:, None]
+    f = F.interpolate(f, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[:, 0]
+    m = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.int64))[:, None].float()
+    m = F.interpolate(m, size=(size, size), mode="nearest")[:, 0].long()
+    return f.clamp_(0, 255).numpy(), m.numpy()
+
+
+class ClipDataset:
+    """Clips from a source (a `torch.utils.data.Dataset` by duck typing: ``__len__``/``__getitem__``).
+
+    - ``clip_frames``: frames per clip, sampled ED->ES (`memsam_clip_indices`); None = whole loop.
+    - ``supervision``: ``"semi"`` supervises the ED and ES frames only (MemSAM CAMUS-Semi; EchoNet
+      has nothing else); ``"full"`` every sampled frame that has a label map.
+    - ``classes``: structure keys; the mask holds class indices (``["lv"]`` -> binary).
+    - ``size``: resize to size x size (training); None keeps the original grid (evaluation).
+    - ``transform``: a `transforms.ClipAugment` (same parameters for every frame), train only.
+    - ``train``: random click (training) vs fixed median click (evaluation).
+    Randomness comes from ``np.random.default_rng([seed, epoch, index])``, so a clip does not depend
+    on worker count or on where a run was resumed. Cases that fail to load are handled by the
+    source's ``on_bad_sample`` policy (skip: the next good case is used instead).
+    """
+
+    def __init__(self, source, classes: Seq[str] = ("lv",), clip_frames: Optional[int] = 10,
+                 supervision: str = "semi", size: Optional[int] = None, transform=None, train: bool = True,
+                 seed: int = 0):
+        if supervision not in ("semi", "full"):
+            raise DatasetError(f"supervision must be 'semi' or 'full', got {supervision!r}.")
+        if len(source) == 0:
+            raise DatasetError(f"{source!r} holds no usable cases.")
+        self.source, self.classes, self.clip_frames = source, list(classes), clip_frames
+        self.supervision, self.size, self.transform = supervision, size, transform
+        self.train, self.seed, self.epoch = train, int(seed), 0
+        self._bad: set = set()
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def load_sequence(self, index: int) -> Sequence:
+        """The source's sequence, replacing cases that fail to load (skip policy) by the next one."""
+        n = len(self.source)
+        for k in range(n):
+            i = (index + k) % n
+            if i in self._bad:
+                continue
+            try:
+                return self.source.load(i)
+            except DatasetError as e:
+                handle_bad(self.source.on_bad_sample, str(e))
+                self._bad.add(i)
+        raise DatasetError(f"No case of {self.source!r} could be loaded.")
+
+    def clip_from_sequence(self, seq: Sequence, rng: np.random.Generator) -> Clip:
+        if self.clip_frames:
+            idx = memsam_clip_indices(seq.ed, seq.es, self.clip_frames)
+        else:
+            idx = np.arange(seq.n_frames)
+        keep = {seq.ed, seq.es} if self.supervision == "semi" else set(seq.labels)
+        T = len(idx)
+        H, W = seq.frames.shape[1:]
+        masks = np.full((T, H, W), IGNORE, dtype=np.int64)
+        labelled = np.zeros(T, dtype=bool)
+        for f in sorted(keep & set(seq.labels)):
+            where = np.flatnonzero(idx == f)
+            if len(where) == 0:
+                continue
+            # a frame repeated by a short ED->ES span is supervised once: the clip's last frame at its
+            # last position (frame n-1 = ES, as MemSAM's loss on pred[:, [0, -1]]), others at their first
+            j = int(where[-1] if f == idx[-1] else where[0])
+            masks[j] = structure_targets(seq.labels[f], self.classes)
+            labelled[j] = True
+        frames = seq.frames[idx].astype(np.float32)
+        spacing = tuple(float(s) for s in seq.spacing)
+        if self.size:
+            frames, masks = resize_clip(frames, masks, self.size)
+            spacing = (spacing[0] * H / self.size, spacing[1] * W / self.size)
+        if self.transform is not None and self.train:
+            frames, masks = self.transform(frames, masks, labelled, rng)
+        first = int(np.argmax(labelled)) if labelled.any() else 0
+        fg = masks[first] >= 1 if labelled.any() else np.zeros(masks.shape[1:], bool)
+        fg &= masks[first] != IGNORE
+        point = random_click(fg, rng) if self.train else fixed_click(fg)
+        ed_pos = int(np.flatnonzero(idx == seq.ed)[0]) if seq.ed in idx else 0
+        es_pos = int(np.flatnonzero(idx == seq.es)[-1]) if seq.es in idx else T - 1
+        return Clip(frames=frames, masks=masks, labelled=labelled, indices=idx, spacing=spacing, ed=ed_pos,
+                    es=es_pos, ef=float(seq.ef), name=seq.name, point=point)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        clip = self.clip_from_sequence(self.load_sequence(int(index)), rng)
+        return clip_to_dict(clip)
+
+
+def clip_to_dict(clip: Clip) -> dict:
+    import torch
+
+    return {"frames": torch.from_numpy(np.ascontiguousarray(clip.frames)),
+            "masks": torch.from_numpy(np.ascontiguousarray(clip.masks)),
+            "labelled": torch.from_numpy(clip.labelled), "point": torch.from_numpy(clip.point),
+            "spacing": torch.tensor(clip.spacing, dtype=torch.float64), "ed": clip.ed, "es": clip.es,
+            "ef": clip.ef, "name": clip.name, "indices": torch.from_numpy(clip.indices)}

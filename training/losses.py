@@ -1,0 +1,73 @@
+"""Losses of the three papers, restricted to supervised frames and pixels.
+
+Masks carry class indices with ``IGNORE`` (255) on frames (or pixels) without supervision; the
+``labelled`` (B, T) flags select the supervised frames (semi-supervision: ED and ES only). Frames
+that are not labelled never contribute, whatever their mask holds.
+
+- `memsam_loss` (MemSAM ``Mask_DC_and_BCE_lossV2``, models.md §1.3): ``0.8 (1 - softDice) +
+  0.2 BCEWithLogits(pos_weight=2)``; sigmoid; Dice pooled over all supervised frames of the batch
+  jointly, smooth 1e-5. Logits (B, T, 1, S, S), target = class index >= 1.
+- `dice_ce_loss` (MA-SAM, and our MediViSTA recipe, §2.4/§3.3): ``0.8 Dice + 0.2 CE`` over the
+  softmax of (B, T, C+1, S, S) logits; Dice averaged over the C+1 classes including background
+  (SAMed/MA-SAM ``DiceLoss``), each class pooled over all supervised pixels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .datasets.clips import IGNORE
+
+SMOOTH = 1e-5
+
+
+def _select(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor):
+    """(B,T,C,S,S), (B,T,S,S), (B,T) -> (N,C,S,S) logits, (N,S,S) long targets, (N,S,S) valid."""
+    if logits.shape[:2] != masks.shape[:2] or logits.shape[-2:] != masks.shape[-2:]:
+        raise ValueError(f"logits {tuple(logits.shape)} and masks {tuple(masks.shape)} do not match")
+    sel = labelled.bool()
+    lg, mk = logits[sel], masks[sel].long()
+    return lg, mk, mk != IGNORE
+
+
+def memsam_loss(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor,
+                dice_weight: float = 0.8, pos_weight: float = 2.0) -> torch.Tensor:
+    lg, mk, valid = _select(logits, masks, labelled)
+    if lg.shape[0] == 0 or not valid.any():
+        return logits.sum() * 0.0      # keeps the graph (DDP) when a batch has no supervised frame
+    x = lg[:, 0].float()[valid]
+    y = (mk[valid] >= 1).float()
+    bce = F.binary_cross_entropy_with_logits(x, y, pos_weight=torch.tensor(pos_weight, device=x.device))
+    p = torch.sigmoid(x)
+    dice = (2 * (p * y).sum() + SMOOTH) / (p.sum() + y.sum() + SMOOTH)
+    return dice_weight * (1 - dice) + (1 - dice_weight) * bce
+
+
+def dice_ce_loss(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor,
+                 dice_weight: float = 0.8) -> torch.Tensor:
+    lg, mk, valid = _select(logits, masks, labelled)
+    if lg.shape[0] == 0 or not valid.any():
+        return logits.sum() * 0.0
+    lg = lg.float()
+    n_cls = lg.shape[1]
+    ce = F.cross_entropy(lg, mk.masked_fill(~valid, -100), ignore_index=-100)
+    prob = torch.softmax(lg, dim=1)
+    onehot = F.one_hot(mk.masked_fill(~valid, 0), n_cls).permute(0, 3, 1, 2).float()
+    w = valid[:, None].float()
+    inter = (prob * onehot * w).sum(dim=(0, 2, 3))
+    denom = (prob * prob * w).sum(dim=(0, 2, 3)) + (onehot * w).sum(dim=(0, 2, 3))
+    dice = 1 - (2 * inter + SMOOTH) / (denom + SMOOTH)
+    return dice_weight * dice.mean() + (1 - dice_weight) * ce
+
+
+LOSSES = {"memsam": memsam_loss, "dice_ce": dice_ce_loss}
+
+
+def build_loss(cfg):
+    """``loss: {name: memsam | dice_ce, dice_weight: 0.8, pos_weight: 2.0}`` -> callable(logits, masks, labelled)."""
+    cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg or {})
+    name = cfg.pop("name", "memsam")
+    if name not in LOSSES:
+        raise ValueError(f"Unknown loss {name!r}; choose from {', '.join(LOSSES)}.")
+    fn = LOSSES[name]
+    return lambda logits, masks, labelled: fn(logits, masks, labelled, **cfg)

@@ -1,0 +1,98 @@
+"""Model-side pieces shared by train, evaluate and the benchmark: build the model a config names,
+turn a batch of clips into logits (MemSAM with its frame-0 click, prompt-free families on the whole
+clip), turn logits into labels, and score Dice.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy as np
+import torch
+
+from echosam.models.registry import get_family, preset_config
+
+from .config import deep_merge
+from .datasets.clips import IGNORE
+
+log = logging.getLogger("training")
+
+
+def build_model_from_config(mcfg: dict, classes: Optional[list] = None):
+    """-> (model, family spec, model config). ``classes`` (data.structures) replaces the preset's."""
+    spec = get_family(mcfg["family"])
+    base = preset_config(spec.name, mcfg.get("preset") or "vit_b").to_dict()
+    over = dict(mcfg.get("overrides") or {})
+    if classes:
+        over["classes"] = list(classes)
+    config = spec.config_cls.from_dict(deep_merge(base, over))
+    if spec.prompted and len(config.classes) != 1:
+        raise ValueError(f"{spec.name} is prompted and binary: give one structure (data.structures: [lv]), "
+                         f"got {config.classes}.")
+    if mcfg.get("init_sam"):
+        from echosam.checkpoints import load_official
+
+        model = load_official(mcfg["init_sam"], spec.name, config=config).model
+        log.info("initialised from official weights %s", mcfg["init_sam"])
+    elif mcfg.get("init_checkpoint"):
+        from echosam.checkpoints import load_checkpoint
+
+        loaded = load_checkpoint(mcfg["init_checkpoint"])
+        if loaded.family != spec.name:
+            raise ValueError(f"init_checkpoint is a {loaded.family} model, the config trains {spec.name}.")
+        model, config = loaded.model, loaded.config
+    else:
+        model = spec.build(config)
+    model.train()
+    trainable = str(mcfg.get("trainable", "paper"))
+    if trainable == "paper":
+        model.set_paper_trainable()
+    elif trainable == "all":
+        for p in model.parameters():
+            p.requires_grad_(True)
+    else:
+        raise ValueError(f"model.trainable must be 'paper' or 'all', got {trainable!r}")
+    return model, spec, config
+
+
+def prepare_images(core, frames: torch.Tensor, device) -> torch.Tensor:
+    """(B, T, H, W) 0..255 -> (B, T, 3, S, S) through the model's own ``prepare_frames``."""
+    b, t = frames.shape[:2]
+    with torch.no_grad():
+        x = core.prepare_frames(frames.reshape(b * t, *frames.shape[2:]).to(device))
+    return x.to(device).reshape(b, t, *x.shape[1:])
+
+
+def forward_batch(model, core, prompted: bool, batch: dict, device) -> torch.Tensor:
+    """Logits (B, T, K, S, S) for a batch from `ClipDataset` (K = 1 for MemSAM, C+1 otherwise).
+    MemSAM gets one positive click on frame 0 (models.md §1.2); an empty frame-0 mask gives a
+    padding point (label -1, SAM ignores it)."""
+    images = prepare_images(core, batch["frames"], device)
+    if not prompted:
+        return model(images)
+    pts = batch["point"].to(device, torch.float32)[:, None, :]
+    labels = torch.where(pts[:, :, 0] >= 0, 1.0, -1.0).to(device)
+    return model(images, pts, labels)
+
+
+def logits_to_labels(logits: torch.Tensor, prompted: bool, threshold: float = 0.5) -> torch.Tensor:
+    """(..., K, H, W) logits -> (..., H, W) class indices: sigmoid > threshold (MemSAM; the paper
+    evaluates with 0.6) or argmax over C+1 channels."""
+    if prompted:
+        return (torch.sigmoid(logits[..., 0, :, :].float()) > threshold).long()
+    return logits.argmax(dim=-3)
+
+
+def dice_counts(pred: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor, n_classes: int) -> np.ndarray:
+    """Per-class (sum of per-frame Dice, number of frames) over labelled frames -> (n_classes, 2).
+    A frame where a class is absent from both prediction and truth scores 1."""
+    out = np.zeros((n_classes, 2))
+    sel = labelled.bool()
+    p, m = pred[sel], masks[sel]
+    for f in range(p.shape[0]):
+        valid = m[f] != IGNORE
+        for c in range(1, n_classes + 1):
+            a, b = (p[f] == c) & valid, (m[f] == c) & valid
+            denom = int(a.sum() + b.sum())
+            out[c - 1] += (1.0 if denom == 0 else 2.0 * int((a & b).sum()) / denom, 1)
+    return out
