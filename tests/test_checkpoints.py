@@ -1,5 +1,4 @@
 """SAM base + checkpoint loading: official key layout, resizing, own format, clear errors."""
-import ast
 import collections
 import json
 from pathlib import Path
@@ -13,23 +12,13 @@ from echosam.errors import CheckpointError, ModelError
 from echosam.models.registry import build_model, get_family
 from echosam.models.sam import SamConfig, build_sam, resize_rel_pos
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints"
-
-
-def read_tsv(name: str) -> dict:
-    out = {}
-    for line in (REF / name).read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, shape, _dtype = line.split("\t")
-        out[key] = tuple(ast.literal_eval(shape))
-    return out
+from reference_listings import REF, read_listing as read_tsv
 
 
 @pytest.mark.skipif(not REF.exists(), reason="shared/reference/checkpoints not present")
 @pytest.mark.parametrize("tsv,size", [("sam_vit_b.tsv", 1024), ("sam_vit_b_256.tsv", 256), ("sam_vit_b_512.tsv", 512)])
 def test_sam_vit_b_matches_official_key_layout(tsv, size):
-    expected = read_tsv(tsv)
+    expected = {k: shape for k, (shape, _dtype) in read_tsv(tsv).items()}
     got = {k: tuple(v.shape) for k, v in build_sam(SamConfig.vit_b(size)).state_dict().items()}
     assert "pixel_mean" not in got  # non-persistent buffers, as in the official file
     assert got == expected

@@ -1,5 +1,4 @@
 """MA-SAM: tiny-model behaviour, ViT-B trainable split, official checkpoint layouts."""
-import ast
 import gc
 from pathlib import Path
 
@@ -12,19 +11,7 @@ from echosam.models.masam import MASAM, MASAMConfig, convert_official_report
 from echosam.models.registry import build_model, get_family
 from echosam.models.sam import SamConfig, build_sam, load_state_dict_strict, resize_pos_embed
 
-REF = Path("/work/shared/reference/checkpoints")
-
-
-def read_tsv(name):
-    if not (REF / name).exists():
-        pytest.skip(f"reference listing {REF / name} is not available")
-    out = {}
-    for line in (REF / name).read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, shape, dtype = line.split("\t")
-        out[key] = (ast.literal_eval(shape), dtype)
-    return out
+from reference_listings import REF, read_listing as read_tsv
 
 
 def synthetic_state(listing, seed):

@@ -1,5 +1,4 @@
 """MediViSTA v2: tiny-model behaviour, ViT-B trainable split, partial released layout."""
-import ast
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,7 @@ from echosam.models.peft import temporal_kernel
 from echosam.models.registry import build_model, get_family
 from echosam.models.sam import load_state_dict_strict
 
-REF = Path("/work/shared/reference/checkpoints")
-
-
-def read_tsv(name):
-    if not (REF / name).exists():
-        pytest.skip(f"reference listing {REF / name} is not available")
-    out = {}
-    for line in (REF / name).read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, shape, dtype = line.split("\t")
-        out[key] = (ast.literal_eval(shape), dtype)
-    return out
+from reference_listings import REF, read_listing as read_tsv
 
 
 @pytest.fixture()

@@ -1,6 +1,5 @@
 """MemSAM family: shapes, memory bank policy, readout maths, official key layouts (TSV listings),
 paper trainable split, save/load round trip, user-mask seeding, determinism."""
-import ast
 import dataclasses
 import json
 import math
@@ -19,20 +18,10 @@ from echosam.models.memsam_convert import convert_official
 from echosam.models.registry import build_model, get_family
 from echosam.models.sam import fit_state_dict_to_model, load_state_dict_strict
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints"
+from reference_listings import REF, read_listing as read_tsv
 needs_ref = pytest.mark.skipif(not REF.exists(), reason="shared/reference/checkpoints (official key listings) not present")
 PAPER_TRAINABLE = 58_376_375     # memsam_vit_b_256.tsv header (released MemSAM.__init__ freezing)
 PAPER_UNIQUE = 152_046_823       # same header: unique parameters of the released model
-
-
-def read_tsv(name: str) -> dict:
-    out = {}
-    for line in (REF / name).read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, shape, dtype = line.split("\t")
-        out[key] = (tuple(ast.literal_eval(shape)), dtype)
-    return out
 
 
 def synthetic_state(layout: dict, seed: int) -> dict:

@@ -77,12 +77,12 @@ def write_cine(cine: Cine, path: str | os.PathLike) -> Path:
     return path
 
 
-def read_labels(path: str | os.PathLike) -> tuple[np.ndarray, Cine]:
+def read_labels(path: str | os.PathLike, slices_as_frames: bool = False) -> tuple[np.ndarray, Cine]:
     """Read a label map written by `write_labels` (or any integer NRRD/NIfTI label sequence).
 
     Returns ``(labels (T, H, W) uint8, cine)`` where ``cine.frames`` is the same label array and
     carries the geometry and frame times; ``cine.metadata['structures']`` lists the structures
-    named in the file (NRRD key-value pairs), if any.
+    named in the file (NRRD key-value pairs), if any. ``slices_as_frames`` as in `read_cine`.
     """
     from .nrrd_io import label_structures
 
@@ -91,7 +91,7 @@ def read_labels(path: str | os.PathLike) -> tuple[np.ndarray, Cine]:
     if fmt.read_labels is None:
         raise CineError(f"Label maps cannot be read from {fmt.name} files; use .seq.nrrd, .nrrd or .nii.gz.")
     with reading(path, fmt):
-        raw = fmt.read_labels(path, False)
+        raw = fmt.read_labels(path, slices_as_frames)
     lab = np.asarray(raw.frames)
     if lab.ndim != 3:
         raise CineError(f"{path.name} is not a single-channel label map (shape {lab.shape}).")
