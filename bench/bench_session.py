@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import resource
 import time
-import tracemalloc
 
 import numpy as np
 import torch
@@ -74,14 +73,12 @@ def peak_memory(lm, n, size_hw, device, cap):
         s.propagate()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - torch.cuda.memory_allocated(), feats, s.peak_memory_entries
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    labels = s.propagate()              # keep the returned copy: it is output, not working memory
-    current, peak = tracemalloc.get_traced_memory()
-    del labels
-    tracemalloc.stop()
-    # transient working memory = peak above what stays allocated (the per-frame results grow with T)
-    return peak - current, feats, s.peak_memory_entries
+    s.propagate()
+    # CPU: torch allocations are invisible to tracemalloc and RSS keeps freed pages, so count the
+    # working memory the cap controls exactly: memory-bank entries x bytes per entry (key, shrinkage, value).
+    f = s._features
+    per_entry = (f.key[0].numel() + f.shrinkage[0].numel() + lm.config.value_dim * f.key[0, 0].numel()) * 4
+    return s.peak_memory_entries * per_entry, feats, s.peak_memory_entries
 
 
 def main(argv=None):
@@ -100,7 +97,7 @@ def main(argv=None):
     first, again, rerun = timing(lm, a.frames, hw, device)
     m_short, f_short, e_short = peak_memory(lm, a.frames, hw, device, a.cap)
     m_long, f_long, e_long = peak_memory(lm, a.long, hw, device, a.cap)
-    kind = "CUDA allocated" if device.startswith("cuda") else "Python/torch-CPU (tracemalloc)"
+    kind = "CUDA allocated" if device.startswith("cuda") else "memory bank, CPU"
     print(f"\n### Session benchmark: MemSAM {a.size}, device {device}, memory cap {a.cap}\n")
     print("| measure | value |\n|---|---|")
     print(f"| first propagation, {a.frames} frames (incl. encoding) | {first:.3f} s |")

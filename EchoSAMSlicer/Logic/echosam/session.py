@@ -34,11 +34,10 @@ DEFAULT_MEMORY_CAP = 16  # working-memory frames besides the key frame (models/m
 
 
 def resolve_device(device: str = "auto") -> str:
-    """"auto" -> "cuda" when available else "cpu"; anything else is returned as given."""
-    if device in (None, "", "auto"):
-        import torch
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
+    """"auto" -> "cuda" when available else "cpu"; "cuda" without a GPU is a clear ModelError."""
+    from .models.fast import resolve_device as resolve_torch_device
+
+    return str(resolve_torch_device(device))
 
 
 class Session:
