@@ -48,14 +48,17 @@ class EchoSAMSlicer(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class EchoSAMSlicerParameterNode:
-    """inputNode: sequence browser (or a single volume). modelName: Models.json name. device: auto/cpu/cuda."""
+    """inputNode: sequence browser. modelName: Models.json name or checkpoint file path (modelFamily: the
+    family of an official .pth file). promptStructure: LV / MYO / LA, the structure markups prompt."""
 
     inputNode: slicer.vtkMRMLNode
     modelName: str = "echosam-demo-memsam-tiny"
+    modelFamily: str = ""
     device: str = "auto"
     segmentLV: bool = True
     segmentMYO: bool = False
     segmentLA: bool = False
+    promptStructure: str = "LV"
     includePoints: slicer.vtkMRMLMarkupsFiducialNode
     excludePoints: slicer.vtkMRMLMarkupsFiducialNode
     roi: slicer.vtkMRMLMarkupsROINode
@@ -69,7 +72,8 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._timer = None
-        self._jobs = {}
+        self.plotWidget = None
+        self._fileFamilies = {}     # checkpoint file path -> family chosen for it (official .pth)
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -83,11 +87,11 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelSelector.addItem(entry.title, entry.name)
         for device in DEVICES:
             self.ui.deviceSelector.addItem(device)
-        self.ui.includePlaceWidget.setMRMLScene(slicer.mrmlScene)
-        self.ui.excludePlaceWidget.setMRMLScene(slicer.mrmlScene)
-        self.ui.roiPlaceWidget.setMRMLScene(slicer.mrmlScene)
+        for widget in (self.ui.includePlaceWidget, self.ui.excludePlaceWidget, self.ui.roiPlaceWidget):
+            widget.setMRMLScene(slicer.mrmlScene)
         self.ui.progressBar.setVisible(False)
         self.ui.cpuWarningLabel.setVisible(False)
+        self.setupCurvePlot()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -96,8 +100,10 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.includePointsSelector.currentNodeChanged.connect(self.ui.includePlaceWidget.setCurrentNode)
         self.ui.excludePointsSelector.currentNodeChanged.connect(self.ui.excludePlaceWidget.setCurrentNode)
         self.ui.roiSelector.currentNodeChanged.connect(self.ui.roiPlaceWidget.setCurrentNode)
-        self.ui.segmentButton.clicked.connect(lambda: self.run(propagateOnly=False))
-        self.ui.propagateButton.clicked.connect(lambda: self.run(propagateOnly=True))
+        self.ui.downloadButton.clicked.connect(self.onDownload)
+        self.ui.useFileButton.clicked.connect(self.onUseFile)
+        self.ui.segmentButton.clicked.connect(lambda: self.run(fromEdit=False))
+        self.ui.propagateButton.clicked.connect(lambda: self.run(fromEdit=True))
         self.ui.lockButton.clicked.connect(self.onLockToggle)
         self.ui.undoButton.clicked.connect(self.onUndo)
         self.ui.cancelButton.clicked.connect(self.onCancel)
@@ -112,12 +118,24 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateModelInfo()
         self.updateButtons()
 
+    def setupCurvePlot(self):
+        """A plot widget for the LV volume curve inside the Results section (table only if unavailable)."""
+        try:
+            self.plotWidget = slicer.qMRMLPlotWidget()
+            self.plotWidget.setMRMLScene(slicer.mrmlScene)
+            self.plotWidget.minimumHeight = 180
+            self.ui.curvePlotFrame.layout().addWidget(self.plotWidget)
+        except (AttributeError, TypeError):
+            self.plotWidget = None
+        self.ui.curvePlotFrame.setVisible(False)
+        self.ui.volumeTable.setHorizontalHeaderLabels([_("Quantity"), _("Value")])
+
     def cleanup(self):
         self.removeObservers()
         if self._timer:
             self._timer.stop()
         if self.logic:
-            self.logic.shutdown()
+            self.logic.controller.shutdown()
 
     def enter(self):
         self.initializeParameterNode()
@@ -129,6 +147,7 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         self.onCancel()
+        self.logic.controller.session_key = None
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -149,118 +168,194 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = parameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            index = self.ui.modelSelector.findData(self._parameterNode.modelName)
-            self.ui.modelSelector.setCurrentIndex(max(index, 0))
+            self.selectModel(self._parameterNode.modelName, self._parameterNode.modelFamily)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
 
-    # ---- display helpers ------------------------------------------------------------------------
+    # ---- model chooser ----------------------------------------------------------------------------
+    def selectModel(self, spec, family=""):
+        """Select a registry model or a checkpoint file (added to the chooser once)."""
+        from echosam import slicer_logic
+        index = self.ui.modelSelector.findData(spec)
+        if spec and slicer_logic.is_file_spec(spec):
+            self._fileFamilies[spec] = family
+        if index < 0 and spec and slicer_logic.is_file_spec(spec):
+            label = _("File: {name} ({family})").format(name=os.path.basename(spec), family=family or _("own format"))
+            self.ui.modelSelector.addItem(label, spec)
+            index = self.ui.modelSelector.count - 1
+        self.ui.modelSelector.setCurrentIndex(max(index, 0))
+        self.updateModelInfo()
+
+    def currentModelInfo(self):
+        spec = self.ui.modelSelector.currentData
+        try:
+            return self.logic.modelInfo(spec, self._fileFamilies.get(spec, "")) if spec else None
+        except ValueError:
+            return None
+
     def updateModelInfo(self, *args):
-        name = self.ui.modelSelector.currentData
-        entry = self.logic.modelEntry(name) if name else None
-        if entry and self._parameterNode:
-            self._parameterNode.modelName = entry.name
-        self.ui.modelInfoLabel.text = entry.summary() if entry else ""
-        self.ui.modelInfoLabel.toolTip = entry.description if entry else ""
-        if entry:
-            self.ui.promptsCollapsibleButton.collapsed = not entry.prompted
+        info = self.currentModelInfo()
+        if info and self._parameterNode:
+            self._parameterNode.modelName = info.spec
+            self._parameterNode.modelFamily = self._fileFamilies.get(info.spec, "")
+        self.ui.modelInfoLabel.text = info.text if info else ""
+        self.ui.modelInfoLabel.toolTip = info.tooltip if info else ""
+        self.ui.modelInfoLabel.styleSheet = "" if info is None or info.weights_present else "color: #c0392b"
+        if info:
+            self.ui.promptsCollapsibleButton.collapsed = not info.prompted
+        self.updateButtons()
+
+    def onDownload(self):
+        info = self.currentModelInfo()
+        with slicer.util.tryWithErrorDisplay(_("The download could not start."), waitCursor=True):
+            self.startRun(self.logic.controller.submit_download(info.spec), _("Downloading {title}...").format(title=info.title))
+
+    def onUseFile(self):
+        from echosam import model_zoo, slicer_logic
+        path = qt.QFileDialog.getOpenFileName(self.parent, _("Select a checkpoint file"), "",
+                                              _("Checkpoints (*.safetensors *.json *.pth *.pt *.bin *.ckpt)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("This file cannot be used."), waitCursor=True):
+            info = self.currentModelInfo()
+            entry = None if info is None or slicer_logic.is_file_spec(info.spec) else model_zoo.get_entry(info.spec)
+            plan = slicer_logic.plan_use_file(path, entry)
+            if plan.action == "register":
+                if slicer.util.confirmYesNoDisplay(plan.message):
+                    self.startRun(self.logic.controller.submit_use_file(plan.path, plan.entry_name),
+                                  _("Checking and copying {name}...").format(name=os.path.basename(path)))
+                    return
+                plan = slicer_logic.plan_use_file(path, None)
+            family = ""
+            if plan.action == "official":
+                dialog = qt.QInputDialog(self.parent)
+                dialog.setWindowTitle(_("Model family"))
+                dialog.setLabelText(plan.message)
+                dialog.setComboBoxItems(list(slicer_logic.FILE_FAMILIES))
+                dialog.setTextValue(plan.family)
+                if not dialog.exec_():
+                    return
+                family = dialog.textValue()
+            self.selectModel(plan.path, family)
 
     def updateDeviceWarning(self, *args):
         self.ui.cpuWarningLabel.setVisible(self.ui.deviceSelector.currentText == "cpu")
 
     def updateButtons(self, *args):
+        from echosam import slicer_logic
         p = self._parameterNode
-        ready = bool(p and p.inputNode and (p.segmentLV or p.segmentMYO or p.segmentLA))
-        busy = self.logic is not None and self.logic.busy
-        for button in (self.ui.segmentButton, self.ui.propagateButton, self.ui.lockButton, self.ui.undoButton):
-            button.enabled = ready and not busy
-        self.ui.cancelButton.enabled = busy
-        self.ui.segmentButton.toolTip = _("Segment the whole loop") if ready else _("Select an input cine first")
+        if self.logic is None or p is None:
+            return
+        busy, info = self.logic.controller.busy, self.currentModelInfo()
+        states = slicer_logic.button_states(
+            has_input=bool(p.inputNode), has_structures=p.segmentLV or p.segmentMYO or p.segmentLA, busy=busy,
+            prompted=bool(info and info.prompted), weights_present=bool(info and info.weights_present),
+            can_download=bool(info and info.can_download), has_result=self.logic.controller.has_result(p.inputNode))
+        for name, enabled in states.items():
+            getattr(self.ui, name).enabled = enabled
+        self.ui.segmentButton.text = _("Segmenting... (Cancel to stop)") if busy else _("Segment")
+        if not p.inputNode:
+            self.ui.segmentButton.toolTip = _("Select an input cine first")
+        elif info is not None and not info.weights_present:
+            self.ui.segmentButton.toolTip = _("The model's weights are missing: press Download or use a file you have")
+        else:
+            self.ui.segmentButton.toolTip = _("Segment the whole loop from the prompts")
 
     def currentBrowser(self):
         node = self._parameterNode.inputNode if self._parameterNode else None
-        return self.logic.browserOf(node) if node else None
+        return self.logic.controller.browser_of(node) if node else None
 
     def currentFrame(self):
         browser = self.currentBrowser()
-        return browser.GetSelectedItemNumber() if browser else 0
+        return max(browser.GetSelectedItemNumber(), 0) if browser else 0
 
     # ---- actions --------------------------------------------------------------------------------
-    def run(self, propagateOnly):
+    def structures(self):
+        from echosam import slicer_logic
+        p = self._parameterNode
+        return slicer_logic.structures_from_flags(p.segmentLV, p.segmentMYO, p.segmentLA)
+
+    def run(self, fromEdit):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
             if not self.logic.ensureDependencies(askConfirmation=True):
                 return
             device = self.logic.resolveDevice(p.device)
             self.ui.cpuWarningLabel.setVisible(device == "cpu")
-            structures = self.logic.structuresFromFlags(p.segmentLV, p.segmentMYO, p.segmentLA)
-            jobId = self.logic.submitSegmentation(
-                p.inputNode, p.modelName, device, structures, frame=self.currentFrame(),
-                includePoints=p.includePoints, excludePoints=p.excludePoints, roi=p.roi,
-                correctionFromSegmentation=propagateOnly)
-            self._jobs[jobId] = "labels"
-            self.ui.progressBar.setVisible(True)
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = _("Working...")
-            self._timer.start()
-            self.updateButtons()
+            run = self.logic.controller.submit_segmentation(
+                p.inputNode, p.modelName, device, self.structures(), frame=self.currentFrame(),
+                prompt_structure=p.promptStructure, include=p.includePoints, exclude=p.excludePoints, roi=p.roi,
+                family=p.modelFamily, from_edit=fromEdit)
+            if fromEdit and not run.data["changed"]:
+                self.ui.statusLabel.text = _("No edit found on this frame; propagating the current prompts.")
+            self.startRun(run, _("Working..."))
+
+    def startRun(self, run, text):
+        self.ui.progressBar.setVisible(True)
+        self.ui.progressBar.maximum = 0
+        self.ui.statusLabel.text = text
+        self._timer.start()
+        self.updateButtons()
 
     def pollWorker(self):
-        for msg in self.logic.poll():
-            if msg.kind == "progress":
-                self.ui.progressBar.maximum = max(msg.total, 1)
-                self.ui.progressBar.value = msg.done
-                self.ui.progressBar.format = f"{msg.done}/{msg.total} frames"
-                self.ui.statusLabel.text = msg.text
-            elif msg.kind == "error":
-                self.finishJob(msg.job_id, _("Failed."))
-                slicer.util.errorDisplay(msg.text, detailedText=msg.details)
-            elif msg.kind == "cancelled":
-                self.finishJob(msg.job_id, msg.text)
-            elif msg.kind == "result" and self._jobs.get(msg.job_id) == "labels":
-                with slicer.util.tryWithErrorDisplay(_("Could not write the result into the scene."), waitCursor=True):
-                    summary = self.logic.applyResult(msg.value, self._parameterNode.inputNode)
-                    self.showResults(summary)
-                self.finishJob(msg.job_id, _("Done."))
-        if not self.logic.busy and not self._jobs:
+        for a in self.logic.controller.poll():
+            if a.kind == "progress":
+                self.ui.progressBar.maximum = a.bar_max
+                self.ui.progressBar.value = a.bar_value
+                self.ui.progressBar.format = a.bar_format
+                self.ui.statusLabel.text = a.text
+            elif a.kind == "error":
+                self.ui.statusLabel.text = _("Failed.")
+                slicer.util.errorDisplay(a.text, detailedText=a.details or None)
+            elif a.kind in ("cancelled", "result"):
+                self.ui.statusLabel.text = a.text
+                if a.kind == "result" and isinstance(a.value, dict):
+                    self.showResults(a.value)
+                if a.run.kind in ("download", "use_file"):
+                    self.updateModelInfo()
+        if not self.logic.controller.busy:
             self._timer.stop()
             self.ui.progressBar.setVisible(False)
         self.updateButtons()
 
-    def finishJob(self, jobId, text):
-        self._jobs.pop(jobId, None)
-        self.ui.statusLabel.text = text
-
     def showResults(self, summary):
+        from echosam import slicer_logic
         self.ui.edFrameLabel.text = ", ".join(map(str, summary["ed_frames"])) or "-"
         self.ui.esFrameLabel.text = ", ".join(map(str, summary["es_frames"])) or "-"
-        ef = summary.get("ef_percent")
-        self.ui.efLabel.text = "-" if ef is None or ef != ef else f"{ef:.1f} %"
+        self.ui.efLabel.text = slicer_logic.ef_text(summary)
         self.ui.efLabel.toolTip = summary.get("message", "")
+        rows = slicer_logic.results_rows(summary)
+        self.ui.volumeTable.setRowCount(len(rows))
+        for i, (name, value) in enumerate(rows):
+            self.ui.volumeTable.setItem(i, 0, qt.QTableWidgetItem(name))
+            self.ui.volumeTable.setItem(i, 1, qt.QTableWidgetItem(value))
+        self.ui.volumeTable.resizeColumnsToContents()
+        if self.plotWidget is not None and summary.get("chart") is not None:
+            from echosam import mrml
+            self.plotWidget.setMRMLPlotViewNode(mrml.panel_plot_view(slicer.mrmlScene, summary["chart"]))
+            self.ui.curvePlotFrame.setVisible(True)
 
     def onLockToggle(self):
-        with slicer.util.tryWithErrorDisplay(_("Could not lock the frame."), waitCursor=True):
-            p = self._parameterNode
-            structures = self.logic.structuresFromFlags(p.segmentLV, p.segmentMYO, p.segmentLA)
-            locked = self.logic.toggleLock(p.inputNode, self.currentFrame(), structures)
-            self.ui.statusLabel.text = _("Frame {frame} locked.").format(frame=self.currentFrame()) if locked \
-                else _("Frame {frame} unlocked.").format(frame=self.currentFrame())
+        with slicer.util.tryWithErrorDisplay(_("Could not lock or unlock the frame."), waitCursor=True):
+            run = self.logic.controller.submit_lock(self._parameterNode.inputNode, self.currentFrame(), self.structures())
+            self.startRun(run, _("Locking...") if run.data["plan"] == "lock" else _("Unlocking..."))
 
     def onUndo(self):
-        with slicer.util.tryWithErrorDisplay(_("Nothing to undo."), waitCursor=True):
-            self.ui.statusLabel.text = _("Undone.") if self.logic.undo() else _("Nothing to undo.")
+        with slicer.util.tryWithErrorDisplay(_("Could not undo."), waitCursor=True):
+            self.startRun(self.logic.controller.submit_undo(self._parameterNode.inputNode), _("Undoing..."))
 
     def onCancel(self):
         if self.logic:
-            self.logic.cancel()
+            self.logic.controller.cancel()
 
     def jumpTo(self, phase):
         browser = self.currentBrowser()
-        frames = self.logic.phaseFrames(browser, phase) if browser else []
-        if frames:
-            browser.SetSelectedItemNumber(frames[0])
+        with slicer.util.tryWithErrorDisplay(_("Could not read the ED/ES frames."), waitCursor=False):
+            frames = self.logic.controller.phase_frames(browser, phase) if browser else []
+            if frames:
+                browser.SetSelectedItemNumber(frames[0])
 
     def onShowCurve(self):
-        chart = self.logic.curveChart(self.currentBrowser())
+        chart = self.logic.controller.curve_chart(self.currentBrowser())
         if chart is None:
             return
         layoutManager = slicer.app.layoutManager()
@@ -270,52 +365,24 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class EchoSAMSlicerLogic(ScriptedLoadableModuleLogic):
-    """Adapter between the Widget and ``echosam``. Takes nodes as arguments; never touches widgets."""
+    """Slicer-side adapter: parameter node, dependency install, device choice. The work (worker runs,
+    MRML writes, decisions) is done by ``echosam.slicer_logic.Controller`` (``self.controller``)."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self._worker = None
-        self._cine = None
-        self._cineKey = None
+        from echosam.slicer_logic import Controller
+        self.controller = Controller()
 
     def getParameterNode(self):
         return EchoSAMSlicerParameterNode(super().getParameterNode())
 
-    # ---- models and inputs (no torch) ---------------------------------------------------------------
     def modelEntries(self):
         from echosam import model_zoo
         return model_zoo.load_registry()
 
-    def modelEntry(self, name):
-        from echosam import model_zoo
-        return model_zoo.get_entry(name)
-
-    def browserOf(self, node):
-        """The sequence browser playing ``node`` (browser, sequence or proxy), or None for a lone volume."""
-        from echosam import mrml
-        from echosam.errors import CineError
-        try:
-            return mrml.resolve_input(node)[0]
-        except CineError:
-            return None
-
-    def cineFromInput(self, node):
-        """Browser / sequence / proxy -> cine of the sequence; a lone volume -> one-frame cine."""
-        from echosam import mrml
-        if self.browserOf(node) is not None:
-            return mrml.cine_from_sequence(node)
-        return mrml.cine_from_volume(node)
-
-    @staticmethod
-    def structuresFromFlags(lv, myo, la):
-        keys = [k for k, on in (("lv", lv), ("myo", myo), ("la", la)) if on]
-        if not keys:
-            raise ValueError(_("Select at least one structure (LV, myocardium or LA)."))
-        return keys
-
-    def promptsFromMarkups(self, cine, frame, includePoints=None, excludePoints=None, roi=None):
-        from echosam import mrml
-        return mrml.prompts_from_markups(includePoints, roi, cine, frame, exclude=excludePoints)
+    def modelInfo(self, spec, family=""):
+        from echosam import slicer_logic
+        return slicer_logic.model_info(spec, family)
 
     # ---- dependencies (Slicer only; called from the Segment button) -----------------------------
     def missingPackages(self):
@@ -354,143 +421,6 @@ class EchoSAMSlicerLogic(ScriptedLoadableModuleLogic):
             return "cuda" if torch.cuda.is_available() else "cpu"
         return choice
 
-    # ---- the worker ------------------------------------------------------------------------------
-    @property
-    def worker(self):
-        if self._worker is None:
-            from echosam.worker import Worker
-            self._worker = Worker()
-        return self._worker
-
-    @property
-    def busy(self):
-        return self._worker is not None and self._worker.busy
-
-    def poll(self):
-        return self._worker.poll() if self._worker else []
-
-    def cancel(self):
-        if self._worker:
-            self._worker.cancel()
-
-    def shutdown(self):
-        if self._worker:
-            self._worker.shutdown()
-            self._worker = None
-
-    def submitSegmentation(self, inputNode, modelName, device, structures, frame=0, includePoints=None,
-                           excludePoints=None, roi=None, correctionFromSegmentation=False):
-        """Queue model load, session, prompts/corrections, encode and propagate; returns the job id of the labels."""
-        from echosam import mrml, worker
-        cine = self.cineFromInput(inputNode)
-        key = (inputNode.GetID(), modelName, device, tuple(structures))
-        newSession = key != self._cineKey
-        self._cine, self._cineKey = cine, key
-        browser = self.browserOf(inputNode)
-        prompts = self.promptsFromMarkups(cine, frame, includePoints, excludePoints, roi)
-        corrections = {}
-        segSeq = mrml.find_segmentation_sequence(browser) if browser else None
-        if correctionFromSegmentation:
-            if segSeq is None:
-                raise ValueError(_("There is no EchoSAM segmentation yet: press Segment first."))
-            corrections = {s: mrml.read_segment_mask(browser, segSeq, frame, s, cine) for s in structures}
-        saved = mrml.load_session_state(browser.GetMasterSequenceNode()) if browser else {"prompts": {}}
-        w = self.worker
-        w.submit("load model", worker.job_load_model, spec=modelName, device=device)
-        if newSession:
-            w.submit("session", worker.job_new_session, cine=cine, structures=structures)
-            if saved.get("prompts"):
-                w.submit("restore prompts", lambda state, p, c, d=saved["prompts"]: state["session"].load_prompts_dict(d))
-        w.submit("prompts", _apply_prompts, frame=frame, structure=structures[0], prompts=prompts, corrections=corrections)
-        w.submit("encode", worker.job_encode)
-        return w.submit("propagate", _segment)
-
-    def applyResult(self, result, inputNode):
-        """On the main thread: labels -> segmentation sequence, state, LV curve. Returns the cardiac summary."""
-        from echosam import cardiac, mrml
-        labels, lockedFrames, promptsDict, structures = result
-        browser = self.browserOf(inputNode)
-        if browser is None:
-            raise ValueError(_("Results of a single volume are written only for sequences; load the cine as a sequence."))
-        scene = browser.GetScene()
-        scene.SaveStateForUndo()
-        mrml.write_segmentation_sequence(labels, self._cine, browser, structures)
-        analysis = cardiac.analyse(labels, spacing=self._cine.spacing, times_s=self._cine.frame_times)
-        summary = analysis.summary()
-        seq = browser.GetMasterSequenceNode()
-        mrml.save_session_state(seq, lockedFrames, summary["ed_frames"], summary["es_frames"], promptsDict)
-        mrml.write_lv_curve(scene, analysis.times_s, analysis.volume_al_ml, quantity="LV volume", unit="ml",
-                            ed_frames=summary["ed_frames"], es_frames=summary["es_frames"],
-                            ef=analysis.ef_percent, anchor=seq)
-        return summary
-
-    def toggleLock(self, inputNode, frame, structures):
-        """Lock the current frame's edited masks as corrections (or unlock it). Returns True when locked."""
-        from echosam import mrml
-        browser = self.browserOf(inputNode)
-        segSeq = mrml.find_segmentation_sequence(browser) if browser else None
-        if segSeq is None:
-            raise ValueError(_("There is no EchoSAM segmentation yet: press Segment first."))
-        state = mrml.load_session_state(browser.GetMasterSequenceNode())
-        isLocked = all(frame in state["locked"].get(s, []) for s in structures)
-        masks = {} if isLocked else {s: mrml.read_segment_mask(browser, segSeq, frame, s, self._cine) for s in structures}
-
-        def apply(st, progress, cancel):
-            session = st.get("session")
-            if session is None:
-                raise ValueError(_("Press Segment first."))
-            for s in structures:
-                session.unlock(frame, s) if isLocked else session.set_mask(frame, s, masks[s])
-            return session.locked_frames
-
-        self.worker.submit("lock", apply)
-        for s in structures:
-            frames = set(state["locked"].get(s, []))
-            frames = frames - {frame} if isLocked else frames | {frame}
-            state["locked"][s] = sorted(frames)
-        mrml.save_session_state(browser.GetMasterSequenceNode(), state["locked"], state["ed_frames"],
-                                state["es_frames"], state["prompts"])
-        return not isLocked
-
-    def undo(self):
-        self.worker.submit("undo", lambda st, p, c: st["session"].undo() if "session" in st else False)
-        return True
-
-    def phaseFrames(self, browser, phase):
-        from echosam import mrml
-        state = mrml.load_session_state(browser.GetMasterSequenceNode())
-        return state["ed_frames"] if phase == "ed" else state["es_frames"]
-
-    def curveChart(self, browser):
-        from echosam import mrml
-        return browser.GetMasterSequenceNode().GetNodeReference(mrml.REF_CURVE_CHART) if browser else None
-
-
-def _apply_prompts(state, progress, cancel, frame, structure, prompts, corrections):
-    """Worker job: markups prompts and corrected masks into the session."""
-    import numpy as np
-    session = state["session"]
-    points = [p for p in prompts if p["type"] == "point"]
-    if points:
-        session.add_points(points[0]["frame"], structure, np.array([p["xy"] for p in points]),
-                           np.array([p["label"] for p in points]))
-    for p in prompts:
-        if p["type"] == "box":
-            session.add_box(p["frame"], structure, tuple(p["box"]))
-    for s, mask in corrections.items():
-        session.set_mask(frame, s, mask)
-
-
-def _segment(state, progress, cancel):
-    """Worker job: propagate (prompted model) or segment the whole loop (prompt-free model)."""
-    session = state["session"]
-    if state["loaded"].prompted:
-        labels = session.propagate(progress=progress, cancel=cancel)
-    else:
-        labels = session.segment_auto(progress=progress, cancel=cancel)
-    structures = [getattr(s, "key", s) for s in getattr(session, "structures", ["lv"])]
-    return labels.copy(), session.locked_frames, session.prompts_to_dict(), structures
-
 
 class EchoSAMSlicerTest(ScriptedLoadableModuleTest):
     """Self-test on a phantom cine with the bundled demo model (runs in Slicer: Reload & Test)."""
@@ -525,14 +455,15 @@ class EchoSAMSlicerTest(ScriptedLoadableModuleTest):
         logic = EchoSAMSlicerLogic()
         self.assertTrue(logic.ensureDependencies(askConfirmation=False))
         self.delayDisplay("Segmenting with the bundled demo model")
-        logic.submitSegmentation(browser, "echosam-demo-memsam-tiny", "cpu", ["lv"], frame=0, includePoints=points)
-        self.assertTrue(logic.worker.wait_idle(600))
-        results = [m for m in logic.poll() if m.kind in ("result", "error")]
-        self.assertEqual(results[-1].kind, "result", getattr(results[-1], "details", ""))
-        summary = logic.applyResult(results[-1].value, browser)
+        controller = logic.controller
+        controller.submit_segmentation(browser, "echosam-demo-memsam-tiny", "cpu", ["lv"], frame=0, include=points)
+        self.assertTrue(controller.worker.wait_idle(600))
+        actions = [a for a in controller.poll() if a.kind in ("result", "error", "cancelled")]
+        self.assertEqual(actions[-1].kind, "result", actions[-1].text)
+        summary = actions[-1].value
         segSeq = mrml.find_segmentation_sequence(browser)
         self.assertIsNotNone(segSeq)
         self.assertEqual(segSeq.GetNumberOfDataNodes(), seq.GetNumberOfDataNodes())
         self.assertTrue(summary["ed_frames"] and summary["es_frames"])
-        logic.shutdown()
+        controller.shutdown()
         self.delayDisplay("Test passed")

@@ -181,7 +181,8 @@ def test_state_and_labels_survive_mrb_save_and_reload(headless, tmp_path):
     labels = make_labels()
     seg_seq, _ = mrml.write_segmentation_sequence(labels, cine, browser, ["lv", "myo", "la"])
     prompts = {"lv": {"0": {"points": [[10, 12]], "labels": [1]}}}
-    mrml.save_session_state(seq, {"lv": [0, 3]}, ed_frames=[0], es_frames=[3], prompts=prompts)
+    mrml.save_session_state(seq, {"lv": [0, 3]}, ed_frames=[0], es_frames=[3], prompts=prompts,
+                            written={0: {"lv": "d0"}, 3: {"lv": "d3"}})
     with pytest.raises(EchoSAMError, match="proxy"):
         mrml.save_session_state(browser.GetProxyNode(seq), {}, [], [])
     curve = [float((labels[i] == 1).sum() * cine.pixel_area_mm2) for i in range(T)]
@@ -209,7 +210,8 @@ def test_state_and_labels_survive_mrb_save_and_reload(headless, tmp_path):
         assert np.array_equal(cine2.frames, cine.frames) and np.allclose(cine2.ijk_to_ras, cine.ijk_to_ras)
         assert np.array_equal(mrml.read_labels(b2, seg2, cine=cine2), labels)
         state = mrml.load_session_state(seq2)
-        assert state == {"locked": {"lv": [0, 3]}, "ed_frames": [0], "es_frames": [3], "prompts": prompts}
+        assert state == {"locked": {"lv": [0, 3]}, "ed_frames": [0], "es_frames": [3], "prompts": prompts,
+                         "written": {0: {"lv": "d0"}, 3: {"lv": "d3"}}}
         assert seq2.GetNodeReference(mrml.REF_CURVE_CHART) is not None
         # re-writing into the reloaded scene reuses the reloaded nodes
         n = fresh.scene.GetNumberOfNodes()
@@ -217,6 +219,23 @@ def test_state_and_labels_survive_mrb_save_and_reload(headless, tmp_path):
         assert s3 is seg2 and fresh.scene.GetNumberOfNodes() == n
     finally:
         fresh.close()
+
+
+def test_update_session_state_keeps_other_fields_and_panel_plot_view(scene):
+    seq, browser = add_cine_sequence(scene, grey_frames(2), np.eye(4))
+    prompts = {"format": "echosam-prompts", "prompts": []}
+    mrml.save_session_state(seq, {"lv": [1]}, [0], [1], prompts, written={1: {"lv": "abc"}})
+    mrml.save_session_state(seq, {"lv": [1]}, [0], [1], prompts)          # written=None keeps the record
+    state = mrml.update_session_state(seq, locked={"lv": [], "myo": [0]})
+    assert state == mrml.load_session_state(seq) == {"locked": {"lv": [], "myo": [0]}, "ed_frames": [0],
+                                                     "es_frames": [1], "prompts": prompts, "written": {1: {"lv": "abc"}}}
+    with pytest.raises(EchoSAMError, match="Unknown session state"):
+        mrml.update_session_state(seq, lockd={})
+    nodes = mrml.write_lv_curve(scene, [0.0, 0.1], [50.0, 30.0], anchor=seq)
+    view = mrml.panel_plot_view(scene, nodes["chart"])
+    assert view.IsA("vtkMRMLPlotViewNode") and view.GetPlotChartNodeID() == nodes["chart"].GetID()
+    assert mrml.panel_plot_view(scene, nodes["chart"]) is view and scene.GetNumberOfNodesByClass("vtkMRMLPlotViewNode") == 1
+    assert view.GetLayoutName() == "EchoSAMPanel"
 
 
 def test_damaged_state_attribute_is_reported(scene):

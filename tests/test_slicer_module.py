@@ -48,7 +48,7 @@ def test_every_used_widget_exists_and_parameters_are_bound():
     assert not missing, f"EchoSAMSlicer.py uses widgets the .ui lacks: {sorted(missing)}"
     bound = set(re.findall(r'<property name="SlicerParameterName" stdset="0">\s*<string>(\w+)</string>', UI.read_text()))
     assert bound <= parameter_fields(), bound - parameter_fields()
-    assert {"inputNode", "device", "segmentLV", "includePoints", "excludePoints", "roi"} <= bound
+    assert {"inputNode", "device", "segmentLV", "promptStructure", "includePoints", "excludePoints", "roi"} <= bound
 
 
 def test_ui_loads_in_qt_and_panel_screenshot(tmp_path):
@@ -68,16 +68,34 @@ def test_ui_loads_in_qt_and_panel_screenshot(tmp_path):
     # what the panel shows after loading a DICOM cine and choosing the demo model
     panel.findChild(QComboBox, "inputSelector").addItem("US cine (DICOM) browser")
     panel.findChild(QComboBox, "modelSelector").addItem("EchoSAM demo MemSAM (tiny)")
-    panel.findChild(QLabel, "modelInfoLabel").setText("EchoSAM demo MemSAM (tiny) - 64 px input - license: Apache-2.0")
+    panel.findChild(QLabel, "modelInfoLabel").setText("EchoSAM demo MemSAM (tiny) - 64 px - weights bundled - license: Apache-2.0")
     panel.findChild(QComboBox, "deviceSelector").addItems(["auto", "cpu", "cuda"])
     panel.findChild(QComboBox, "includePointsSelector").addItem("LV include")
     panel.findChild(QComboBox, "excludePointsSelector").addItem("None")
     panel.findChild(QComboBox, "roiSelector").addItem("None")
     for name, text in (("edFrameLabel", "0, 25"), ("esFrameLabel", "11"), ("efLabel", "56.3 %")):
         panel.findChild(QLabel, name).setText(text)
+    from PySide6.QtWidgets import QTableWidget, QTableWidgetItem
+    from echosam.slicer_logic import results_rows
+    table = panel.findChild(QTableWidget, "volumeTable")
+    rows = results_rows({"ed_frames": [0, 25], "es_frames": [11], "edv_ml": 112.4, "esv_ml": 49.1, "ef_percent": 56.3,
+                         "beats": [{"ed_frame": 0, "es_frame": 11, "edv_ml": 112.4, "esv_ml": 49.1,
+                                    "ef_percent": 56.3, "complete_cycle": True}]})
+    table.setRowCount(len(rows))
+    for i, (name, value) in enumerate(rows):
+        table.setItem(i, 0, QTableWidgetItem(name))
+        table.setItem(i, 1, QTableWidgetItem(value))
+    table.resizeColumnsToContents()
+    assert [panel.findChild(QComboBox, "promptStructureSelector").itemText(i) for i in range(3)] == ["LV", "MYO", "LA"]
+    table.verticalHeader().setDefaultSectionSize(22)
+    panel.findChild(QWidget, "curvePlotFrame").setVisible(False)      # filled by qMRMLPlotWidget in Slicer only
+    for name in ("cpuWarningLabel", "progressBar"):                 # hidden until they apply, as in Slicer
+        panel.findChild(QWidget, name).setVisible(False)
+    from PySide6.QtWidgets import QPushButton
+    panel.findChild(QPushButton, "downloadButton").setEnabled(False)    # bundled weights: nothing to download
     from PySide6.QtWidgets import QCheckBox
     panel.findChild(QCheckBox, "lvCheckBox").setChecked(True)
-    panel.resize(440, 800)
+    panel.resize(460, 880)
     panel.show()
     app.processEvents()
     image = panel.grab()
@@ -121,36 +139,32 @@ sys.path.insert(0, {module_dir!r})
 import EchoSAMSlicer as M
 
 logic = M.EchoSAMSlicerLogic()
+c = logic.controller
 assert logic.getParameterNode().GetSingletonTag() == "EchoSAMSlicer"
 assert "echosam-demo-memsam-tiny" in [e.name for e in logic.modelEntries()]
+info = logic.modelInfo("sam-vit-b")
+assert info.status in ("missing", "cached") and "license: Apache-2.0" in info.text
 T, H, W = 8, 48, 48
 frames = np.random.default_rng(0).integers(0, 255, (T, H, W)).astype(np.uint8)
 seq, browser = add_cine_sequence(scene, frames, dicom_us_matrix())
-assert logic.browserOf(browser.GetProxyNode(seq)) is browser
-cine = logic.cineFromInput(browser)
-assert cine.n_frames == T
-points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "include")
-points.AddControlPoint(list(cine.pixel_to_ras(20, 22)))
-prompts = logic.promptsFromMarkups(cine, 0, includePoints=points)
-assert np.allclose(prompts[0]["xy"], [20, 22])
-assert logic.structuresFromFlags(True, False, True) == ["lv", "la"]
-try:
-    logic.structuresFromFlags(False, False, False); raise AssertionError("no error")
-except ValueError as e:
-    assert "at least one" in str(e)
+assert c.browser_of(browser.GetProxyNode(seq)) is browser
+assert not c.has_result(browser)
 yy, xx = np.mgrid[0:H, 0:W]
 labels = np.zeros((T, H, W), np.uint8)
 for t in range(T):
     labels[t][(yy - 24) ** 2 + (xx - 24) ** 2 < (8 + 4 * np.cos(2 * np.pi * t / T)) ** 2] = 1
-logic._cine = cine
-summary = logic.applyResult((labels, {{"lv": [0]}}, {{}}, ["lv"]), browser)
 from echosam import mrml
+from echosam.worker import SegmentationResult
+summary = c.apply(SegmentationResult(labels, {{"lv": [0]}}, {{}}, ["lv"], True), browser)
 seg = mrml.find_segmentation_sequence(browser)
-assert seg is not None and seg.GetNumberOfDataNodes() == T
+assert seg is not None and seg.GetNumberOfDataNodes() == T and c.has_result(browser)
 assert mrml.load_session_state(seq)["locked"] == {{"lv": [0]}}
-assert logic.phaseFrames(browser, "ed") == summary["ed_frames"]
-assert logic.curveChart(browser) is not None
+assert c.phase_frames(browser, "ed") == summary["ed_frames"] and summary["ed_frames"]
+assert c.curve_chart(browser) is summary["chart"]
+view = mrml.panel_plot_view(scene, summary["chart"])
+assert view is mrml.panel_plot_view(scene, summary["chart"]) and view.GetPlotChartNodeID() == summary["chart"].GetID()
 assert isinstance(logic.missingPackages(), list)
+c.shutdown()
 print("TORCH_IMPORTED", "torch" in sys.modules)
 h.close()
 '''

@@ -419,14 +419,22 @@ def _state_node(node):
 
 
 def save_session_state(node, locked: dict, ed_frames: Sequence[int] = (), es_frames: Sequence[int] = (),
-                       prompts: Optional[dict] = None, extra: Optional[dict] = None) -> None:
-    """Store locked frames ({structure: [frames]}), ED/ES frames and prompts (JSON) as attributes."""
+                       prompts: Optional[dict] = None, extra: Optional[dict] = None,
+                       written: Optional[dict] = None) -> None:
+    """Store locked frames ({structure: [frames]}), ED/ES frames and prompts (JSON) as attributes.
+
+    ``written`` ({frame: {structure: digest}}, see `echosam.slicer_logic.label_digests`) records what
+    EchoSAM last wrote into each frame, so a later user edit of a frame can be told apart from it;
+    None leaves the stored record as it is.
+    """
     node = _state_node(node)
     ed, es = [int(f) for f in ed_frames], [int(f) for f in es_frames]
     values = {"LockedFrames": json.dumps({k: sorted(int(f) for f in v) for k, v in (locked or {}).items()}),
               "EDFrames": json.dumps(ed), "ESFrames": json.dumps(es),
               "EDFrame": str(ed[0]) if ed else "", "ESFrame": str(es[0]) if es else "",
               "Prompts": json.dumps(prompts or {})}
+    if written is not None:
+        values["WrittenMasks"] = json.dumps({str(int(f)): dict(v) for f, v in written.items()})
     for k, v in (extra or {}).items():
         values[k] = json.dumps(v)
     for key, value in values.items():
@@ -434,7 +442,8 @@ def save_session_state(node, locked: dict, ed_frames: Sequence[int] = (), es_fra
 
 
 def load_session_state(node) -> dict:
-    """The state `save_session_state` stored: ``{"locked", "ed_frames", "es_frames", "prompts"}``."""
+    """The state `save_session_state` stored: ``{"locked", "ed_frames", "es_frames", "prompts", "written"}``
+    (``written`` keyed by int frame)."""
     node = _state_node(node)
 
     def get(key, default):
@@ -447,7 +456,21 @@ def load_session_state(node) -> dict:
 
     return {"locked": {k: [int(f) for f in v] for k, v in get("LockedFrames", {}).items()},
             "ed_frames": [int(f) for f in get("EDFrames", [])], "es_frames": [int(f) for f in get("ESFrames", [])],
-            "prompts": get("Prompts", {})}
+            "prompts": get("Prompts", {}),
+            "written": {int(f): dict(v) for f, v in get("WrittenMasks", {}).items()}}
+
+
+def update_session_state(node, **changes) -> dict:
+    """Change some fields of the stored state (``locked``, ``ed_frames``, ``es_frames``, ``prompts``,
+    ``written``), keep the others; returns the new state."""
+    unknown = set(changes) - {"locked", "ed_frames", "es_frames", "prompts", "written"}
+    if unknown:
+        raise EchoSAMError(f"Unknown session state field(s): {', '.join(sorted(unknown))}.")
+    state = load_session_state(node)
+    state.update(changes)
+    save_session_state(node, state["locked"], state["ed_frames"], state["es_frames"], state["prompts"],
+                       written=state["written"])
+    return state
 
 
 # ---- LV curve, plot and EF table ----------------------------------------------------------------
@@ -514,3 +537,17 @@ def write_lv_curve(scene, frame_times, values, quantity: str = "LV area", unit: 
     rows.append(("EF (%)", "-" if ef is None or not np.isfinite(ef) else f"{ef:.1f}"))
     _set_columns(ef_table, [("Quantity", [r[0] for r in rows]), ("Value", [r[1] for r in rows])])
     return {"table": table, "series": series, "chart": chart, "ef_table": ef_table}
+
+
+def panel_plot_view(scene, chart, tag: str = "EchoSAMPanel"):
+    """A plot view node (one per scene, singleton ``tag``) showing ``chart``, for a plot widget embedded
+    in the module panel. It has its own layout name, so it never replaces a plot view of the layout."""
+    view = scene.GetSingletonNode(tag, "vtkMRMLPlotViewNode")
+    if view is None:
+        view = slicer.vtkMRMLPlotViewNode()
+        view.SetSingletonTag(tag)
+        view.SetName(f"{tag} plot view")
+        view.SetLayoutName(tag)
+        view = scene.AddNode(view)
+    view.SetPlotChartNodeID(chart.GetID() if chart is not None else None)
+    return view

@@ -176,12 +176,25 @@ def _free_gpu_memory() -> None:
 
 
 # ---- standard jobs (the Slicer module and the CLI submit these) ---------------------------------
+@dataclass
+class SegmentationResult:
+    """What a segmentation (or undo) leaves for the main thread to write into the scene."""
+
+    labels: Any                 # (T, H, W) uint8 label map (structures.py values), a copy
+    locked: dict                # {structure: sorted locked frames}
+    prompts: dict               # Session.prompts_to_dict() (JSON-able)
+    structures: list            # structure keys of the session
+    prompted: bool
+
+
 def job_load_model(state, progress, cancel, spec: str, device: str = "cpu", family: Optional[str] = None):
     """Load weights (Models.json name or path) once; a new cine/session is made by `job_new_session`."""
     from .checkpoints import load_model
-    key = (str(spec), device)
+    key = (str(spec), device, family or None)
     if state.get("model_key") != key:
-        state["loaded"] = load_model(str(spec), device=device, family=family)
+        if progress is not None:
+            progress(0, 1, "loading model")
+        state["loaded"] = load_model(str(spec), device=device, family=family or None)
         state["model_key"] = key
         state.pop("session", None)
     return state["loaded"].family
@@ -202,7 +215,10 @@ def _session(state):
 
 
 def job_encode(state, progress, cancel):
-    _session(state).encode(progress=progress, cancel=cancel)
+    """Encode every frame once (prompted models); prompt-free models encode inside `job_segment_auto`."""
+    session = _session(state)
+    if session.prompted:
+        session.encode(progress=progress, cancel=cancel)
 
 
 def job_propagate(state, progress, cancel):
@@ -211,3 +227,33 @@ def job_propagate(state, progress, cancel):
 
 def job_segment_auto(state, progress, cancel):
     return _session(state).segment_auto(progress=progress, cancel=cancel).copy()
+
+
+def job_result(state, progress, cancel) -> SegmentationResult:
+    """The session's current labels, locks and prompts (submit after propagate / segment_auto)."""
+    s = _session(state)
+    return SegmentationResult(s.labels.copy(), s.locked_frames, s.prompts_to_dict(), list(s.structures), s.prompted)
+
+
+def job_undo(state, progress, cancel) -> Optional[SegmentationResult]:
+    """Undo the last prompt change of the session; the restored result, or None when there was nothing."""
+    return job_result(state, progress, cancel) if _session(state).undo() else None
+
+
+def _entry(model):
+    from . import model_zoo
+    return model if isinstance(model, model_zoo.ModelEntry) else model_zoo.get_entry(model)
+
+
+def job_download(state, progress, cancel, model) -> str:
+    """Download a Models.json entry (name or `ModelEntry`) into the cache, SHA256 checked; returns the path."""
+    from . import model_zoo
+    return str(model_zoo.download(_entry(model), progress=progress or (lambda *a: None), cancel=cancel))
+
+
+def job_use_file(state, progress, cancel, path: str, model) -> str:
+    """Register a checkpoint file the user already has for an entry (SHA256 checked, copied into the cache)."""
+    from . import model_zoo
+    if progress is not None:
+        progress(0, 1, "checking SHA256")
+    return str(model_zoo.use_existing_file(path, _entry(model)))

@@ -1,0 +1,374 @@
+"""echosam.slicer_logic: the Slicer panel's decisions and its worker adapter, headless on real MRML
+nodes (slicer-core), a real worker thread, a real tiny MemSAM checkpoint and a real local HTTP server."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import slicer
+import slicer.util
+
+from echosam import model_zoo, mrml
+from echosam import slicer_logic as sl
+from echosam import worker as wk
+from echosam.errors import CheckpointError, EchoSAMError, PromptError
+from slicer_scene import add_cine_sequence, dicom_us_matrix, headless, scene  # noqa: F401
+
+T, H, W = 8, 40, 48
+
+
+def disk(cy, cx, r, h=H, w=W):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
+
+
+def cine_frames():
+    """A bright beating disk (LV) in a darker ring (MYO) on noise: something the model can follow."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 40, (T, H, W)).astype(np.uint8)
+    for t in range(T):
+        r = 9 + 3 * np.cos(2 * np.pi * t / T)
+        frames[t][disk(20, 22, r + 4)] = 120
+        frames[t][disk(20, 22, r)] = 220
+    return frames
+
+
+def wait_actions(controller, timeout=120.0):
+    """Poll like the panel's QTimer until the run finished; returns every action."""
+    actions, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        actions += controller.poll()
+        if any(a.kind in ("result", "error", "cancelled") for a in actions) and not controller.busy:
+            return actions + controller.poll()
+        time.sleep(0.01)
+    raise AssertionError(f"no final action; got {[a.kind for a in actions]}")
+
+
+def final(actions):
+    return [a for a in actions if a.kind in ("result", "error", "cancelled")][-1]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECHOSAM_CACHE", str(tmp_path / "models"))
+    return tmp_path / "models"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    import torch
+
+    from echosam.checkpoints import save_checkpoint
+    from echosam.models.registry import build_model, preset_config
+    torch.manual_seed(0)
+    config = preset_config("memsam", "tiny")
+    model = build_model("memsam", config).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-memsam.safetensors"
+    return save_checkpoint(model, "memsam", config, path, classes=["lv", "myo", "la"])
+
+
+# ---- model chooser -----------------------------------------------------------------------------
+def test_model_info_reports_weights_status_and_license(cache, tiny_checkpoint):
+    sam = model_zoo.get_entry("sam-vit-b")
+    info = sl.model_info("sam-vit-b")
+    assert info.status == "missing" and info.can_download and not info.weights_present
+    assert "press Download" in info.text and "license: Apache-2.0" in info.text
+    cache.mkdir(parents=True)
+    (cache / sam.file).write_bytes(b"x")
+    info = sl.model_info("sam-vit-b")
+    assert info.status == "cached" and not info.can_download and info.weights_present and "downloaded" in info.text
+    demo = sl.model_info("echosam-demo-memsam-tiny")
+    expected = "bundled" if model_zoo.is_available(model_zoo.get_entry("echosam-demo-memsam-tiny")) else "missing"
+    assert demo.status == expected and not demo.can_download and demo.prompted
+    own = sl.model_info(str(tiny_checkpoint))
+    assert own.status == "file" and own.family == "memsam" and own.prompted
+    pth = sl.model_info(str(cache / "nothing.pth"), family="medivista")
+    assert pth.status == "file missing" and not pth.prompted and "NOT FOUND" in pth.text
+    with pytest.raises(EchoSAMError, match="Unknown model"):
+        sl.model_info("no-such-model")
+
+
+def test_plan_use_file_register_own_or_official(tmp_path, tiny_checkpoint):
+    sam = model_zoo.get_entry("sam-vit-b")
+    pth = tmp_path / "my_sam.pth"
+    pth.write_bytes(b"weights")
+    plan = sl.plan_use_file(pth, sam)
+    assert plan.action == "register" and plan.entry_name == "sam-vit-b" and "SHA256" in plan.message
+    plan = sl.plan_use_file(pth, None)
+    assert plan.action == "official" and plan.family == "memsam" and "family" in plan.message
+    assert sl.plan_use_file(tiny_checkpoint.with_suffix(".json"), sam).action == "own"
+    own = sl.plan_use_file(tiny_checkpoint, None)
+    assert own.action == "own" and own.path == str(tiny_checkpoint)
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="lone.json is missing"):
+        sl.plan_use_file(lone)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        sl.plan_use_file(tmp_path / "notes.txt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        sl.plan_use_file(tmp_path / "gone.pth")
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    payload = b""
+    delay = 0.0
+
+    def do_GET(self):  # noqa: N802 (http.server API)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        step = 1 << 20
+        for i in range(0, len(self.payload), step):
+            try:
+                self.wfile.write(self.payload[i:i + step])
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            time.sleep(self.delay)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_on_the_worker_with_progress_sha256_and_cancel(cache, http_server):
+    payload = np.random.default_rng(0).integers(0, 255, 3 * (1 << 20) + 17).astype(np.uint8).tobytes()
+    _SlowHandler.payload, _SlowHandler.delay = payload, 0.0
+    url = f"http://127.0.0.1:{http_server.server_address[1]}/w.pth"
+    entry = replace(model_zoo.get_entry("sam-vit-b"), name="local-test", file="local.pth", url=url,
+                    sha256=hashlib.sha256(payload).hexdigest())
+    c = sl.Controller()
+    try:
+        c.submit_download(entry)
+        actions = wait_actions(c)
+        progress = [a for a in actions if a.kind == "progress"]
+        assert progress and progress[-1].bar_max == 1000 and "MB" in progress[-1].bar_format
+        assert final(actions).kind == "result" and "Weights ready" in final(actions).text
+        assert (cache / "local.pth").read_bytes() == payload
+        # a wrong published hash: an error, nothing kept
+        bad = replace(entry, file="bad.pth", sha256="0" * 64)
+        c.submit_download(bad)
+        err = final(wait_actions(c))
+        assert err.kind == "error" and "SHA256" in err.text and not (cache / "bad.pth").exists()
+        # cancel mid-way: no partial file in the cache
+        _SlowHandler.delay = 0.3
+        c.submit_download(replace(entry, file="slow.pth"))
+        deadline = time.monotonic() + 20
+        seen = []
+        while not any(a.kind == "progress" and a.bar_value > 0 for a in seen) and time.monotonic() < deadline:
+            seen += c.poll()
+            time.sleep(0.01)
+        c.cancel()
+        assert final(seen + wait_actions(c)).kind == "cancelled"
+        assert sorted(p.name for p in cache.iterdir()) == ["local.pth"]
+        # "use a file I already have": checked and copied under the entry's name
+        mine = cache.parent / "mine.pth"
+        mine.write_bytes(payload)
+        c.submit_use_file(str(mine), replace(entry, file="copied.pth"))
+        assert final(wait_actions(c)).kind == "result" and (cache / "copied.pth").read_bytes() == payload
+        mine.write_bytes(b"other")
+        c.submit_use_file(str(mine), replace(entry, file="other.pth"))
+        assert "SHA256" in final(wait_actions(c)).text and not (cache / "other.pth").exists()
+    finally:
+        c.shutdown()
+
+
+# ---- prompts per (frame, structure) ----------------------------------------------------------------
+def test_merge_markup_prompts_replaces_only_that_frame_and_structure():
+    base = {"format": "echosam-prompts", "version": 1, "n_frames": T, "shape": [H, W], "structures": ["lv", "myo"],
+            "counter": 3, "prompts": [{"structure": "lv", "frame": 0, "version": 1, "points": [[5.0, 6.0]], "labels": [1]},
+                                      {"structure": "myo", "frame": 0, "version": 2, "box": [1.0, 1.0, 9.0, 9.0]},
+                                      {"structure": "lv", "frame": 4, "version": 3,
+                                       "mask": {"size": [H, W], "counts": [H * W]}, "seed": False}]}
+    pts = [{"type": "point", "frame": 0, "xy": [5.0, 6.0], "label": 1}]
+    assert sl.merge_markup_prompts(base, 0, "lv", pts) is None                 # unchanged: no new version
+    assert sl.merge_markup_prompts(base, 0, "lv", []) is None                  # no markups: keep prompts
+    moved = pts + [{"type": "point", "frame": 0, "xy": [8.0, 9.0], "label": 0}]
+    d = sl.merge_markup_prompts(base, 0, "lv", moved)
+    lv0 = [p for p in d["prompts"] if p["structure"] == "lv" and p["frame"] == 0]
+    assert len(lv0) == 1 and lv0[0]["points"] == [[5.0, 6.0], [8.0, 9.0]] and lv0[0]["labels"] == [1, 0]
+    assert lv0[0]["version"] == 4 == d["counter"]
+    assert [p for p in d["prompts"] if p["structure"] == "myo"] == [base["prompts"][1]]   # MYO untouched
+    d2 = sl.merge_markup_prompts(d, 2, "MYO", [{"type": "box", "frame": 2, "box": [2, 2, 8, 8]}])
+    assert {(p["structure"], p["frame"]) for p in d2["prompts"]} == {("lv", 0), ("myo", 0), ("lv", 4), ("myo", 2)}
+    with pytest.raises(PromptError, match="locked"):
+        sl.merge_markup_prompts(base, 4, "lv", pts)
+    assert sl.filter_prompts(base, ["myo"])["prompts"] == [base["prompts"][1]]
+    assert sl.filter_prompts(base, ["la"]) == {} and sl.filter_prompts({}, ["lv"]) == {}
+    assert sl.prompt_structure_key("MYO", ["lv", "myo"]) == "myo"
+    with pytest.raises(PromptError, match="not among the selected"):
+        sl.prompt_structure_key("LA", ["lv"])
+
+
+def test_changed_structures_from_a_segment_editor_edit(scene):
+    seq, browser = add_cine_sequence(scene, cine_frames(), dicom_us_matrix())
+    cine = mrml.cine_from_sequence(browser)
+    labels = np.zeros((T, H, W), np.uint8)
+    for t in range(T):
+        labels[t][disk(20, 22, 13)] = 2
+        labels[t][disk(20, 22, 9)] = 1
+    seg_seq, _ = mrml.write_segmentation_sequence(labels, cine, browser, ["lv", "myo"])
+    mrml.save_session_state(seq, {}, written=sl.label_digests(labels, ["lv", "myo"]))
+    written = mrml.load_session_state(seq)["written"]
+    k = 3
+    browser.SetSelectedItemNumber(k)
+    masks = {s: mrml.read_segment_mask(browser, seg_seq, k, s, cine) for s in ("lv", "myo")}
+    assert sl.changed_structures(masks, written, k) == []
+    edited = disk(18, 25, 7)
+    slicer.util.updateSegmentBinaryLabelmapFromArray(edited[None].astype(np.uint8), browser.GetProxyNode(seg_seq),
+                                                     "LV_endo", browser.GetProxyNode(seq))
+    masks = {s: mrml.read_segment_mask(browser, seg_seq, k, s, cine) for s in ("lv", "myo")}
+    assert sl.changed_structures(masks, written, k) == ["lv"]
+    assert sl.changed_structures(masks, {}, k) == ["lv", "myo"]              # nothing recorded: any mask counts
+    assert sl.lock_plan({"lv": [k]}, k, ["lv", "myo"]) == "unlock" and sl.lock_plan({"lv": [1]}, k, ["lv"]) == "lock"
+
+
+# ---- runs and messages ------------------------------------------------------------------------------
+def test_run_tracker_turns_messages_into_actions_and_drops_the_rest_after_an_error():
+    worker = wk.Worker()
+    tracker = sl.RunTracker()
+    try:
+        def frames(state, progress, cancel):
+            for i in range(5):
+                progress(i + 1, 5, "x")
+            return "ok"
+
+        def boom(state, progress, cancel):
+            raise PromptError("Place a point first.")
+
+        run = sl.Run("segment")
+        for role, fn in (("encode", frames), ("prompts", boom), ("result", frames)):
+            run.roles[worker.submit(role, fn)] = role
+        tracker.add(run)
+        assert worker.wait_idle(10)
+        actions = [tracker.handle(m) for m in worker.poll()]
+        kinds = [a.kind for a in actions]
+        assert kinds[0] == "progress" and actions[0].text == "Encoding frames: 5/5 frames" and actions[0].bar_max == 5
+        assert "error" in kinds and actions[kinds.index("error")].text == "Place a point first."
+        assert kinds[kinds.index("error") + 1:] == ["ignore"] * (len(kinds) - kinds.index("error") - 1)
+        assert run.finished and run.done_roles == ["encode"] and not tracker.active
+    finally:
+        worker.shutdown()
+
+
+def test_results_rows_and_button_states():
+    summary = {"ed_frames": [0, 20], "es_frames": [9], "edv_ml": 101.26, "esv_ml": 45.0, "ef_percent": 55.56,
+               "beats": [{"ed_frame": 0, "es_frame": 9, "edv_ml": 101.26, "esv_ml": 45.0, "ef_percent": 55.56,
+                          "complete_cycle": True}]}
+    rows = dict(sl.results_rows(summary))
+    assert rows["EDV (ml)"] == "101.3" and rows["ESV (ml)"] == "45.0" and rows["EF (%)"] == "55.6"
+    assert list(rows)[:3] == ["EDV (ml)", "ESV (ml)", "EF (%)"] and rows["Beat 1: ED 0 / ES 9"] == "101.3 / 45.0 ml, EF 55.6 %"
+    assert dict(sl.results_rows({"ef_percent": None}))["EF (%)"] == "-"
+    busy = sl.button_states(True, True, busy=True, prompted=True, weights_present=True, can_download=False,
+                            has_result=True)
+    assert busy["cancelButton"] and not any(v for k, v in busy.items() if k.endswith("Button") and k not in
+                                            ("cancelButton", "jumpEDButton", "jumpESButton", "showCurveButton"))
+    idle = sl.button_states(True, True, busy=False, prompted=False, weights_present=False, can_download=True,
+                            has_result=False)
+    assert idle["downloadButton"] and not idle["segmentButton"] and not idle["propagateButton"]
+    assert not idle["cancelButton"]
+
+
+# ---- the whole panel workflow, headless ----------------------------------------------------------
+def test_controller_segment_prompt_structures_correct_lock_and_undo(scene, tiny_checkpoint):
+    scene.SetUndoOn()
+    seq, browser = add_cine_sequence(scene, cine_frames(), dicom_us_matrix())
+    cine = mrml.cine_from_sequence(browser)
+    lv_pts = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "LV include")
+    lv_pts.AddControlPoint(list(cine.pixel_to_ras(22, 20)))
+    c = sl.Controller()
+    spec = str(tiny_checkpoint)
+    try:
+        with pytest.raises(PromptError, match="not among the selected"):
+            c.submit_segmentation(browser, spec, "cpu", ["lv"], frame=0, prompt_structure="MYO", include=lv_pts)
+        c.session_key = None
+        c.submit_segmentation(browser, spec, "cpu", ["lv", "myo"], frame=0, prompt_structure="LV", include=lv_pts)
+        actions = wait_actions(c, 300)
+        res = final(actions)
+        assert res.kind == "result", res.text + res.details
+        texts = [a.text for a in actions if a.kind == "progress"]
+        assert any(t.startswith("Encoding frames:") and "frames" in t for t in texts)
+        assert any(t.startswith("Propagating:") for t in texts)
+        seg_seq = mrml.find_segmentation_sequence(browser)
+        assert seg_seq.GetNumberOfDataNodes() == T and "ed_frames" in res.value and res.value["chart"] is not None
+        assert scene.GetNumberOfUndoLevels() >= 1
+        state = mrml.load_session_state(seq)
+        assert {p["structure"] for p in state["prompts"]["prompts"]} == {"lv"} and set(state["written"]) == set(range(T))
+
+        # MYO gets its own prompt on the same frame; LV keeps its points
+        myo_roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "MYO box")
+        myo_roi.SetCenterWorld(list(cine.pixel_to_ras(22, 20)))
+        myo_roi.SetSizeWorld([9.0, 9.0, 2.0])
+        c.submit_segmentation(browser, spec, "cpu", ["lv", "myo"], frame=0, prompt_structure="MYO", roi=myo_roi)
+        assert final(wait_actions(c, 300)).kind == "result"
+        items = {(p["structure"], p["frame"]): p for p in mrml.load_session_state(seq)["prompts"]["prompts"]}
+        assert set(items) == {("lv", 0), ("myo", 0)} and "box" in items[("myo", 0)] and "points" in items[("lv", 0)]
+
+        # correct LV on frame k in the proxy -> "Propagate from current frame" locks only LV there
+        k = 5
+        browser.SetSelectedItemNumber(k)
+        edited = disk(21, 23, 8)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(edited[None].astype(np.uint8), browser.GetProxyNode(seg_seq),
+                                                         "LV_endo", browser.GetProxyNode(seq))
+        run = c.submit_segmentation(browser, spec, "cpu", ["lv", "myo"], frame=k, from_edit=True)
+        assert run.data["changed"] == ["lv"] and [r for r in run.roles.values()][1] == "corrections"
+        res = final(wait_actions(c, 300))
+        assert res.kind == "result" and res.text == "Done: corrected Left ventricle cavity and re-propagated."
+        assert mrml.load_session_state(seq)["locked"] == {"lv": [k], "myo": []}
+        assert np.array_equal(mrml.read_segment_mask(browser, seg_seq, k, "lv", cine), edited)
+
+        # Lock / unlock toggles frame k
+        run = c.submit_lock(browser, k, ["lv", "myo"])
+        assert run.data["plan"] == "unlock"
+        res = final(wait_actions(c))
+        assert res.kind == "result" and "unlocked" in res.text
+        assert mrml.load_session_state(seq)["locked"] == {"lv": [], "myo": []}
+        run = c.submit_lock(browser, k, ["lv"])
+        assert run.data["plan"] == "lock" and final(wait_actions(c)).kind == "result"
+        assert mrml.load_session_state(seq)["locked"]["lv"] == [k]
+
+        # Undo: the session goes back one prompt change and the sequence is rewritten (undoable)
+        levels = scene.GetNumberOfUndoLevels()
+        c.submit_undo(browser)
+        res = final(wait_actions(c))
+        assert res.kind == "result" and res.text == "Undone." and scene.GetNumberOfUndoLevels() > levels
+        assert mrml.load_session_state(seq)["locked"]["lv"] == []
+
+        # a failing run reports the error and forgets nothing it should keep
+        c.submit_segmentation(browser, str(tiny_checkpoint.parent / "missing.safetensors"), "cpu", ["lv"], frame=0,
+                              include=lv_pts)
+        err = final(wait_actions(c))
+        assert err.kind == "error" and "missing.safetensors" in err.text and c.session_key is None
+        assert not c.busy
+    finally:
+        c.shutdown()
+
+
+def test_controller_refuses_lone_volumes_and_early_actions(scene):
+    vol = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "still")
+    slicer.util.updateVolumeFromArray(vol, cine_frames()[:1])
+    c = sl.Controller()
+    with pytest.raises(EchoSAMError, match="segmentation sequence"):
+        c.submit_segmentation(vol, "echosam-demo-memsam-tiny", "cpu", ["lv"])
+    seq, browser = add_cine_sequence(scene, cine_frames(), np.eye(4))
+    with pytest.raises(EchoSAMError, match="Segment first"):
+        c.submit_lock(browser, 0, ["lv"])
+    with pytest.raises(EchoSAMError, match="Nothing to undo"):
+        c.submit_undo(browser)
+    assert not c.has_result(browser) and c.curve_chart(browser) is None
+    c.shutdown()
