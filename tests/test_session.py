@@ -66,10 +66,11 @@ def test_first_pass_encodes_once_and_labels_are_valid(ph, memsam):
     assert lab.shape == ph.labels.shape and lab.dtype == np.uint8
     assert set(np.unique(lab)) <= {0, 1, 2}
     assert memsam.encoder_calls.n - enc0 == 3                      # ceil(14 / 5) batches, once
-    assert memsam.decoder_calls.n - dec0 == 2 * T                  # 1 prompt + 13 memory frames per structure
+    # per structure: the prompt decoder, the key frame again from memory (MemSAM's loop), 13 memory frames
+    assert memsam.decoder_calls.n - dec0 == 2 * (T + 1)
     assert s.done_frames == {"lv": list(range(T)), "myo": list(range(T))}
     s.propagate()                                                  # nothing stale: no work at all
-    assert memsam.encoder_calls.n - enc0 == 3 and memsam.decoder_calls.n - dec0 == 2 * T
+    assert memsam.encoder_calls.n - enc0 == 3 and memsam.decoder_calls.n - dec0 == 2 * (T + 1)
 
 
 def test_labels_follow_highest_probability(ph, memsam):

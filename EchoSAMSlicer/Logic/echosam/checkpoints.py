@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,16 +57,10 @@ class LoadedModel:
 # ---- helpers ----------------------------------------------------------------------------------
 def _atomic_write(path: Path, write_fn) -> None:
     """Write through a temp file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .io.atomic import atomic_file
+
+    with atomic_file(path, suffix=path.suffix) as tmp:
+        write_fn(str(tmp))
 
 
 def strip_prefixes(state: Mapping, prefixes: tuple = ("module.",)) -> dict:

@@ -97,7 +97,7 @@ class Propagator:
                 box = torch.tensor([[x0, y0, x1, y1]], dtype=torch.float32, device=self.s.device)
             logits = self.model.decode_prompt(self._feats(k), points=pts, point_labels=lab, box=box)
         logits = logits.float().to(self.s.device)
-        self.key_cache = {c: v for c, v in self.key_cache.items() if c[:2] != ck[:2]}
+        self.key_cache = {c: v for c, v in self.key_cache.items() if c[:2] != ck[:2] or c[2] == ck[2]}
         self.key_cache[ck] = logits
         return logits
 
@@ -107,6 +107,37 @@ class Propagator:
         bank.add(f.key, f.shrinkage, value, permanent=permanent, frame=t)
         return hidden
 
+    def key_output(self, key: str, k: int):
+        """Key frame ``k`` -> (output logits (1,1,S,S), hidden state to continue from), cached per version.
+
+        A mask key frame seeds memory directly and is its own output. A points/box key frame follows
+        MemSAM's released loop (models.md §1.2): the prompt decoder's logits only seed memory, then the
+        key frame is predicted again from that memory; this prediction is the output and becomes the
+        permanent memory entry (the prompt decoder's raw output is never shown nor trained on).
+        """
+        from .models.memory import MemoryBank
+
+        e = self.s._store.get(key, k)
+        ck = (key, k, e.version, "out")
+        if ck not in self.key_cache:
+            klog = self.key_logits(key, k)
+            hidden = self.model.init_hidden(1).to(self.s.device)
+            if e.mask is None:
+                bank = MemoryBank(self.s.memory_cap)
+                hidden = self._push(bank, hidden, k, klog, permanent=True)
+                klog, hidden = self.model.segment_from_memory(self._feats(k), bank, hidden)
+            self.key_cache[ck] = (klog, hidden)
+        return self.key_cache[ck]
+
+    def start_segment(self, key: str, k: int):
+        """A fresh memory rebuilt from key frame ``k`` -> (key output logits, bank, hidden)."""
+        from .models.memory import MemoryBank
+
+        out, hidden = self.key_output(key, k)
+        bank = MemoryBank(self.s.memory_cap)
+        hidden = self._push(bank, hidden, k, out, permanent=True)
+        return out, bank, hidden
+
     # ---- propagation ---------------------------------------------------------------------------
     def stale(self, key: str) -> list:
         want = frame_signatures(self.s._store, key, self.s.n_frames)
@@ -114,8 +145,6 @@ class Propagator:
         return [t for t in range(self.s.n_frames) if want[t] != have[t]]
 
     def run(self, keys: list, progress, cancel: Optional[CancelToken]) -> None:
-        from .models.memory import MemoryBank
-
         todo = {k: self.stale(k) for k in keys}
         total = sum(len(v) for v in todo.values())
         done = 0
@@ -135,7 +164,7 @@ class Propagator:
                     continue
                 if cancel is not None:
                     cancel.raise_if_cancelled()
-                klog = self.key_logits(key, k)
+                klog, bank0, hidden0 = self.start_segment(key, k)
                 if self.s._sig[key][k] != want[k]:
                     self.s._write(key, k, klog, want[k])
                     done += 1
@@ -150,8 +179,7 @@ class Propagator:
                 if state is not None and state[0] == first:
                     pos, bank, hidden, pending = state
                 else:
-                    pos, bank, hidden, pending = 0, MemoryBank(self.s.memory_cap), self.model.init_hidden(1), None
-                    hidden = self._push(bank, hidden.to(self.s.device), k, klog, permanent=True)
+                    pos, bank, hidden, pending = 0, bank0, hidden0, None
                 for i in range(pos, last + 1):
                     if cancel is not None and cancel.cancelled:
                         self.resume[rkey] = (i, bank, hidden, pending)

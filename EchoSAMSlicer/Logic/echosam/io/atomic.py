@@ -16,6 +16,9 @@ from typing import Iterator
 
 from ..errors import CineError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def _prepare_parent(path: Path) -> None:
     parent = path.parent
@@ -45,6 +48,7 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise CineError(f"Writing {path} produced no file.")
+        os.chmod(tmp, 0o666 & ~_UMASK)  # some writers create 0600 temp files; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -1,0 +1,52 @@
+"""Install trained demo weights into the extension: ``EchoSAMSlicer/Resources/Models/NAME.{safetensors,json}``.
+
+    python -m training.package_demo runs/demo_memsam_phantom/best.safetensors echosam-demo-memsam-tiny \
+        [--eval runs/demo_memsam_phantom/eval/summary.json]
+
+Re-saves the checkpoint with a plain-language notice (synthetic training data, not for clinical use)
+and the held-out evaluation in its provenance, then writes the file's SHA256, classes and input size
+into ``Resources/Models.json`` so the registry and the weights cannot drift apart.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from echosam.checkpoints import load_checkpoint, save_checkpoint
+from echosam.io.atomic import atomic_file
+from echosam.model_zoo import BUNDLED_DIR, MODELS_JSON, sha256_of
+
+NOTICE = ("Demonstration weights: a tiny model trained by the EchoSAMSlicer developers on SYNTHETIC phantom "
+          "cines only (echosam.phantom). Not trained on patient data; not for clinical use.")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="trained .safetensors (own format)")
+    p.add_argument("name", help="Models.json entry name, e.g. echosam-demo-memsam-tiny")
+    p.add_argument("--eval", default=None, help="held-out evaluation to record (summary.md of training.evaluate)")
+    a = p.parse_args(argv)
+
+    loaded = load_checkpoint(a.checkpoint)
+    prov = dict(loaded.meta.get("provenance") or {})
+    prov["notice"] = NOTICE
+    if a.eval:
+        prov["held_out_evaluation"] = Path(a.eval).read_text()
+    out = save_checkpoint(loaded.model, loaded.family, loaded.config, BUNDLED_DIR / a.name,
+                          classes=loaded.classes, provenance=prov)
+
+    registry = json.loads(MODELS_JSON.read_text())
+    entry = next((m for m in registry["models"] if m["name"] == a.name), None)
+    if entry is None:
+        raise SystemExit(f"{a.name} is not in {MODELS_JSON}; add its entry first.")
+    entry.update(file=out.name, config=out.with_suffix(".json").name, sha256=sha256_of(out),
+                 classes=list(loaded.classes), input_size=int(loaded.config.sam.img_size), bundled=True)
+    with atomic_file(MODELS_JSON, ".json") as tmp:
+        Path(tmp).write_text(json.dumps(registry, indent=2) + "\n")
+    print(f"{out} ({out.stat().st_size / 1e6:.2f} MB), sha256 {entry['sha256']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
