@@ -85,3 +85,14 @@ def test_report_files(tmp_path):
     assert [int(x.split(",")[0]) for x in rows[1:] if x.endswith(",ED")] == r.ed_frames
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp files left
+
+
+def test_one_frame_has_a_volume_but_no_ef():
+    from echosam.cardiac import analyse
+    from echosam.phantom import make_phantom
+
+    ph = make_phantom(n_frames=1, size=(96, 96), seed=3)
+    res = analyse(ph.labels, ph.cine.spacing, ph.cine.frame_times)
+    assert res.status == "too short" and np.isnan(res.ef_percent)
+    assert res.edv_ml == pytest.approx(ph.lv_volume_ml[0], rel=0.05)
+    assert res.ed_frames == [] and "cardiac cycle" in res.message

@@ -123,3 +123,4 @@ def test_console_script_help():
                          timeout=120, env=env)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "echosam: error: /nonexistent/x.seq.nrrd does not exist; check the path."
+

@@ -90,7 +90,7 @@ class CardiacResult:
     ef_percent: float = float("nan")  # mean over beats
     edv_ml: float = float("nan")
     esv_ml: float = float("nan")
-    status: str = "no LV"             # "cycles", "single partial cycle" or "no LV"
+    status: str = "no LV"             # "cycles", "single partial cycle", "too short" or "no LV"
     message: str = ""
 
     def summary(self) -> dict:
@@ -312,6 +312,13 @@ def analyse(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), times_s: 
     v = res.volume_al_ml
     if not np.any(v > 0):
         res.message = "No LV cavity (label 1) in any frame; EF cannot be computed."
+        return res
+    if T < 2 or float(times[-1] - times[0]) < min_cycle_s / 4:
+        # one frame (or a few ms) holds no contraction: a volume, but no ED/ES and no EF
+        res.status = "too short"
+        res.edv_ml = float(v.max())
+        res.message = (f"{T} frame(s) over {float(times[-1] - times[0]):.2f} s: too short for ED/ES and EF; "
+                       "record at least one cardiac cycle.")
         return res
     ed, es = detect_ed_es(v, times, min_cycle_s, smooth_s)
     res.ed_frames, res.es_frames = ed, es

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -20,6 +21,7 @@ from .errors import EchoSAMError
 from .progress import no_progress, tqdm_progress
 
 _COMMAND_MODULES = ("cli_io", "cli_segment")
+EXIT_INTERNAL = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -83,6 +85,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("echosam: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:            # `echosam ... | head`: the reader left; not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except MemoryError:
+        return error("Out of memory. Use a shorter cine, a smaller model, or --device cpu if the GPU is full.")
+    except OSError as exc:             # disk full, permission denied, ... while reading or writing
+        if args.debug:
+            raise
+        return error(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+    except Exception as exc:           # a bug or an unexpected library failure: say so plainly
+        if args.debug:
+            raise
+        if type(exc).__name__ == "OutOfMemoryError":   # torch.cuda.OutOfMemoryError
+            return error("The GPU ran out of memory. Close other GPU programs, use a shorter cine, or --device cpu.")
+        print(f"echosam: internal error: {type(exc).__name__}: {exc}\n"
+              "Run the same command with --debug for the full traceback and please report it.", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":       # pragma: no cover - `python -m echosam.cli`

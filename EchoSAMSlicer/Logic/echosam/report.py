@@ -85,12 +85,15 @@ def write_report(res: CardiacResult, outdir, info: Optional[dict] = None, title:
 
 def format_summary(res: CardiacResult) -> str:
     """One short human-readable block for the terminal."""
-    if res.status == "no LV":
+    if res.status in ("no LV", "too short"):
         return res.message
     lines = [f"EF {res.ef_percent:.1f} %  EDV {res.edv_ml:.1f} ml  ESV {res.esv_ml:.1f} ml  ({res.status})"]
-    for b in res.beats:
+    shown = 6  # a long loop has dozens of beats: the full table is in report.csv
+    for b in res.beats[:shown]:
         lines.append(f"  beat ED {b.ed_frame} -> ES {b.es_frame}: EDV {b.edv_ml:.1f} ml, ESV {b.esv_ml:.1f} ml, "
                      f"EF {b.ef_percent:.1f} %")
+    if len(res.beats) > shown:
+        lines.append(f"  ... {len(res.beats) - shown} more beats in report.csv")
     if res.status != "cycles":
         lines.append("  " + res.message)
     return "\n".join(lines)
