@@ -20,6 +20,7 @@ def data(tmp_path_factory):
     torch.manual_seed(0)
     for fam in ("memsam", "medivista"):
         cfg = preset_config(fam, "tiny")
+        cfg.classes = ["lv", "myo", "la"]
         save_checkpoint(build_model(fam, cfg), fam, cfg, d / f"{fam}.safetensors")
     write_labels(ph.labels, ph.cine, d / "truth.seq.nrrd")
     return d, ph

@@ -21,6 +21,7 @@ T = 14
 def _loaded(family="memsam", seed=0):
     torch.manual_seed(seed)
     cfg = preset_config(family, "tiny")
+    cfg.classes = ["lv", "myo", "la"]   # a MemSAM trained to propagate all three structures
     return LoadedModel(build_model(family, cfg).eval(), family, cfg, {}, None, "cpu")
 
 
@@ -247,3 +248,12 @@ def test_save_load_reuses_embeddings_and_checks_fingerprints(ph, memsam, tmp_pat
         Session.load(tmp_path / "sess", ph.cine, _loaded("memsam", seed=7))
     with pytest.raises(PromptError):
         Session.load(tmp_path / "nothing", ph.cine, memsam)
+
+
+def test_propagator_refuses_structures_it_was_not_trained_for(ph):
+    torch.manual_seed(0)
+    cfg = preset_config("memsam", "tiny")          # classes ["lv"], like the bundled demo MemSAM
+    lm = LoadedModel(build_model("memsam", cfg).eval(), "memsam", cfg, {}, None, "cpu")
+    with pytest.raises(PromptError, match="trained to propagate lv only, not myo"):
+        Session(ph.cine, lm, structures=("lv", "myo"))
+    assert Session(ph.cine, lm, structures=("lv",)).structures == ["lv"]

@@ -63,10 +63,15 @@ class Session:
         if structures is None:
             structures = ("lv",) if self.prompted else classes
         self.structures = [get_structure(s).key for s in ([structures] if isinstance(structures, str) else structures)]
-        if not self.prompted:
-            missing = [s for s in self.structures if s not in classes]
-            if missing:
-                raise PromptError(f"The {loaded.family} model segments {', '.join(classes)}, not {', '.join(missing)}.")
+        missing = [s for s in self.structures if s not in classes]
+        if missing and not self.prompted:
+            raise PromptError(f"The {loaded.family} model segments {', '.join(classes)}, not {', '.join(missing)}.")
+        if missing:
+            # A propagator asked for a structure it never learnt gives confident wrong masks that take
+            # pixels from the structures it knows (labels are resolved by highest probability).
+            raise PromptError(f"This {loaded.family} model was trained to propagate {', '.join(classes)} only, not "
+                              f"{', '.join(missing)}. Choose structures among {', '.join(classes)}, use a MemSAM "
+                              "trained for them (training/), or a prompt-free model (MediViSTA / MA-SAM).")
         self.memory_cap, self.embed_cache = memory_cap, embed_cache
         self.threshold, self.batch_size = float(threshold), max(1, int(batch_size))
         self.img_size = int(loaded.config.sam.img_size)
