@@ -26,6 +26,7 @@ import numpy as np
 
 from .errors import CheckpointError, CineError, PromptError
 from .progress import CancelToken, no_progress
+from .session_io import feature_tensors
 from .session_memsam import Propagator
 from .session_store import PromptStore
 from .structures import get_structure
@@ -138,7 +139,7 @@ class Session:
                 feats = self.model.encode(self._prepare(done, stop))
                 self.encoder_batches += 1
                 if not self._feature_parts:
-                    per = sum(v.element_size() * v.numel() for v in _tensors(feats).values()) // (stop - done)
+                    per = sum(v.element_size() * v.numel() for v in feature_tensors(feats).values()) // (stop - done)
                     self._cache_to = self._cache_device(per)
                 self._feature_parts.append(feats.to(self._cache_to))
                 done = stop
@@ -357,15 +358,6 @@ def _f16():
     return torch.float16
 
 
-def _tensors(feats) -> dict:
-    import dataclasses
-    import torch
-    if dataclasses.is_dataclass(feats):
-        return {f.name: getattr(feats, f.name) for f in dataclasses.fields(feats)
-                if isinstance(getattr(feats, f.name), torch.Tensor)}
-    return {k: v for k, v in vars(feats).items() if isinstance(v, torch.Tensor)}
-
-
 def _cat_features(parts: list):
     if len(parts) == 1:
         return parts[0]
@@ -373,7 +365,7 @@ def _cat_features(parts: list):
     if hasattr(cls, "cat"):
         return cls.cat(parts)
     import torch
-    return cls(**{k: torch.cat([_tensors(p)[k] for p in parts]) for k in _tensors(parts[0])})
+    return cls(**{k: torch.cat([feature_tensors(p)[k] for p in parts]) for k in feature_tensors(parts[0])})
 
 
 def auto_labels(loaded, grey: np.ndarray, structures: list, progress=None, cancel=None) -> np.ndarray:

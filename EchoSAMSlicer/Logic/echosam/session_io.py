@@ -23,6 +23,16 @@ FORMAT = "echosam-session"
 VERSION = 1
 
 
+def feature_tensors(feats) -> dict:
+    """The tensors of a per-frame features object (a dataclass such as MemSAM's FrameFeatures), by name."""
+    import dataclasses
+    import torch
+    if dataclasses.is_dataclass(feats):
+        return {f.name: getattr(feats, f.name) for f in dataclasses.fields(feats)
+                if isinstance(getattr(feats, f.name), torch.Tensor)}
+    return {k: v for k, v in vars(feats).items() if isinstance(v, torch.Tensor)}
+
+
 def cine_fingerprint(cine) -> str:
     h = hashlib.sha256()
     f = np.ascontiguousarray(cine.frames)
@@ -61,7 +71,6 @@ def save_session(s, folder) -> Path:
     from safetensors.torch import save_file
 
     from .io.atomic import atomic_folder
-    from .session import _tensors
 
     folder = Path(folder)
     meta = {"format": FORMAT, "version": VERSION, "family": s.loaded.family, "structures": s.structures,
@@ -81,7 +90,7 @@ def save_session(s, folder) -> Path:
         (tmp / "prompts.json").write_text(json.dumps(s.prompts_to_dict()) + "\n")
         np.savez_compressed(tmp / "results.npz", **arrays)
         if s._features is not None:
-            feats = {k: v.detach().cpu().contiguous() for k, v in _tensors(s._features).items()}
+            feats = {k: v.detach().cpu().contiguous() for k, v in feature_tensors(s._features).items()}
             save_file(feats, str(tmp / "embeddings.safetensors"))
     return folder
 

@@ -62,9 +62,9 @@ def convert_official(state: Mapping[str, torch.Tensor], config) -> dict:
         raise CheckpointError(f"This SAM checkpoint is {names.get(width, f'width {width}')} but the MemSAM config expects "
                               f"{config.sam.name} (width {config.sam.embed_dim}). MemSAM is published with SAM ViT-B: "
                               "use sam_vit_b_01ec64.pth, or a config whose 'sam' matches the file.")
-    from .memsam import MemSAM   # local import: memsam imports this module
+    from .registry import get_family   # the builder through the registry: memsam.py imports this module
 
-    fresh = MemSAM(config).state_dict()
+    fresh = get_family("memsam").build(config).state_dict()
     out = {k: v for k, v in state.items() if k.startswith(SAM_PREFIXES)}
     for k, v in fresh.items():
         out.setdefault(k, v)
