@@ -102,13 +102,14 @@ def test_prompt_free_and_errors(data, capsys):
 
 
 def test_demo_with_bundled_weights(tmp_path, capsys):
-    from echosam.model_zoo import resolve_model
-    try:
-        path = resolve_model(cli_segment.DEFAULT_MODEL)
-    except Exception as e:  # the lead trains and bundles the demo weights later
-        pytest.skip(f"demo weights not available: {e}")
-    if not path.exists():
-        pytest.skip("demo weights not bundled yet")
+    """`make demo`: the bundled demo MemSAM on an unseen phantom meets the issue's bar (LV Dice >= 0.85)."""
+    import re
+
     assert _run(["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "mean LV Dice" in out and "EF estimated" in out
+    dice = float(re.search(r"mean LV Dice vs phantom truth: ([0-9.]+)", out).group(1))
+    est, true = map(float, re.search(r"EF estimated ([0-9.]+) % vs true ([0-9.]+) %", out).groups())
+    assert dice >= 0.85
+    assert abs(est - true) < 8.0
+    for name in ("labels.seq.nrrd", "report.json", "report.csv", "lv_curve.png", "overlay.mp4"):
+        assert (tmp_path / "demo" / name).is_file(), name

@@ -86,12 +86,13 @@ def test_models_json_is_schema_valid_and_consistent():
     assert model_zoo.get_entry("sam-vit-b", entries).sha256.startswith("ec2df627")
 
 
-def test_bundled_weights_match_registry_when_present():
-    """The lead adds the demo weights later; once there, their config must agree with Models.json."""
-    present = [e for e in model_zoo.load_registry() if e.bundled and model_zoo.is_available(e)]
-    if not present:
-        pytest.skip("bundled demo weights not added yet")
-    for e in present:
+def test_bundled_weights_exist_and_match_registry():
+    """Every bundled entry ships its weights, with the recorded SHA256 and a config that agrees."""
+    bundled = [e for e in model_zoo.load_registry() if e.bundled]
+    assert {e.family for e in bundled} == {"memsam", "medivista", "masam"}
+    for e in bundled:
+        assert model_zoo.is_available(e), e.name
+        assert model_zoo.sha256_of(model_zoo.BUNDLED_DIR / e.file) == e.sha256, e.name
         cfg = json.loads((model_zoo.BUNDLED_DIR / e.config).read_text())
         assert cfg.get("family") == e.family
         assert cfg["config"]["sam"]["img_size"] == e.input_size
