@@ -3,269 +3,30 @@
 The module file (``EchoSAMSlicer.py``) is thin glue: it reads widgets, calls the `Controller`
 here, and shows the `Action` each worker message turns into. This module holds:
 
-- model chooser facts: where a model's weights are (bundled / cached / missing / a file), its
-  license, what "Use a checkpoint file I already have..." should do with a picked file;
-- prompts per (frame, structure): markups on the current frame replace that frame's points/box of
-  the chosen *prompt structure* only (other structures and frames keep theirs);
-- which structures the user edited on a frame (digests of what EchoSAM last wrote, stored on the
-  input sequence so this survives saving and reloading the scene);
 - `RunTracker`: the jobs of one user action (a *run*) and what each worker message means for it;
 - `Controller`: submits runs to the `echosam.worker.Worker` and applies results to MRML on the
   caller's (main) thread when `Controller.poll` is called from a timer.
+
+The pure panel decisions (model chooser facts, prompt merging per (frame, structure), digests of
+what EchoSAM wrote to tell user edits apart, results rows, button states) live in
+`echosam.slicer_panel`, the panel's worker jobs in `echosam.slicer_jobs`; both are re-exported
+here, so ``from echosam.slicer_logic import ...`` keeps working for every public name.
 
 Only ``echosam.mrml`` touches Slicer classes; nothing here imports Qt, ``slicer`` or torch.
 """
 from __future__ import annotations
 
-import copy
-import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
-from . import model_zoo, worker as wk
-from .errors import CheckpointError, EchoSAMError, PromptError
+from . import worker as wk
+from .errors import EchoSAMError, PromptError
+from .slicer_jobs import job_corrections, job_lock, job_markup_prompts, job_restore_prompts
+from .slicer_panel import (FILE_FAMILIES, OFFICIAL_SUFFIXES, OWN_SUFFIXES, ModelInfo,  # noqa: F401 (re-exported)
+                           UseFilePlan, button_states, changed_structures, ef_text, filter_prompts, is_file_spec,
+                           label_digests, lock_plan, mask_digest, merge_markup_prompts, model_info, plan_use_file,
+                           prompt_structure_key, results_rows, structures_from_flags)
 from .structures import get_structure
-
-FILE_FAMILIES = model_zoo.FAMILIES                # families an official .pth can be loaded as
-OWN_SUFFIXES = (".safetensors", ".json")
-OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-
-
-# ---- models --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the chooser shows about a model spec (a Models.json name, or a checkpoint file path)."""
-
-    spec: str
-    title: str
-    family: str
-    prompted: bool
-    license: str
-    status: str            # "bundled", "cached", "missing", "file" or "file missing"
-    can_download: bool
-    text: str              # one line for the panel
-    tooltip: str = ""
-
-    @property
-    def weights_present(self) -> bool:
-        return self.status in ("bundled", "cached", "file")
-
-
-def is_file_spec(spec: str) -> bool:
-    """True when ``spec`` names a checkpoint file rather than a Models.json entry."""
-    return Path(str(spec)).suffix.lower() in OWN_SUFFIXES + OFFICIAL_SUFFIXES
-
-
-def model_info(spec: str, family: str = "") -> ModelInfo:
-    """Facts for the chooser. Raises `ModelError` for an unknown registry name."""
-    spec = str(spec)
-    if is_file_spec(spec):
-        p = Path(spec)
-        fam = family or "?"
-        if p.suffix.lower() in OWN_SUFFIXES and p.with_suffix(".json").is_file():
-            from .checkpoints import read_checkpoint_meta   # JSON only, no torch
-            try:
-                fam = read_checkpoint_meta(p)["family"]
-            except CheckpointError:
-                fam = "?"
-        status = "file" if p.is_file() else "file missing"
-        prompted = fam in ("memsam", "sam")
-        where = "checkpoint file" if status == "file" else "FILE NOT FOUND"
-        text = f"{p.name} ({fam}) - {where} - license: as published by its source"
-        return ModelInfo(spec, p.name, fam, prompted, "", status, False, text, str(p))
-    entry = model_zoo.get_entry(spec)
-    if entry.bundled:
-        status = "bundled" if model_zoo.is_available(entry) else "missing"
-    else:
-        status = "cached" if model_zoo.is_available(entry) else "missing"
-    words = {"bundled": "weights bundled", "cached": "weights downloaded",
-             "missing": "weights missing: press Download" if entry.url else "weights missing"}
-    text = f"{entry.title} - {entry.input_size} px - {words[status]} - license: {entry.license or 'unknown'}"
-    tip = entry.description + (f"\nFile: {model_zoo.local_path(entry)}" if status != "missing" else "")
-    return ModelInfo(spec, entry.title, entry.family, entry.prompted, entry.license, status,
-                     bool(entry.url) and not entry.bundled and status == "missing", text, tip)
-
-
-@dataclass(frozen=True)
-class UseFilePlan:
-    """What to do with a file picked by "Use a checkpoint file I already have...".
-
-    ``action``: "register" (the selected Models.json entry's own file: SHA256 check + copy into the
-    cache; the caller asks first), "own" (an EchoSAM .safetensors/.json checkpoint, loaded as is) or
-    "official" (a PyTorch .pth: the user chooses ``family``, default ``family``)."""
-
-    action: str
-    path: str
-    entry_name: str = ""
-    family: str = ""
-    message: str = ""
-
-
-def plan_use_file(path, entry: Optional[model_zoo.ModelEntry] = None) -> UseFilePlan:
-    p = Path(str(path)).expanduser()
-    if not p.is_file():
-        raise CheckpointError(f"{p} does not exist or is not a file; choose the checkpoint file itself.")
-    suffix = p.suffix.lower()
-    if suffix not in OWN_SUFFIXES + OFFICIAL_SUFFIXES:
-        raise CheckpointError(f"{p.name} is not a checkpoint EchoSAM can read: use an EchoSAM .safetensors (with its "
-                              ".json) or an official PyTorch .pth/.pt file.")
-    if entry is not None and not entry.bundled and suffix == Path(entry.file).suffix.lower():
-        check = "its SHA256 is checked" if entry.sha256 else "no published SHA256 to check it against"
-        return UseFilePlan("register", str(p), entry.name, entry.family,
-                           f"Use {p.name} as the weights of '{entry.title}'? It is copied into {model_zoo.cache_dir()} "
-                           f"({check}). Choose No to load it as a separate model instead.")
-    if suffix in OWN_SUFFIXES:
-        weights, config = (p.with_suffix(".safetensors"), p.with_suffix(".json"))
-        missing = [q.name for q in (weights, config) if not q.is_file()]
-        if missing:
-            raise CheckpointError(f"An EchoSAM checkpoint is a .safetensors file with its .json next to it; "
-                                  f"{', '.join(missing)} is missing in {p.parent}.")
-        return UseFilePlan("own", str(weights))
-    default = entry.family if entry is not None and entry.family in FILE_FAMILIES else "memsam"
-    return UseFilePlan("official", str(p), family=default,
-                       message=f"{p.name} is an official PyTorch checkpoint: which model family is it?")
-
-
-# ---- structures and prompts ----------------------------------------------------------------------
-def structures_from_flags(lv: bool, myo: bool, la: bool) -> list:
-    keys = [k for k, on in (("lv", lv), ("myo", myo), ("la", la)) if on]
-    if not keys:
-        raise PromptError("Select at least one structure (LV, myocardium or LA).")
-    return keys
-
-
-def prompt_structure_key(prompt_structure: str, structures: list) -> str:
-    """The key of the prompt structure chooser's value; it must be one of the selected structures."""
-    key = get_structure(prompt_structure or "lv").key
-    if key not in structures:
-        raise PromptError(f"The prompt structure {get_structure(key).name} is not among the selected structures "
-                          f"({', '.join(get_structure(s).name for s in structures)}); tick it, or choose another "
-                          "prompt structure.")
-    return key
-
-
-def filter_prompts(prompts: dict, structures) -> dict:
-    """Stored prompts restricted to ``structures`` (a new session may segment fewer structures)."""
-    if not prompts or prompts.get("format") != "echosam-prompts":
-        return {}
-    keys = {get_structure(s).key for s in structures}
-    out = copy.deepcopy(prompts)
-    out["prompts"] = [p for p in prompts.get("prompts", []) if p.get("structure") in keys]
-    out["structures"] = [s for s in prompts.get("structures", []) if s in keys]
-    return out if out["prompts"] else {}
-
-
-def merge_markup_prompts(prompts: dict, frame: int, structure: str, markup_prompts: list) -> Optional[dict]:
-    """Make the (``structure``, ``frame``) entry of a prompts dict hold exactly the markups' points
-    and box. Returns the new dict, or None when there are no markups or nothing changes.
-
-    Other structures and frames keep their prompts. A frame locked for that structure (a corrected
-    mask) refuses points: the user must unlock it first."""
-    key, frame = get_structure(structure).key, int(frame)
-    points = [p for p in markup_prompts if p["type"] == "point"]
-    boxes = [p for p in markup_prompts if p["type"] == "box"]
-    if not points and not boxes:
-        return None
-    d = copy.deepcopy(prompts)
-    items = d.setdefault("prompts", [])
-    old = next((p for p in items if p.get("structure") == key and int(p.get("frame", -1)) == frame), None)
-    if old is not None and "mask" in old and not old.get("seed", False):
-        raise PromptError(f"Frame {frame} of {get_structure(key).name} holds a corrected mask (locked): unlock it "
-                          "(Lock / unlock frame) before placing points or a box there.")
-    new_points = [[float(v) for v in p["xy"]] for p in points]
-    new_labels = [int(p["label"]) for p in points]
-    new_box = [float(v) for v in boxes[-1]["box"]] if boxes else None
-    if old is not None and "mask" not in old:
-        same_points = (len(old.get("points", [])) == len(new_points)
-                       and np.allclose(np.reshape(old.get("points", []), (-1, 2)), np.reshape(new_points, (-1, 2)))
-                       and list(old.get("labels", [])) == new_labels)
-        same_box = (old.get("box") is None and new_box is None) or (
-            old.get("box") is not None and new_box is not None and np.allclose(old["box"], new_box))
-        if same_points and same_box:
-            return None
-    counter = max([int(d.get("counter", 0))] + [int(p.get("version", 0)) for p in items]) + 1
-    item = {"structure": key, "frame": frame, "version": counter}
-    if new_points:
-        item["points"], item["labels"] = new_points, new_labels
-    if new_box is not None:
-        item["box"] = new_box
-    d["prompts"] = [p for p in items if p is not old] + [item]
-    d["counter"] = counter
-    return d
-
-
-# ---- which structures the user edited ----------------------------------------------------------
-def mask_digest(mask) -> str:
-    """A short fingerprint of a binary mask (shape + CRC32 of its bits)."""
-    m = np.ascontiguousarray(np.asarray(mask, dtype=bool))
-    return f"{m.shape[0]}x{m.shape[1]}:{zlib.crc32(np.packbits(m).tobytes()):08x}:{int(m.sum())}"
-
-
-def label_digests(labels: np.ndarray, structures, frames=None) -> dict:
-    """``{frame: {structure: digest}}`` of a (T, H, W) label map, for `changed_structures` later."""
-    keys = [get_structure(s) for s in structures]
-    frames = range(labels.shape[0]) if frames is None else frames
-    return {int(t): {s.key: mask_digest(labels[t] == s.label) for s in keys} for t in frames}
-
-
-def changed_structures(masks: dict, written: dict, frame: int) -> list:
-    """The structures whose mask on ``frame`` differs from what EchoSAM wrote there.
-
-    ``masks``: {structure: (H, W) bool} as the user left them; ``written``: `label_digests` of the
-    last result. A structure with no record counts as changed when its mask is not empty."""
-    record = written.get(int(frame), {})
-    out = []
-    for s, m in masks.items():
-        key = get_structure(s).key
-        if key in record:
-            if mask_digest(m) != record[key]:
-                out.append(key)
-        elif np.any(m):
-            out.append(key)
-    return out
-
-
-def lock_plan(locked: dict, frame: int, structures: list) -> str:
-    """"unlock" when the frame is locked for any selected structure, else "lock"."""
-    return "unlock" if any(int(frame) in locked.get(s, []) for s in structures) else "lock"
-
-
-# ---- results in the panel ----------------------------------------------------------------------
-def _fmt(v, unit="", nd=1) -> str:
-    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{float(v):.{nd}f}{unit}"
-
-
-def results_rows(summary: dict) -> list:
-    """(quantity, value) rows of the Results table: EDV, ESV, EF (means over beats), then one row per
-    beat. The ED/ES frame numbers are shown above the table, next to their Go to buttons."""
-    rows = [("EDV (ml)", _fmt(summary.get("edv_ml"))), ("ESV (ml)", _fmt(summary.get("esv_ml"))),
-            ("EF (%)", _fmt(summary.get("ef_percent")))]
-    for i, b in enumerate(summary.get("beats", []), 1):
-        cycle = "" if b.get("complete_cycle", True) else " (partial)"
-        rows.append((f"Beat {i}: ED {b['ed_frame']} / ES {b['es_frame']}{cycle}",
-                     f"{_fmt(b.get('edv_ml'))} / {_fmt(b.get('esv_ml'))} ml, EF {_fmt(b.get('ef_percent'), ' %')}"))
-    return rows
-
-
-def ef_text(summary: dict) -> str:
-    return _fmt(summary.get("ef_percent"), " %")
-
-
-def button_states(has_input: bool, has_structures: bool, busy: bool, prompted: bool, weights_present: bool,
-                  can_download: bool, has_result: bool) -> dict:
-    """Enabled state of each action button (names as in the .ui)."""
-    ready = has_input and has_structures and not busy
-    return {"segmentButton": ready and weights_present,
-            "propagateButton": ready and prompted and has_result,
-            "lockButton": ready and prompted and has_result,
-            "undoButton": ready and prompted and has_result,
-            "downloadButton": not busy and can_download,
-            "useFileButton": not busy,
-            "cancelButton": busy,
-            "jumpEDButton": has_result, "jumpESButton": has_result, "showCurveButton": has_result}
 
 
 # ---- runs: the jobs of one user action and what their messages mean -------------------------------
@@ -353,46 +114,6 @@ class RunTracker:
         if msg.kind == wk.CANCELLED:
             return Action("cancelled", run, role, "Cancelled. Frames already computed are kept for the next run.")
         return Action("error", run, role, msg.text, details=msg.details)
-
-
-# ---- worker jobs specific to the panel --------------------------------------------------------
-def job_restore_prompts(state, progress, cancel, prompts: dict):
-    session = wk._session(state)
-    if session.prompted and prompts:
-        session.load_prompts_dict(prompts)
-
-
-def job_markup_prompts(state, progress, cancel, frame: int, structure: str, prompts: list) -> bool:
-    """Markups prompts of one structure on one frame into the session (replacing that entry)."""
-    session = wk._session(state)
-    if not session.prompted or not prompts:
-        return False
-    new = merge_markup_prompts(session.prompts_to_dict(), frame, structure, prompts)
-    if new is not None:
-        session.load_prompts_dict(new)
-    return new is not None
-
-
-def job_corrections(state, progress, cancel, frame: int, masks: dict) -> list:
-    session = wk._session(state)
-    for key, mask in masks.items():
-        if not np.any(mask):
-            raise PromptError(f"The {get_structure(key).name} mask on frame {frame} was erased; draw it again, or "
-                              "press Undo to go back.")
-        session.set_mask(frame, key, mask)
-    return sorted(masks)
-
-
-def job_lock(state, progress, cancel, frame: int, masks: Optional[dict], structures: list) -> dict:
-    """Lock ``frame`` with ``masks`` ({structure: mask}) or, with ``masks`` None, unlock it."""
-    session = wk._session(state)
-    if masks is None:
-        for s in structures:
-            session.unlock(frame, s)
-    else:
-        for s, m in masks.items():
-            session.set_mask(frame, s, m)
-    return session.locked_frames
 
 
 # ---- the controller ------------------------------------------------------------------------------

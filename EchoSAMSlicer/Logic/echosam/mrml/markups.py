@@ -1,0 +1,75 @@
+"""Markups (point lists, ROI) -> prompts in frame pixel coordinates (x = column, y = row)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..cine import Cine
+from ..errors import PromptError
+from ._common import ATTR_PREFIX
+
+_EXCLUDE_WORDS = {"exclude", "negative", "neg", "background", "bg", "-", "0", "false", "out"}
+
+
+def _point_label(node, i: int, default: int) -> int:
+    whole = (node.GetAttribute(ATTR_PREFIX + "PromptLabel") or "").strip().lower()
+    if whole:
+        default = 0 if whole in _EXCLUDE_WORDS else 1
+    for text in (node.GetNthControlPointDescription(i), node.GetNthControlPointLabel(i)):
+        word = (text or "").strip().lower()
+        if word in _EXCLUDE_WORDS:
+            return 0
+        if word in ("include", "positive", "pos", "foreground", "fg", "+", "1", "in"):
+            return 1
+    return default
+
+
+def _to_pixel(cine: Cine, ras) -> tuple:
+    ijk = np.linalg.inv(cine.ijk_to_ras) @ np.append(np.asarray(ras, float), 1.0)
+    return float(ijk[0]), float(ijk[1]), float(ijk[2])
+
+
+def prompts_from_markups(points, roi, cine: Cine, frame: int, exclude=None) -> list:
+    """Markups -> prompts in frame pixel coordinates (x = column, y = row) for ``frame``.
+
+    ``points``: a point list node (or a list of them); each point's label is include (1) unless
+    its description/label says ``exclude``/``negative`` or the node has the attribute
+    ``EchoSAM.PromptLabel = exclude``. ``exclude``: a second point list whose points are all
+    exclude. ``roi``: a `vtkMRMLMarkupsROINode` -> one box (its corners projected on the frame,
+    clipped to the image). Returns dicts ``{"type": "point", "frame", "xy", "label"}`` and
+    ``{"type": "box", "frame", "box": [x0, y0, x1, y1]}``.
+    """
+    if not 0 <= int(frame) < cine.n_frames:
+        raise PromptError(f"Frame {frame} is outside 0..{cine.n_frames - 1}.")
+    h, w = cine.shape[1:]
+    groups = [(n, 1) for n in (points if isinstance(points, (list, tuple)) else [points]) if n is not None]
+    groups += [(exclude, 0)] if exclude is not None else []
+    prompts = []
+    for node, default in groups:
+        for i in range(node.GetNumberOfControlPoints()):
+            p = [0.0, 0.0, 0.0]
+            node.GetNthControlPointPositionWorld(i, p)
+            x, y, k = _to_pixel(cine, p)
+            name = node.GetNthControlPointLabel(i) or f"{node.GetName()}-{i + 1}"
+            if abs(k) > 0.5:
+                raise PromptError(f"Point {name} is {abs(k):.1f} slices off the image plane; place it on the image.")
+            if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
+                raise PromptError(f"Point {name} is outside the image ({x:.1f}, {y:.1f}); move it onto the image.")
+            prompts.append({"type": "point", "frame": int(frame), "xy": [x, y], "label": _point_label(node, i, default)})
+    if roi is not None:
+        c, size = [0.0] * 3, [0.0] * 3
+        roi.GetCenterWorld(c)
+        roi.GetSizeWorld(size)
+        axes = []
+        for getter in (roi.GetXAxisWorld, roi.GetYAxisWorld, roi.GetZAxisWorld):
+            a = [0.0] * 3
+            getter(a)
+            axes.append(np.asarray(a))
+        corners = [np.asarray(c) + sum(sx * 0.5 * sz * ax for sx, sz, ax in zip(signs, size, axes))
+                   for signs in np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).T.reshape(-1, 3)]
+        xy = np.array([_to_pixel(cine, q)[:2] for q in corners])
+        x0, y0 = max(xy[:, 0].min(), 0.0), max(xy[:, 1].min(), 0.0)
+        x1, y1 = min(xy[:, 0].max(), w - 1.0), min(xy[:, 1].max(), h - 1.0)
+        if x1 <= x0 or y1 <= y0:
+            raise PromptError(f"ROI {roi.GetName()!r} does not overlap the image; move it onto the heart.")
+        prompts.append({"type": "box", "frame": int(frame), "box": [x0, y0, x1, y1]})
+    return prompts
