@@ -159,3 +159,17 @@ def test_sliding_windows_average_flat_memory_progress_and_cancel():
     with pytest.raises(CancelledError):
         sliding_window_probs(cancelling, images, clip=5, stride=1, cancel=token)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("family", ["masam", "medivista"])
+def test_batched_windows_equal_one_window_at_a_time(family):
+    from echosam.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model(family, preset="tiny").eval()
+    frames = torch.rand(13, 40, 48, generator=torch.Generator().manual_seed(2)) * 255
+    images = model.prepare_frames(frames)
+    one = model.segment_video(images, window_batch=1)
+    three = model.segment_video(images, window_batch=3)
+    assert one.shape == (13, 4, model.config.sam.img_size, model.config.sam.img_size)
+    assert torch.allclose(one, three, atol=1e-5)

@@ -9,7 +9,7 @@ to SAM's modules: ``image_encoder.fact.{u,v}`` (shared FacT factors) and
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -221,16 +221,22 @@ class PromptFreeSAM(nn.Module):
             x = F.interpolate(x[:, None], size=(s, s), mode="bilinear", align_corners=False, antialias=True)[:, 0]
         return normalise_intensity(x, self.config.intensity)[:, None].expand(-1, 3, -1, -1).contiguous()
 
-    def segment_video(self, images: torch.Tensor, progress=None, cancel=None) -> torch.Tensor:
+    def segment_video(self, images: torch.Tensor, progress=None, cancel=None, window_batch: Optional[int] = None
+                      ) -> torch.Tensor:
         """``images (T, 3, S, S)`` prepared frames, any T >= 1 -> probabilities ``(T, C+1, S, S)``
         (CPU float32): windows of ``config.clip_frames`` every ``config.window_stride`` frames,
-        run one at a time in eval mode, softmax averaged over overlaps (see `windows`)."""
+        ``window_batch`` windows per forward (default 4 on a GPU, 1 on the CPU: larger batches
+        feed a GPU better and still bound its memory), in eval mode, softmax averaged over overlaps
+        (see `windows`)."""
+        if window_batch is None:
+            window_batch = 4 if self.device.type == "cuda" else 1
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
                 return sliding_window_probs(self, images, self.config.clip_frames, self.config.window_stride,
-                                            self.config.window_pad_ends, progress, cancel, device=self.device)
+                                            self.config.window_pad_ends, progress, cancel, device=self.device,
+                                            batch=window_batch)
         finally:
             self.train(was_training)
 

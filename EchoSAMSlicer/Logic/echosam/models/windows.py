@@ -3,8 +3,8 @@
 A model that sees clips of ``clip`` frames (MA-SAM 5, MediViSTA 10) segments a loop of T frames
 window by window; the softmax probabilities of overlapping windows are averaged per frame
 (MA-SAM ``test.py``: stride-1 windows, probabilities accumulated into every frame of each window
-and averaged). Windows run one at a time and the accumulator lives on the CPU, so device memory
-does not grow with T; only the ``(T, C+1, S, S)`` result does.
+and averaged). Windows run a few at a time (one batch) and the accumulator lives on the CPU, so
+device memory does not grow with T; only the ``(T, C+1, S, S)`` result does.
 
 Padding follows MA-SAM's "replicate the first/last slice" rule:
 - ``T < clip``: one window, the loop centred in it, ends filled with copies of the first/last
@@ -60,14 +60,15 @@ def plan_windows(frames: int, clip: int, stride: int = 1, pad_ends: bool = False
 
 def sliding_window_probs(run: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, clip: int, stride: int = 1,
                          pad_ends: bool = False, progress: Optional[Callable] = None, cancel=None,
-                         device=None) -> torch.Tensor:
+                         device=None, batch: int = 1) -> torch.Tensor:
     """Overlap-averaged softmax probabilities of a clip model over a whole loop.
 
-    ``run(x (1, clip, 3, S, S) on device) -> logits (1, clip, K, S, S)``; ``images (T, 3, S, S)``
-    (any device; windows are gathered and moved one at a time). Returns ``(T, K, S, S)`` float32
-    on the CPU; each frame's probabilities sum to 1. ``progress(done, total, message)`` reports
-    frames whose windows are all finished; ``cancel.raise_if_cancelled()`` is checked before each
-    window (an `echosam.errors.CancelledError` leaves the model untouched).
+    ``run(x (B, clip, 3, S, S) on device) -> logits (B, clip, K, S, S)``; ``images (T, 3, S, S)``
+    (any device; windows are gathered and moved ``batch`` at a time, so device memory is bounded by
+    ``batch`` windows whatever T is). Returns ``(T, K, S, S)`` float32 on the CPU; each frame's
+    probabilities sum to 1. ``progress(done, total, message)`` reports frames whose windows are all
+    finished; ``cancel.raise_if_cancelled()`` is checked before each batch of windows (an
+    `echosam.errors.CancelledError` leaves the model untouched).
     """
     if images.ndim != 4:
         raise ModelError(f"Expected frames as (T, 3, S, S); got shape {tuple(images.shape)}.")
@@ -81,22 +82,26 @@ def sliding_window_probs(run: Callable[[torch.Tensor], torch.Tensor], images: to
     acc = None
     counts = torch.zeros(total, dtype=torch.float32)
     device = images.device if device is None else torch.device(device)
-    for w, win in enumerate(windows):
+    batch = max(1, int(batch))
+    for first in range(0, len(windows), batch):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        index = torch.tensor(win.sources, dtype=torch.long, device=images.device)
-        x = images.index_select(0, index).unsqueeze(0).to(device)
+        group = windows[first:first + batch]
+        index = torch.tensor([src for win in group for src in win.sources], dtype=torch.long, device=images.device)
+        x = images.index_select(0, index).view(len(group), clip, *images.shape[1:]).to(device)
         logits = run(x)
-        if logits.ndim != 5 or logits.shape[:2] != (1, clip):
-            raise ModelError(f"The clip model returned {tuple(logits.shape)}; expected (1, {clip}, K, S, S).")
-        probs = torch.softmax(logits[0].float(), dim=1).cpu()
+        if logits.ndim != 5 or logits.shape[:2] != (len(group), clip):
+            raise ModelError(f"The clip model returned {tuple(logits.shape)}; expected ({len(group)}, {clip}, K, S, S).")
+        probs = torch.softmax(logits.float(), dim=2).cpu()
         if acc is None:
-            acc = torch.zeros((total,) + tuple(probs.shape[1:]), dtype=torch.float32)
-        for i, (src, keep) in enumerate(zip(win.sources, win.keep)):
-            if keep:
-                acc[src] += probs[i]
-                counts[src] += 1
+            acc = torch.zeros((total,) + tuple(probs.shape[2:]), dtype=torch.float32)
+        for b, win in enumerate(group):
+            for i, (src, keep) in enumerate(zip(win.sources, win.keep)):
+                if keep:
+                    acc[src] += probs[b, i]
+                    counts[src] += 1
         del x, logits, probs
         if progress is not None:
+            w = first + len(group) - 1
             progress(sum(1 for u in last_use if u <= w), total, f"window {w + 1}/{len(windows)}")
     return acc / counts.view(-1, 1, 1, 1)
