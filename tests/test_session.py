@@ -257,3 +257,15 @@ def test_propagator_refuses_structures_it_was_not_trained_for(ph):
     with pytest.raises(PromptError, match="trained to propagate lv only, not myo"):
         Session(ph.cine, lm, structures=("lv", "myo"))
     assert Session(ph.cine, lm, structures=("lv",)).structures == ["lv"]
+
+
+def test_session_runs_the_fast_path(ph):
+    from segment_anything.modeling.image_encoder import Attention
+
+    lm = _loaded("memsam", seed=5)
+    s = Session(ph.cine, lm, structures=("lv",))
+    attn = [m for m in lm.model.modules() if isinstance(m, Attention)]
+    assert attn and all(getattr(m, "_echosam_fast", False) for m in attn)   # SDPA with the rel-pos bias
+    with pytest.raises(PromptError, match="precision"):
+        Session(ph.cine, lm, precision="int8")
+    assert s.precision == "auto"

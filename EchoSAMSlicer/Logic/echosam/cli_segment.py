@@ -149,7 +149,7 @@ def cmd_segment(args) -> int:
             raise EchoSAMError(f"--formats {f!r}: choose from seq.nrrd, nrrd, nii.gz, nii.")
     _check_outdir(Path(args.output))
     loaded = load(args.model, args.device, args.family)
-    s = Session(cine, loaded, structures=keys)
+    s = Session(cine, loaded, structures=keys, precision=args.precision)
     if not s.prompted:
         if args.points or args.box or args.mask:
             raise PromptError(f"{args.model} is a prompt-free model: drop --points/--box/--mask, or use a MemSAM model.")
@@ -316,6 +316,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed-model", default=None, help="prompt-free model seeding MemSAM when no prompt is given")
     p.add_argument("--structures", default="lv", help="structures: lv,myo,la")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--formats", default="seq.nrrd", help="label formats: seq.nrrd,nii.gz")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

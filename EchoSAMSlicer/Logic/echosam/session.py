@@ -25,6 +25,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import CheckpointError, CineError, PromptError
+from .models.fast import inference_context, optimise_for_inference
 from .progress import CancelToken, no_progress
 from .session_io import feature_tensors
 from .session_memsam import Propagator
@@ -45,10 +46,11 @@ class Session:
     """See the module docstring and docs/engine_api.md ("Session")."""
 
     def __init__(self, cine, loaded, structures=None, memory_cap="config", embed_cache: str = "auto",
-                 threshold: Optional[float] = None, batch_size: int = 8) -> None:
+                 threshold: Optional[float] = None, batch_size: int = 8, precision: str = "auto") -> None:
         """``memory_cap``: working-memory frames beyond the permanent key frame ("config": the model
         config's ``memory_cap``, else DEFAULT_MEMORY_CAP; None = unbounded). ``threshold``: on sigmoid
-        probabilities (None: the model config's, else 0.5). ``batch_size``: frames per encoder call."""
+        probabilities (None: the model config's, else 0.5). ``batch_size``: frames per encoder call.
+        ``precision``: "auto" = bf16 autocast on CUDA (fp16 on GPUs without bf16), fp32 on CPU; "fp32"."""
         if memory_cap == "config":
             memory_cap = getattr(loaded.config, "memory_cap", DEFAULT_MEMORY_CAP)
         if threshold is None:
@@ -57,8 +59,12 @@ class Session:
             raise PromptError(f"embed_cache must be 'auto', 'host' or 'device', not {embed_cache!r}.")
         if not 0.0 < float(threshold) < 1.0:
             raise PromptError(f"threshold must be in (0, 1), got {threshold}.")
+        if precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise PromptError(f"precision must be auto, fp32, fp16 or bf16, not {precision!r}.")
         self.cine, self.loaded, self.model = cine, loaded, loaded.model
         self.device = str(loaded.device)
+        self.precision = precision
+        optimise_for_inference(self.model, _torch_device(self.device))
         self.prompted = bool(loaded.prompted)
         classes = [get_structure(c).key for c in loaded.classes] or ["lv"]
         if structures is None:
@@ -88,6 +94,10 @@ class Session:
         self._propagator = Propagator(self)
         self.peak_memory_entries = 0
         self.encoder_batches = 0
+
+    def _inference(self):
+        """inference_mode + the mixed precision of ``self.precision`` on CUDA (models.fast)."""
+        return inference_context(_torch_device(self.device), self.precision)
 
     # ---- intensities and coordinates -----------------------------------------------------------
     @staticmethod
@@ -131,7 +141,7 @@ class Session:
         import torch
         progress = progress or no_progress
         done = sum(p.embedding.shape[0] for p in self._feature_parts)
-        with torch.inference_mode():
+        with self._inference():
             while done < self.n_frames:
                 if cancel is not None:
                     cancel.raise_if_cancelled()
@@ -283,9 +293,8 @@ class Session:
                 self._logits[k] for k in self.structures):
             raise PromptError("No prompt yet: add points, a box or a mask on a frame (or seed from a prompt-free "
                               "model) before propagating.")
-        import torch
         self.encode(progress, cancel)
-        with torch.inference_mode():
+        with self._inference():
             self._propagator.run(self.structures, progress or no_progress, cancel)
         return self._labels.copy()
 
@@ -295,7 +304,7 @@ class Session:
         if self.prompted:
             raise PromptError(f"segment_auto() needs a prompt-free model (MediViSTA, MA-SAM); {self.loaded.family} "
                               "needs a prompt, or seed it with seed_from_auto(auto=<prompt-free model>).")
-        self._labels = auto_labels(self.loaded, self._grey, self.structures, progress, cancel)
+        self._labels = auto_labels(self.loaded, self._grey, self.structures, progress, cancel, self.precision)
         return self._labels.copy()
 
     def seed_from_auto(self, frame: int = 0, auto=None, progress=None, cancel=None) -> list:
@@ -368,7 +377,13 @@ def _cat_features(parts: list):
     return cls(**{k: torch.cat([feature_tensors(p)[k] for p in parts]) for k in feature_tensors(parts[0])})
 
 
-def auto_labels(loaded, grey: np.ndarray, structures: list, progress=None, cancel=None) -> np.ndarray:
+def _torch_device(device: str):
+    import torch
+    return torch.device(device)
+
+
+def auto_labels(loaded, grey: np.ndarray, structures: list, progress=None, cancel=None,
+                precision: str = "auto") -> np.ndarray:
     """Prompt-free labels (T, H, W) uint8: ``segment_video`` probabilities resized to (H, W), argmax.
     ``grey`` (T, H, W) float 0..255. Classes not in ``structures`` become background."""
     import torch
@@ -376,7 +391,7 @@ def auto_labels(loaded, grey: np.ndarray, structures: list, progress=None, cance
     model, dev = loaded.model, loaded.device
     classes = [get_structure(c) for c in loaded.classes]
     T, H, W = grey.shape
-    with torch.inference_mode():
+    with inference_context(_torch_device(dev), precision):
         images = model.prepare_frames(torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32)).to(dev))
         probs = model.segment_video(images, progress=progress, cancel=cancel)
         lut = np.zeros(len(classes) + 1, dtype=np.uint8)

@@ -7,6 +7,7 @@
   cuDNN on GPU, flash-style on CPU) and avoids materialising the scaled logits separately.
 - `inference_context(device, precision)`: ``torch.inference_mode`` + bf16/fp16 autocast on CUDA.
 - `maybe_compile(module)`: optional ``torch.compile``; falls back to eager with a warning.
+- `optimise_for_inference(model, device)`: all of the above that applies, once; what `Session` uses.
 
 The fast path agrees with the fp32 reference within 1e-4 (CPU, fp32) and within bf16 rounding on
 GPU (see tests/test_fast_path.py and bench/bench_models.py).
@@ -109,3 +110,20 @@ def maybe_compile(module: torch.nn.Module, enabled: bool = False):
     except Exception as e:  # compile backends vary by platform; eager is always correct
         warnings.warn(f"torch.compile unavailable ({e}); running eagerly.")
         return module
+
+
+def optimise_for_inference(model: torch.nn.Module, device: torch.device, compile_encoder: bool = False):
+    """Apply the fast path to a model used for inference (idempotent; weights and their names unchanged).
+
+    SDPA attention everywhere; on CUDA, channels-last weights so the convolutions (MemSAM's CNN branch
+    and value encoder, MediViSTA's frequency branch, the neck) use the tensor-core friendly layout;
+    optionally ``torch.compile`` of the image encoder's forward (the bulk of the FLOPs).
+    """
+    enable_fast_attention(model)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    encoder = getattr(model, "image_encoder", None)
+    if compile_encoder and encoder is not None and not getattr(encoder, "_echosam_compiled", False):
+        encoder.forward = maybe_compile(encoder, enabled=True).forward
+        encoder._echosam_compiled = True
+    return model
