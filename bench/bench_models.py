@@ -22,7 +22,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from echosam.models.fast import disable_fast_attention, enable_fast_attention, inference_context, resolve_device
+from echosam.models.fast import (disable_fast_attention, enable_fast_attention, inference_context,
+                                 optimise_for_inference, resolve_device)
 from echosam.models.registry import build_model
 
 # dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets
@@ -127,9 +128,10 @@ def bench_family(family, size, frames, device, batch, repeats):
     rows = {}
     for mode in ("naive", "fast"):
         if mode == "fast":
-            enable_fast_attention(model)
+            optimise_for_inference(model, device)        # what Session does
         else:
             disable_fast_attention(model)
+            model.to(memory_format=torch.contiguous_format)
         ctx = (lambda: inference_context(device)) if mode == "fast" else (lambda: torch.no_grad())
         with ctx():
             runner(model, images[: min(frames, 2 * batch)], mode == "fast", batch)  # warm-up
