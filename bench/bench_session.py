@@ -68,7 +68,6 @@ def peak_memory(lm, n, size_hw, device, cap):
     s._history.clear()                  # no undo before-images in this measurement
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         s.propagate()
         torch.cuda.synchronize()

@@ -138,7 +138,6 @@ class Session:
             raise PromptError("encode() is for prompted (MemSAM) sessions; prompt-free models run segment_auto().")
         if self._features is not None:
             return
-        import torch
         progress = progress or no_progress
         done = sum(p.embedding.shape[0] for p in self._feature_parts)
         with self._inference():

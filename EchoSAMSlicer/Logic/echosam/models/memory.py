@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F

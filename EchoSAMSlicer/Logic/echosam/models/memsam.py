@@ -37,7 +37,7 @@ every ``*Adapter*``, the global blocks' rel_pos, the whole memory module; all el
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch
@@ -49,7 +49,7 @@ from .memory import MemoryBank, MemoryModule, readout
 from .memsam_convert import convert_official
 from .memsam_encoder import PATCH_STRIDE, MemSAMImageEncoder
 from .registry import FamilySpec, register_family
-from .sam import SamConfig, build_mask_decoder, build_prompt_encoder
+from .sam import SamConfig, build_mask_decoder, build_prompt_encoder, config_from_dict
 
 INTENSITIES = ("raw255", "unit", "imagenet")
 REINFORCE_INPUTS = ("logits", "probs")
@@ -114,14 +114,7 @@ class MemSAMConfig:
 
     @classmethod
     def from_dict(cls, d) -> "MemSAMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ModelError(f"Unknown MemSAM config fields: {sorted(unknown)}; was the file written by a newer EchoSAM?")
-        d = dict(d)
-        if "sam" in d:
-            d["sam"] = SamConfig.from_dict(d["sam"])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
     @classmethod
     def vit_b(cls) -> "MemSAMConfig":

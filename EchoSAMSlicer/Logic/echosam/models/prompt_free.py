@@ -8,7 +8,7 @@ to SAM's modules: ``image_encoder.fact.{u,v}`` (shared FacT factors) and
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Mapping, Optional
 
 import torch
@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import CheckpointError, CineError, ModelError
 from .peft import FacTCores, FacTShared, count_parameters, fact_attention
-from .sam import SamConfig, build_image_encoder, build_prompt_encoder, fit_state_dict_to_model
+from .sam import SamConfig, build_image_encoder, build_prompt_encoder, config_from_dict, fit_state_dict_to_model
 from .windows import sliding_window_probs
 
 INTENSITIES = ("unit", "minmax", "minmax_released")
@@ -71,14 +71,7 @@ class PromptFreeConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping):
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ModelError(f"Unknown {cls.__name__} fields: {sorted(unknown)}.")
-        d = dict(d)
-        if "sam" in d:
-            d["sam"] = SamConfig.from_dict(d["sam"])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 class ProgressiveMaskDecoder(MaskDecoder):

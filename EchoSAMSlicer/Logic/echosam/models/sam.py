@@ -12,7 +12,7 @@ bundled demo weights.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Mapping, Optional
 
@@ -104,6 +104,21 @@ class SamConfig:
         if name not in makers:
             raise ModelError(f"Unknown SAM backbone {name!r}; choose from {', '.join(makers)}.")
         return makers[name](img_size=img_size)
+
+
+def config_from_dict(cls, d: Mapping):
+    """A family config dataclass from its JSON dict: unknown fields are an error (a file from a newer
+    EchoSAM), the nested ``sam`` dict becomes a `SamConfig`."""
+    from dataclasses import fields
+
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        what = cls.__name__.replace("Config", " config")
+        raise ModelError(f"Unknown {what} fields: {sorted(unknown)}; was the file written by a newer EchoSAM?")
+    d = dict(d)
+    if isinstance(d.get("sam"), Mapping):
+        d["sam"] = SamConfig.from_dict(d["sam"])
+    return cls(**d)
 
 
 def build_image_encoder(cfg: SamConfig, token_grid: Optional[int] = None) -> ImageEncoderViT:

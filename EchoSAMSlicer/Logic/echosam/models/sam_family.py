@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .registry import FamilySpec, register_family
-from .sam import SamConfig, build_sam, fit_state_dict_to_model
+from .sam import SamConfig, build_sam
 
 
 @dataclass
