@@ -106,3 +106,23 @@ def test_scanner_style_file_without_plane_geometry(tmp_path):
     bare = read_cine(tmp_path / "bare.dcm")
     assert bare.metadata["spacing_known"] is False and bare.spacing == (1.0, 1.0)
     assert bare.fps == pytest.approx(30.0)             # from CineRate
+
+
+def test_spacing_comes_from_the_2d_region_not_a_doppler_strip(tmp_path):
+    from pydicom.dataset import Dataset
+
+    cine = Cine.from_array(_frames(), spacing=(0.25, 0.3), fps=30.0)
+    write_cine(cine, tmp_path / "us.dcm")
+    ds = pydicom.dcmread(tmp_path / "us.dcm")
+    del ds.ImageOrientationPatient, ds.ImagePositionPatient, ds.PixelSpacing   # as most scanners write US
+    doppler = Dataset()
+    doppler.RegionSpatialFormat = 3                    # spectral Doppler strip: cm/s by seconds
+    doppler.PhysicalUnitsXDirection = 3
+    doppler.PhysicalUnitsYDirection = 3
+    doppler.PhysicalDeltaX = 0.5
+    doppler.PhysicalDeltaY = 0.7
+    b_mode = ds.SequenceOfUltrasoundRegions[0]
+    b_mode.RegionSpatialFormat = 1
+    ds.SequenceOfUltrasoundRegions = [doppler, b_mode]
+    ds.save_as(tmp_path / "two_regions.dcm")
+    assert read_cine(tmp_path / "two_regions.dcm").spacing == pytest.approx((0.25, 0.3))

@@ -104,7 +104,10 @@ def write_dicom(cine: Cine, tmp: Path) -> None:
 
 
 def _spacing(ds) -> tuple[float, float] | None:
-    for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
+    regions = list(ds.get("SequenceOfUltrasoundRegions", []) or [])
+    # the 2D B-mode region (RegionSpatialFormat 1) first: Doppler/M-mode strips have other scales
+    regions.sort(key=lambda r: r.get("RegionSpatialFormat", 0) != 1)
+    for region in regions:
         if region.get("PhysicalUnitsXDirection") == CM_UNITS and region.get("PhysicalUnitsYDirection") == CM_UNITS:
             return float(region.PhysicalDeltaY) * 10.0, float(region.PhysicalDeltaX) * 10.0
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
