@@ -96,3 +96,15 @@ def test_one_frame_has_a_volume_but_no_ef():
     assert res.status == "too short" and np.isnan(res.ef_percent)
     assert res.edv_ml == pytest.approx(ph.lv_volume_ml[0], rel=0.05)
     assert res.ed_frames == [] and "cardiac cycle" in res.message
+
+
+def test_ed_on_frame_0_with_a_steep_first_step_is_kept():
+    # LV volumes (ml) of a propagated 30-frame phantom loop at 30 fps that starts exactly at ED: the
+    # volume falls right away, so a slope-only rule wrongly called frame 0 "mid-systole"
+    v = np.array([90.4, 85.0, 80.2, 76.1, 68.3, 58.2, 52.7, 46.0, 41.2, 42.0, 42.1, 43.2, 46.3, 48.9, 52.0,
+                  57.1, 61.2, 65.3, 67.6, 73.5, 76.2, 78.6, 79.6, 82.7, 84.8, 86.2, 81.0, 79.8, 75.2, 66.5])
+    ed, es = cardiac.detect_ed_es(v, np.arange(30) / 30.0)
+    assert ed[0] == 0 and 24 <= ed[-1] <= 26 and es and 8 <= es[0] <= 9
+    # the same loop entered mid-systole (frame 5 on) must not call its first frame ED
+    ed_mid, _ = cardiac.detect_ed_es(v[5:], np.arange(25) / 30.0)
+    assert 0 not in ed_mid

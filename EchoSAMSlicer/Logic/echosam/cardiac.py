@@ -282,8 +282,11 @@ def detect_ed_es(volume: np.ndarray, times_s: np.ndarray, min_cycle_s: float = 0
             return False           # not the extreme of its neighbourhood
         if any(abs(i - j) < dist for j in interior):
             return False
-        if end_slope[i] > 0.5 * max_slope:
-            return False           # still moving steeply: the loop starts/ends mid-systole or diastole
+        if not interior and end_slope[i] > 0.5 * max_slope:
+            # nothing to compare with and still moving steeply: the loop starts/ends mid-systole or
+            # diastole. With interior ED/ES the level test below decides (an ED at frame 0 is steep
+            # too: the volume falls right after it).
+            return False
         ref = np.median(sm[interior]) if interior else (sm.max() if sign > 0 else sm.min())
         return sign * (sm[i] - ref) >= -tol
 
