@@ -10,8 +10,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import slicer
-import slicer.util
+
+# slicer-core (Slicer's real MRML libraries) ships for CPython 3.11 on Linux only; CI asserts it is there
+slicer = pytest.importorskip("slicer", reason="slicer-core (MRML libraries) is not installed for this Python")
+import slicer.util  # noqa: E402
 
 from echosam import model_zoo, mrml
 from echosam import slicer_logic as sl
