@@ -6,13 +6,14 @@ installed at import time or in constructors; torch is imported only after the in
 """
 import os
 import sys
+from typing import Annotated, Union
 
 import ctk
 import qt
 import slicer
 import vtk
 from slicer.i18n import tr as _
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
@@ -23,6 +24,7 @@ if LOGIC_DIR not in sys.path:
 
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
 DEVICES = ["auto", "cpu", "cuda"]
+PROMPT_STRUCTURES = ["LV", "MYO", "LA"]
 
 
 class EchoSAMSlicer(ScriptedLoadableModule):
@@ -49,16 +51,18 @@ class EchoSAMSlicer(ScriptedLoadableModule):
 @parameterNodeWrapper
 class EchoSAMSlicerParameterNode:
     """inputNode: sequence browser. modelName: Models.json name or checkpoint file path (modelFamily: the
-    family of an official .pth file). promptStructure: LV / MYO / LA, the structure markups prompt."""
+    family of an official .pth file). promptStructure: LV / MYO / LA, the structure markups prompt.
+    A node Union must include None (the Union serializer cannot store None otherwise); its node classes
+    become the combo box's nodeTypes. Combo-box-bound str fields need Choice (it fills the items)."""
 
-    inputNode: slicer.vtkMRMLNode
+    inputNode: Union[slicer.vtkMRMLSequenceBrowserNode, slicer.vtkMRMLScalarVolumeNode, None]
     modelName: str = "echosam-demo-memsam-tiny"
     modelFamily: str = ""
-    device: str = "auto"
+    device: Annotated[str, Choice(DEVICES)] = "auto"
     segmentLV: bool = True
     segmentMYO: bool = False
     segmentLA: bool = False
-    promptStructure: str = "LV"
+    promptStructure: Annotated[str, Choice(PROMPT_STRUCTURES)] = "LV"
     includePoints: slicer.vtkMRMLMarkupsFiducialNode
     excludePoints: slicer.vtkMRMLMarkupsFiducialNode
     roi: slicer.vtkMRMLMarkupsROINode
@@ -85,8 +89,6 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         for entry in self.logic.modelEntries():
             self.ui.modelSelector.addItem(entry.title, entry.name)
-        for device in DEVICES:
-            self.ui.deviceSelector.addItem(device)
         for widget in (self.ui.includePlaceWidget, self.ui.excludePlaceWidget, self.ui.roiPlaceWidget):
             widget.setMRMLScene(slicer.mrmlScene)
         self.ui.progressBar.setVisible(False)
@@ -97,9 +99,10 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.modelSelector.currentIndexChanged.connect(self.updateModelInfo)
         self.ui.deviceSelector.currentIndexChanged.connect(self.updateDeviceWarning)
-        self.ui.includePointsSelector.currentNodeChanged.connect(self.ui.includePlaceWidget.setCurrentNode)
-        self.ui.excludePointsSelector.currentNodeChanged.connect(self.ui.excludePlaceWidget.setCurrentNode)
-        self.ui.roiSelector.currentNodeChanged.connect(self.ui.roiPlaceWidget.setCurrentNode)
+        # explicit signature: currentNodeChanged is overloaded (vtkMRMLNode* and bool)
+        self.ui.includePointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.includePlaceWidget.setCurrentNode)
+        self.ui.excludePointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.excludePlaceWidget.setCurrentNode)
+        self.ui.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.roiPlaceWidget.setCurrentNode)
         self.ui.downloadButton.clicked.connect(self.onDownload)
         self.ui.useFileButton.clicked.connect(self.onUseFile)
         self.ui.segmentButton.clicked.connect(lambda: self.run(fromEdit=False))
@@ -144,6 +147,7 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
 
     def onSceneStartClose(self, caller, event):
         self.onCancel()
@@ -385,14 +389,28 @@ class EchoSAMSlicerLogic(ScriptedLoadableModuleLogic):
         return slicer_logic.model_info(spec, family)
 
     # ---- dependencies (Slicer only; called from the Segment button) -----------------------------
+    @staticmethod
+    def slicerPackaging():
+        """``slicer.packaging`` (Slicer >= 5.11) or None; a submodule, so import it rather than hasattr()."""
+        try:
+            import slicer.packaging
+        except ImportError:
+            return None
+        return slicer.packaging if hasattr(slicer.packaging, "pip_ensure") else None
+
     def missingPackages(self):
+        """Requirements not satisfied (with version floors where slicer.packaging.pip_check exists)."""
         from echosam import install
-        return install.missing_requirements(REQUIREMENTS)
+        packaging = self.slicerPackaging()
+        if packaging is None:
+            return install.missing_requirements(REQUIREMENTS)
+        return [r for r in install.load_requirements(REQUIREMENTS)
+                if install.requirement_name(r) not in install.SKIP_PACKAGES and not packaging.pip_check(r)]
 
     def ensureDependencies(self, askConfirmation=True):
         """torch via PyTorchUtils (no forced CUDA backend), the rest via pip_ensure; True when ready."""
         from echosam import install
-        missing = install.missing_requirements(REQUIREMENTS)
+        missing = self.missingPackages()
         needTorch = not install.has_module("torch")
         if not missing and not needTorch:
             return True
@@ -406,9 +424,12 @@ class EchoSAMSlicerLogic(ScriptedLoadableModuleLogic):
                                    "and press Segment again.")) from None
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=">=2.1") is None:
                 raise ValueError(_("PyTorch was not installed; see the PyTorch module for details."))
-        requirements = install.load_requirements(REQUIREMENTS)
-        if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):
-            slicer.packaging.pip_ensure(requirements, skip_packages=list(install.SKIP_PACKAGES), requester="EchoSAM")
+        if not missing:
+            return True
+        packaging = self.slicerPackaging()
+        if packaging is not None:  # we asked above: no second prompt
+            packaging.pip_ensure(missing, skip_packages=list(install.SKIP_PACKAGES), prompt_install=False,
+                                 requester="EchoSAM")
         else:  # Slicer < 5.11
             slicer.util.pip_install(install.pip_arguments(missing))
         return True

@@ -1,8 +1,10 @@
 """Dependency check and install plan for the Slicer module (Qt-free, Slicer-free, no torch import).
 
 The Slicer module asks once, then installs torch through the PyTorch extension (PyTorchUtils picks
-the right CUDA/CPU build; we never force a backend) and everything else with
-``slicer.packaging.pip_ensure(load_requirements(...), skip_packages=SKIP_PACKAGES)``. torch and
+the right CUDA/CPU build; we never force a backend: ``installTorch(askConfirmation=False,
+torchVersionRequirement=...)``) and everything else with ``slicer.packaging.pip_ensure(missing,
+skip_packages=SKIP_PACKAGES, prompt_install=False, requester=...)`` (Slicer >= 5.11; the module has
+already asked once), or ``slicer.util.pip_install(pip_arguments(missing))`` on older Slicer. torch and
 SimpleITK are skipped: torch comes from PyTorchUtils, SimpleITK ships with Slicer and must not be
 replaced (SlicerTotalSegmentator #4).
 """
@@ -37,7 +39,8 @@ def has_module(import_name: str) -> bool:
 
 
 def missing_requirements(path) -> list[str]:
-    """Requirements whose package cannot be imported (version floors are left to pip_ensure)."""
+    """Requirements whose package cannot be imported (import check only; where slicer.packaging exists
+    the module uses its pip_check instead, which also enforces the version floors)."""
     missing = []
     for req in load_requirements(path):
         name = requirement_name(req)
