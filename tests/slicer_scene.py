@@ -6,7 +6,7 @@ that removes display nodes of removed nodes (the app does that; without it slice
 leak display nodes). It sets ``slicer.mrmlScene`` / ``slicer.modules`` as the app would.
 Use the `scene` pytest fixture from a test module: ``from slicer_scene import scene  # noqa``.
 
-Also: helpers to build cines the way Slicer's DICOM ultrasound import builds them.
+Also: helpers to build cines the way Slicer's DICOM ultrasound import builds them, and `disk` masks.
 """
 from __future__ import annotations
 
@@ -113,6 +113,12 @@ def add_cine_sequence(scene, frames: np.ndarray, ijk_to_ras: np.ndarray, dt: flo
     browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{name} browser")
     browser.SetAndObserveMasterSequenceNodeID(seq.GetID())
     return seq, browser
+
+
+def disk(cy, cx, r, h: int, w: int) -> np.ndarray:
+    """(h, w) boolean mask of the open disk of radius ``r`` pixels centred on row ``cy``, column ``cx``."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
 
 
 def matrix_of(node) -> np.ndarray:

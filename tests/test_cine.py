@@ -24,7 +24,15 @@ def test_grey_rule_is_bt601_luma():
     ((5, 1, 32, 40), (5, 32, 40)),      # one-slice frames as Slicer stores them
 ])
 def test_accepted_shapes(shape, expected):
-    assert Cine.from_array(np.ones(shape, np.uint8)).shape == expected
+    a = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    c = Cine.from_array(a)
+    assert c.shape == expected and c.frames.dtype == np.uint8
+    if shape[-1] in (3, 4):                          # colour: BT.601 grey of the RGB channels (alpha ignored)
+        want = rgb_to_grey(a[..., :3]).reshape(expected)
+        assert not np.array_equal(rgb_to_grey(a[..., :3]), a[..., 0])     # the channels really differ
+    else:                                            # grey: the same pixels in the same order
+        want = a.reshape(expected)
+    np.testing.assert_array_equal(c.frames, want)
 
 
 def test_3d_volume_is_rejected_with_advice():

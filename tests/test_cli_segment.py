@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from echosam import cli_segment
+from echosam import cardiac, cli_segment
 from echosam.checkpoints import load_checkpoint, save_checkpoint
 from echosam.io import read_labels, write_cine, write_labels
 from echosam.models.registry import build_model, preset_config
 from echosam.phantom import make_phantom
+from echosam.report import format_summary
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,16 @@ def test_segment_report_correct(data, capsys):
             "run.json", "session"} <= names
     lab, lcine = read_labels(out / "labels.seq.nrrd")
     assert lab.shape == ph.labels.shape and lcine.same_grid(ph.cine)
-    assert "EF" in capsys.readouterr().out or json.loads((out / "report.json").read_text())["summary"]["status"] == "no LV"
+    # the printed summary and report.json are the cardiac analysis of the labels written (whatever the
+    # random-weight model found): same status, same EF, and the terminal shows that summary
+    res = cardiac.analyse(lab, ph.cine.spacing, ph.cine.frame_times)
+    summary = json.loads((out / "report.json").read_text())["summary"]
+    assert summary["status"] == res.status
+    if np.isfinite(res.ef_percent):
+        assert summary["ef_percent"] == pytest.approx(res.ef_percent, abs=1e-3)
+    else:                                                          # no EF: null (or NaN) in the JSON
+        assert summary["ef_percent"] is None or np.isnan(summary["ef_percent"])
+    assert format_summary(res).splitlines()[0] in capsys.readouterr().out
 
     # correct: the truth mask on frame 4, re-propagated from the saved session, no encoder call
     loaded = load_checkpoint(d / "memsam.safetensors")

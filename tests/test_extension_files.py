@@ -36,10 +36,12 @@ def test_every_file_is_listed_and_every_listed_file_exists():
 def test_bundled_models_in_models_json_will_be_listed():
     models = json.loads((MODULE_DIR / "Resources" / "Models.json").read_text())["models"]
     listed = set(cmake_list("MODULE_PYTHON_RESOURCES"))
+    assert {m["name"] for m in models if m["bundled"]} >= {f"echosam-demo-{f}-tiny" for f in ("memsam", "medivista", "masam")}
     for m in (m for m in models if m["bundled"]):
         for name in (m["file"], m["config"]):
             path = f"Resources/Models/{name}"
-            assert (path in listed) == (MODULE_DIR / path).is_file(), f"{path}: on disk and in CMake must agree"
+            assert (MODULE_DIR / path).is_file(), f"{path}: a bundled model's file is missing"
+            assert path in listed, f"{path}: add it to MODULE_PYTHON_RESOURCES in EchoSAMSlicer/CMakeLists.txt"
 
 
 def test_top_level_cmake_and_catalog_entry():

@@ -31,9 +31,18 @@ def test_sdpa_matches_reference_attention_fp32():
     assert ref.abs().mean().item() > 1e-3  # the comparison is not trivially between zeros
 
 
-def test_auto_device_is_cpu_without_cuda():
-    if not torch.cuda.is_available():
-        assert resolve_device("auto").type == "cpu"
+def test_auto_device_follows_cuda_availability():
+    from echosam.errors import ModelError
+
+    has_cuda = torch.cuda.is_available()
+    assert resolve_device("auto").type == ("cuda" if has_cuda else "cpu")
+    assert resolve_device(None).type == resolve_device("").type == resolve_device("auto").type
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not has_cuda:                                    # asking for CUDA without a GPU is a clear error
+        with pytest.raises(ModelError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    else:
+        assert resolve_device("cuda").type == "cuda"
 
 
 @pytest.mark.gpu

@@ -126,7 +126,8 @@ def test_nifti_3d_rules(tmp_path):
         assert c.spacing == pytest.approx((0.2, 0.3)) and c.fps == pytest.approx(50)
     from echosam.io import read_labels
     lab, geo = read_labels(tmp_path / "patient0001_4CH_half_sequence_gt.nii.gz")
-    assert lab.shape == (9, 20, 16)
+    np.testing.assert_array_equal(lab, arr)                       # CAMUS *_gt naming: slices are frames
+    assert lab.dtype == np.uint8 and geo.spacing == pytest.approx((0.2, 0.3))
 
 
 def test_dicom_without_pixels(tmp_path):

@@ -13,7 +13,7 @@ from echosam.errors import CancelledError, CheckpointError, CineError, PromptErr
 from echosam.models.registry import build_model, preset_config
 from echosam.phantom import make_phantom
 from echosam.progress import CancelToken
-from echosam.session import Session
+from echosam.session import Session, auto_labels
 
 T = 14
 
@@ -210,12 +210,18 @@ def test_prompt_free_model_refuses_prompts_and_seeds_memsam(ph, memsam):
     assert np.array_equal(out[0] == 1, ph.labels[0] == 1)          # the seed is the key frame's result
     s.add_points(0, "lv", _click(ph.labels[0] == 1), [1])          # a user prompt replaces the seed
     assert s.seed_frames["lv"] == []
+    # a prompt-free model as the source: it runs on the clip window around the frame (frames 0..9 here);
+    # with seed 0 the random-weight tiny MediViSTA finds an LV on frame 0, so the seed is exactly that mask
+    window = auto_labels(mv, ph.cine.frames[:mv.config.clip_frames], ["lv", "myo", "la"])[0]
+    assert (window == 1).sum() > 50
     s2 = Session(ph.cine, memsam, structures=("lv",))
-    try:
-        s2.seed_from_auto(0, auto=mv)
-        assert s2.seed_frames["lv"] == [0]
-    except PromptError as e:                                       # random weights may find no LV
-        assert "found none" in str(e)
+    assert s2.seed_from_auto(0, auto=mv) == ["lv"]
+    assert s2.seed_frames["lv"] == [0] and s2.locked_frames["lv"] == []
+    assert np.array_equal(s2._store.get("lv", 0).mask, window == 1)
+    s3 = Session(ph.cine, memsam, structures=("lv",))              # no LV on the source frame: a clear error
+    with pytest.raises(PromptError, match="found none"):
+        s3.seed_from_auto(0, auto=np.zeros_like(ph.labels))
+    assert s3.seed_frames["lv"] == []
 
 
 def test_prompts_dict_round_trip(ph, memsam):

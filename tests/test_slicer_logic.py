@@ -2,6 +2,7 @@
 nodes (slicer-core), a real worker thread, a real tiny MemSAM checkpoint and a real local HTTP server."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import threading
@@ -19,14 +20,13 @@ from echosam import model_zoo, mrml
 from echosam import slicer_logic as sl
 from echosam import worker as wk
 from echosam.errors import CheckpointError, EchoSAMError, PromptError
+import slicer_scene  # noqa: E402
 from slicer_scene import add_cine_sequence, dicom_us_matrix, headless, scene  # noqa: F401
 
 T, H, W = 8, 40, 48
 
 
-def disk(cy, cx, r, h=H, w=W):
-    yy, xx = np.mgrid[0:h, 0:w]
-    return (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
+disk = functools.partial(slicer_scene.disk, h=H, w=W)
 
 
 def cine_frames():

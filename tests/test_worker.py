@@ -1,7 +1,6 @@
 """The background worker: jobs in order on one thread, progress via a queue, cancel, errors as messages."""
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
 
@@ -101,7 +100,6 @@ def test_session_jobs_need_a_model(wk):
     assert "No model is loaded" in [m for m in collect(wk) if m.kind == w.ERROR][0].text
 
 
-@pytest.mark.skipif(importlib.util.find_spec("echosam.session") is None, reason="echosam.session not written yet")
 def test_real_session_on_the_worker(wk):
     import torch
 
