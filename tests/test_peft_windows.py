@@ -173,3 +173,21 @@ def test_batched_windows_equal_one_window_at_a_time(family):
     three = model.segment_video(images, window_batch=3)
     assert one.shape == (13, 4, model.config.sam.img_size, model.config.sam.img_size)
     assert torch.allclose(one, three, atol=1e-5)
+
+
+@pytest.mark.parametrize("family,frames", [("masam", 1), ("masam", 5), ("masam", 17),
+                                           ("medivista", 1), ("medivista", 10), ("medivista", 32)])
+def test_segment_video_any_length(family, frames, end_frame_probs):
+    """One frame, one clip and several clips: probabilities per frame, end windows placed and padded
+    exactly as plain clip forwards (MA-SAM clips of 5, MediViSTA clips of 10)."""
+    from echosam.models.registry import build_model
+
+    torch.manual_seed(0)
+    tiny = build_model(family, preset="tiny").eval()
+    images = tiny.prepare_frames(torch.rand(frames, 50, 70) * 255)
+    probs = tiny.segment_video(images)
+    assert probs.shape == (frames, 4, 64, 64)
+    torch.testing.assert_close(probs.sum(1), torch.ones(frames, 64, 64))
+    first, last = end_frame_probs(tiny, images)       # plain clip forwards: padding / window placement
+    torch.testing.assert_close(probs[0], first, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(probs[-1], last, rtol=1e-5, atol=1e-6)

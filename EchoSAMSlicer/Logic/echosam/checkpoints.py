@@ -74,6 +74,16 @@ def strip_prefixes(state: Mapping, prefixes: tuple = ("module.",)) -> dict:
     return out
 
 
+def _existing_file(path) -> Path:
+    """``path`` as a Path, or a CheckpointError if it is missing or empty (an unfinished copy)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"Checkpoint not found: {path}.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes); the download or copy did not finish.")
+    return path
+
+
 def _resolve_pair(path: Path) -> tuple[Path, Path]:
     if path.suffix == ".json":
         return path.with_suffix(".safetensors"), path
@@ -141,11 +151,7 @@ def read_checkpoint_meta(path) -> dict:
 def read_safetensors(path) -> dict:
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"Checkpoint not found: {path}.")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes); the download or copy did not finish.")
+    path = _existing_file(path)
     try:
         return load_file(str(path))
     except Exception as e:
@@ -189,11 +195,7 @@ def read_official_state_dict(path) -> dict:
     containers and ``module.`` prefixes. Refuses pickles that need code execution."""
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"Checkpoint not found: {path}.")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes); the download or copy did not finish.")
+    path = _existing_file(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
