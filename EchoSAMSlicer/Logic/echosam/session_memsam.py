@@ -164,9 +164,8 @@ class Propagator:
                     continue
                 if cancel is not None:
                     cancel.raise_if_cancelled()
-                klog, bank0, hidden0 = self.start_segment(key, k)
                 if self.s._sig[key][k] != want[k]:
-                    self.s._write(key, k, klog, want[k])
+                    self.s._write(key, k, self.key_output(key, k)[0], want[k])
                     done += 1
                     progress(done, total, f"{key} frame {k}")
                 todo_f = [t for t in frames if self.s._sig[key][t] != want[t]]
@@ -179,7 +178,8 @@ class Propagator:
                 if state is not None and state[0] == first:
                     pos, bank, hidden, pending = state
                 else:
-                    pos, bank, hidden, pending = 0, bank0, hidden0, None
+                    # memory is built only when a segment really starts (not on resume, not for a lone key frame)
+                    (_, bank, hidden), pos, pending = self.start_segment(key, k), 0, None
                 for i in range(pos, last + 1):
                     if cancel is not None and cancel.cancelled:
                         self.resume[rkey] = (i, bank, hidden, pending)

@@ -120,8 +120,9 @@ def optimise_for_inference(model: torch.nn.Module, device: torch.device, compile
     optionally ``torch.compile`` of the image encoder's forward (the bulk of the FLOPs).
     """
     enable_fast_attention(model)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    if device.type == "cuda" and not getattr(model, "_echosam_channels_last", False):
+        model.to(memory_format=torch.channels_last)   # once per model, not once per Session
+        model._echosam_channels_last = True
     encoder = getattr(model, "image_encoder", None)
     if compile_encoder and encoder is not None and not getattr(encoder, "_echosam_compiled", False):
         encoder.forward = maybe_compile(encoder, enabled=True).forward
