@@ -70,3 +70,22 @@ def update_session_state(node, **changes) -> dict:
     save_session_state(node, state["locked"], state["ed_frames"], state["es_frames"], state["prompts"],
                        written=state["written"])
     return state
+
+
+def get_json_attribute(node, key: str, default=None):
+    """A JSON attribute ``EchoSAM.<key>`` of the sequence/browser node (``default`` when absent)."""
+    text = _state_node(node).GetAttribute(ATTR_PREFIX + key)
+    try:
+        return json.loads(text) if text else default
+    except json.JSONDecodeError:
+        raise EchoSAMError(f"Attribute {ATTR_PREFIX}{key} of {node.GetName()!r} is damaged; remove it "
+                           "(Data module > node > attributes) or re-run segmentation.") from None
+
+
+def set_json_attribute(node, key: str, value) -> None:
+    """Store ``value`` as JSON in ``EchoSAM.<key>``; None removes the attribute."""
+    node = _state_node(node)
+    if value is None:
+        node.RemoveAttribute(ATTR_PREFIX + key)
+    else:
+        node.SetAttribute(ATTR_PREFIX + key, json.dumps(value))
