@@ -22,7 +22,7 @@ def save_session_state(node, locked: dict, ed_frames: Sequence[int] = (), es_fra
                        written: Optional[dict] = None) -> None:
     """Store locked frames ({structure: [frames]}), ED/ES frames and prompts (JSON) as attributes.
 
-    ``written`` ({frame: {structure: digest}}, see `echosam.slicer_panel.label_digests`) records what
+    ``written`` ({frame: {structure: digest}}, see `echosam.slicer.edits.label_digests`) records what
     EchoSAM last wrote into each frame, so a later user edit of a frame can be told apart from it;
     None leaves the stored record as it is.
     """
