@@ -25,6 +25,7 @@ from typing import Optional
 import torch
 
 from .progress import CancelToken
+from .structures import box_helper_points
 
 MASK_LOGIT = 10.0   # a user/seed mask enters memory as +-10 logits (engine_api.md)
 
@@ -95,6 +96,10 @@ class Propagator:
                 x0, y0 = self.s._to_model_xy(e.box[0], e.box[1])
                 x1, y1 = self.s._to_model_xy(e.box[2], e.box[3])
                 box = torch.tensor([[x0, y0, x1, y1]], dtype=torch.float32, device=self.s.device)
+                helpers = box_helper_points(key, (x0, y0, x1, y1)) if pts is None else []
+                if helpers:
+                    pts = torch.tensor([[(x, y) for x, y, _ in helpers]], dtype=torch.float32, device=self.s.device)
+                    lab = torch.tensor([[lb for _, _, lb in helpers]], dtype=torch.int64, device=self.s.device)
             logits = self.model.decode_prompt(self._feats(k), points=pts, point_labels=lab, box=box)
         logits = logits.float().to(self.s.device)
         self.key_cache = {c: v for c, v in self.key_cache.items() if c[:2] != ck[:2] or c[2] == ck[2]}
