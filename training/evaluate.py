@@ -157,7 +157,14 @@ def _write_csv(path: Path, rows: list) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="own-format checkpoint (.safetensors) from training.train")
+    ap.add_argument("--model", required=True, action="append",
+                    help="own-format checkpoint (.safetensors) from training.train; repeat to compare (loop protocol)")
+    ap.add_argument("--protocol", default="clip", choices=["clip", "loop"],
+                    help="clip: the papers' 10-frame ED->ES clips; loop: whole loops through the engine's Session "
+                         "(box prompts on frame 0 for MemSAM), with EF and ED/ES from the product's estimator "
+                         "(simulated data: simulated:PATH)")
+    ap.add_argument("--baselines", action="store_true", help="loop protocol: add the box-copy and Otsu-in-box rows")
+    ap.add_argument("--limit", type=int, default=None, help="loop protocol: first N cases only")
     ap.add_argument("--data", required=True, help="camus:PATH | echonet:PATH | folder:PATH | phantom:k=v,... | config.yaml")
     ap.add_argument("--split", default="test", help="train | val | test (CAMUS: MemSAM sequential split)")
     ap.add_argument("--out", default=None, help="folder for the CSV/markdown tables (default: next to the model)")
@@ -169,7 +176,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from echosam.checkpoints import load_checkpoint
 
+    if args.protocol == "loop":
+        return _main_loop(args)
+    if len(args.model) != 1:
+        ap.error("the clip protocol evaluates one --model; use --protocol loop to compare several")
+    args.model = args.model[0]
     loaded = load_checkpoint(args.model, device=args.device)
+    if loaded.prompted and len(loaded.classes) > 1:
+        ap.error(f"{args.model} propagates {', '.join(loaded.classes)} one structure at a time; "
+                 "evaluate it with --protocol loop")
     data_cfg = _load_data_cfg(args.data, args.split)
     data_cfg.setdefault("on_bad_sample", "skip")
     ds = ClipDataset(build_source(data_cfg), classes=loaded.classes, clip_frames=args.clip_frames or None,
@@ -184,6 +199,24 @@ def main(argv=None) -> int:
     md = markdown(result, f"{Path(args.model).name} on {args.data} ({args.split}, {len(ds)} clips)")
     (out / "summary.md").write_text(md)
     print(md)
+    return 0
+
+
+def _main_loop(args) -> int:
+    from echosam.checkpoints import load_checkpoint
+
+    from .loop_eval import evaluate_loops, table
+
+    kind, _, root = args.data.partition(":")
+    if kind != "simulated" or not root:
+        raise SystemExit("--protocol loop needs --data simulated:PATH (a folder of case_*.npz with labels on every frame)")
+    methods = {Path(m).stem if Path(m).stem not in ("best", "final") else Path(m).parent.name:
+               load_checkpoint(m, device=args.device) for m in args.model}
+    if args.baselines:
+        methods.update({"box copy (baseline)": "box", "Otsu in box (baseline)": "otsu"})
+    out = Path(args.out) if args.out else Path("runs") / f"loops_{Path(root).name}"
+    rows = evaluate_loops(root, methods, out=out, limit=args.limit)
+    print(table(rows, title=f"{', '.join(methods)} on {root} ({len(rows) // len(methods)} loops)"))
     return 0
 
 

@@ -1,0 +1,119 @@
+"""The training simulator: deterministic per seed, labels exactly from its geometry, images that
+agree with the labels, physiological EF, screen captures with an exact fan, DICOM regions, and a
+resumable on-disk cache."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from training.simulator import cache
+from training.simulator.anatomy import heart_frame
+from training.simulator.scene import output_grid, rasterise, sample_params, simulate
+from training.simulator.screen import render_screen, write_dicom
+
+
+def small(seed: int, n_frames: int = 8):
+    """A real case of the training distribution, shortened and on a smaller grid (fast on CPU)."""
+    sp = sample_params(seed)
+    probe = dataclasses.replace(sp.probe, n_samples=140, n_lines=80)
+    return dataclasses.replace(sp, n_frames=n_frames, height=96, probe=probe)
+
+
+@pytest.fixture(scope="module")
+def cine():
+    return simulate(small(3, n_frames=16))
+
+
+def test_same_seed_same_cine_other_seed_other_cine(cine):
+    again = simulate(small(3, n_frames=16))
+    assert np.array_equal(again.frames, cine.frames) and np.array_equal(again.labels, cine.labels)
+    other = simulate(small(4, n_frames=16))
+    assert not np.array_equal(other.frames[0][: 10], cine.frames[0][: 10]) or other.frames.shape != cine.frames.shape
+
+
+def test_labels_are_the_geometry_rasterised_and_inside_the_fan(cine):
+    sp = cine.params
+    gx, gy, _ = output_grid(sp.probe, sp.height)
+    # frame t of the cine from the same motion: recompute its LV polygon and compare pixel centres
+    from training.simulator.scene import loop_motion
+    timing, la_curve, valve, _ = loop_motion(sp, np.random.default_rng([sp.seed, 1]))
+    t = 5
+    fr = heart_frame(sp.shape, float(timing.volume[t]), float(la_curve[t]), float(valve[t]), sp.ef)
+    lv = rasterise(fr.lv, gx, gy) & cine.fan
+    assert np.array_equal(cine.labels[t] == 1, lv)
+    # an independent point-in-polygon check of a few pixel centres
+    from matplotlib.path import Path
+    ys, xs = np.nonzero(cine.labels[t] == 2)
+    pts = np.stack([gx[ys, xs], gy[ys, xs]], 1)
+    assert Path(fr.myo).contains_points(pts).all()
+    assert not (cine.labels[:, ~cine.fan]).any()
+    assert set(np.unique(cine.labels)) <= {0, 1, 2, 3} and (cine.labels == 1).any() and (cine.labels == 3).any()
+
+
+def test_image_agrees_with_labels(cine):
+    f, lab = cine.frames.astype(float), cine.labels
+    cavity, wall = f[lab == 1].mean(), f[lab == 2].mean()
+    assert cavity < wall - 10, (cavity, wall)            # blood is darker than the myocardium it lines
+    assert (cine.frames[:, ~cine.fan] == 0).all()        # nothing outside the fan
+
+
+def test_ef_of_the_labels_follows_the_motion_model():
+    from training.datasets.simulated import true_ef
+    sp = small(7, n_frames=40)
+    sp = dataclasses.replace(sp, fps=30.0, heart_rate=60.0, start_phase=0.0)
+    c = simulate(sp)
+    ed, es = c.ed_frames[0], c.es_frames[0]
+    assert ed < es
+    ef = true_ef(c.labels, c.spacing, ed, es)
+    assert abs(ef - 100 * sp.ef) < 8.0, (ef, sp.ef)
+    area = (c.labels == 1).sum((1, 2))
+    assert area[ed] > area[es]
+
+
+def test_screen_capture_places_the_fan_exactly_and_writes_dicom_regions(cine, tmp_path):
+    s = render_screen(cine, seed=3)
+    T, H, W, _ = s.frames.shape
+    x0, y0, x1, y1 = s.bbox
+    assert s.fan.sum() == cine.fan.sum()
+    assert np.array_equal(s.fan[y0:y1 + 1, x0:x1 + 1], cine.fan[: y1 - y0 + 1, : x1 - x0 + 1])
+    assert np.array_equal(s.labels[:, y0:y1 + 1, x0:x1 + 1], cine.labels[:, : y1 - y0 + 1, : x1 - x0 + 1])
+    # furniture outside the fan: text is bright and static, the ECG is coloured
+    outside = s.frames[:, ~s.fan]
+    assert outside.max() > 200
+    colour = np.abs(s.frames[..., 0].astype(int) - s.frames[..., 1].astype(int)) > 60
+    assert colour[:, ~s.fan].any()
+    for region in (True, False):
+        path = tmp_path / f"screen_{region}.dcm"
+        write_dicom(s, path, with_region=region, seed=3)
+        import pydicom
+        ds = pydicom.dcmread(path)
+        assert ds.NumberOfFrames == T and ds.Rows == H and ds.Columns == W
+        assert np.array_equal(ds.pixel_array, s.frames)
+        if region:
+            r = ds.SequenceOfUltrasoundRegions[0]
+            assert (r.RegionLocationMinX0, r.RegionLocationMinY0, r.RegionLocationMaxX1, r.RegionLocationMaxY1) == s.bbox
+            assert r.PhysicalDeltaY == pytest.approx(s.spacing[0] / 10)
+        else:
+            assert "SequenceOfUltrasoundRegions" not in ds
+
+
+def test_cache_is_resumable_and_skips_whole_cases(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "sample_params", lambda seed, ranges=None: small(seed, n_frames=6))
+    made = []
+    real = cache.simulate
+    monkeypatch.setattr(cache, "simulate", lambda sp: made.append(sp.seed) or real(sp))
+    for seed in (11, 12):
+        cache.write_case(tmp_path, seed, "train")
+    stamp = os.stat(cache.case_path(tmp_path, 11)).st_mtime_ns
+    cache.case_path(tmp_path, 12).unlink()
+    (tmp_path / ".case_000013.999.tmp.npz").write_bytes(b"half")        # an interrupted write
+    for seed in (11, 12):
+        cache.write_case(tmp_path, seed, "train")
+    assert made == [11, 12, 12]
+    assert os.stat(cache.case_path(tmp_path, 11)).st_mtime_ns == stamp
+    z = np.load(cache.case_path(tmp_path, 12))
+    assert z["frames"].shape[0] == 6 and json.loads(str(z["params"]))["seed"] == 12
