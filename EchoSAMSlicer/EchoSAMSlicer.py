@@ -23,7 +23,8 @@ if LOGIC_DIR not in sys.path:
     sys.path.insert(0, LOGIC_DIR)
 
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
-DEVICES = ["auto", "cpu", "cuda"]
+from echosam.device import DEVICES  # noqa: E402 (Logic/ is on sys.path only from here)
+from echosam.model_zoo import default_model_name  # noqa: E402
 PROMPT_STRUCTURES = ["LV", "MYO", "LA"]
 
 
@@ -56,9 +57,9 @@ class EchoSAMSlicerParameterNode:
     become the combo box's nodeTypes. Combo-box-bound str fields need Choice (it fills the items)."""
 
     inputNode: Union[slicer.vtkMRMLSequenceBrowserNode, slicer.vtkMRMLScalarVolumeNode, None]
-    modelName: str = "echosam-demo-memsam-tiny"
+    modelName: str = default_model_name()
     modelFamily: str = ""
-    device: Annotated[str, Choice(DEVICES)] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
     segmentLV: bool = True
     segmentMYO: bool = False
     segmentLA: bool = False
@@ -435,12 +436,8 @@ class EchoSAMSlicerLogic(ScriptedLoadableModuleLogic):
         return True
 
     def resolveDevice(self, choice):
-        import torch  # only after ensureDependencies
-        if choice == "cuda" and not torch.cuda.is_available():
-            raise ValueError(_("No CUDA GPU is available to PyTorch; choose 'cpu' or 'auto'."))
-        if choice == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return choice
+        from echosam.device import resolve_device  # imports torch: only after ensureDependencies
+        return resolve_device(choice)
 
 
 class EchoSAMSlicerTest(ScriptedLoadableModuleTest):
@@ -477,7 +474,7 @@ class EchoSAMSlicerTest(ScriptedLoadableModuleTest):
         self.assertTrue(logic.ensureDependencies(askConfirmation=False))
         self.delayDisplay("Segmenting with the bundled demo model")
         controller = logic.controller
-        controller.submit_segmentation(browser, "echosam-demo-memsam-tiny", "cpu", ["lv"], frame=0, include=points)
+        controller.submit_segmentation(browser, default_model_name(), "cpu", ["lv"], frame=0, include=points)
         self.assertTrue(controller.worker.wait_idle(600))
         actions = [a for a in controller.poll() if a.kind in ("result", "error", "cancelled")]
         self.assertEqual(actions[-1].kind, "result", actions[-1].text)

@@ -19,7 +19,8 @@ import torch
 from echosam.checkpoints import LoadedModel
 from echosam.models.registry import build_model, preset_config
 from echosam.phantom import make_phantom
-from echosam.session import Session, resolve_device
+from echosam.device import resolve_device
+from echosam.session import Session
 
 
 def _loaded(size: str, device: str) -> LoadedModel:

@@ -12,29 +12,31 @@ import numpy as np
 
 from . import worker as wk
 from .errors import PromptError
-from .slicer_panel import merge_markup_prompts
+from .slicer_panel import markup_prompt_plan
 from .structures import get_structure
 
 
 def job_restore_prompts(state, progress, cancel, prompts: dict):
-    session = wk._session(state)
+    session = wk.session_of(state)
     if session.prompted and prompts:
         session.load_prompts_dict(prompts)
 
 
 def job_markup_prompts(state, progress, cancel, frame: int, structure: str, prompts: list) -> bool:
-    """Markups prompts of one structure on one frame into the session (replacing that entry)."""
-    session = wk._session(state)
-    if not session.prompted or not prompts:
+    """Markups prompts of one structure on one frame into the session, replacing that frame's points and
+    box (`Session.add_new_points_or_box` with ``clear_old_points``). False when nothing changed."""
+    session = wk.session_of(state)
+    if not session.prompted:
         return False
-    new = merge_markup_prompts(session.prompts_to_dict(), frame, structure, prompts)
-    if new is not None:
-        session.load_prompts_dict(new)
-    return new is not None
+    plan = markup_prompt_plan(prompts)
+    if plan is None:
+        return False
+    points, labels, box = plan
+    return session.add_new_points_or_box(frame, structure, points, labels, box, clear_old_points=True)
 
 
 def job_corrections(state, progress, cancel, frame: int, masks: dict) -> list:
-    session = wk._session(state)
+    session = wk.session_of(state)
     for key, mask in masks.items():
         if not np.any(mask):
             raise PromptError(f"The {get_structure(key).name} mask on frame {frame} was erased; draw it again, or "
@@ -45,7 +47,7 @@ def job_corrections(state, progress, cancel, frame: int, masks: dict) -> list:
 
 def job_lock(state, progress, cancel, frame: int, masks: Optional[dict], structures: list) -> dict:
     """Lock ``frame`` with ``masks`` ({structure: mask}) or, with ``masks`` None, unlock it."""
-    session = wk._session(state)
+    session = wk.session_of(state)
     if masks is None:
         for s in structures:
             session.unlock(frame, s)

@@ -24,7 +24,7 @@ from .errors import EchoSAMError, PromptError
 from .slicer_jobs import job_corrections, job_lock, job_markup_prompts, job_restore_prompts
 from .slicer_panel import (FILE_FAMILIES, OFFICIAL_SUFFIXES, OWN_SUFFIXES, ModelInfo,  # noqa: F401 (re-exported)
                            UseFilePlan, button_states, changed_structures, ef_text, filter_prompts, is_file_spec,
-                           label_digests, lock_plan, mask_digest, merge_markup_prompts, model_info, plan_use_file,
+                           label_digests, lock_plan, markup_prompt_plan, mask_digest, model_info, plan_use_file,
                            prompt_structure_key, results_rows, structures_from_flags)
 from .structures import get_structure
 
@@ -32,7 +32,7 @@ from .structures import get_structure
 # ---- runs: the jobs of one user action and what their messages mean -------------------------------
 STEP_NAMES = {"load": "Loading model", "session": "Preparing the cine", "restore": "Restoring prompts",
               "prompts": "Applying prompts", "corrections": "Applying corrections", "encode": "Encoding frames",
-              "propagate": "Propagating", "segment_auto": "Segmenting", "result": "Collecting the result",
+              "propagate": "Propagating", "segment_auto": "Segmenting", "segment": "Segmenting", "result": "Collecting the result",
               "lock": "Locking", "unlock": "Unlocking", "undo": "Undoing", "download": "Downloading",
               "use_file": "Checking the file"}
 
@@ -72,7 +72,7 @@ def progress_action(run: Run, role: str, msg: wk.Message) -> Action:
         mb = f"{msg.done / 1e6:.1f} / {msg.total / 1e6:.1f} MB"
         per = int(1000 * msg.done / max(msg.total, 1))
         return Action("progress", run, role, f"{step}: {mb}", bar_value=per, bar_max=1000, bar_format=f"{mb} (%p%)")
-    if msg.total > 1 or role in ("encode", "propagate", "segment_auto"):
+    if msg.total > 1 or role in ("encode", "propagate", "segment_auto", "segment"):
         return Action("progress", run, role, f"{step}: {msg.done}/{msg.total} frames", bar_value=msg.done,
                       bar_max=max(msg.total, 1), bar_format=f"{step}: {msg.done}/{msg.total} frames")
     return Action("progress", run, role, f"{step}...", bar_value=0, bar_max=0, bar_format=step)
@@ -221,11 +221,7 @@ class Controller:
             pkey = prompt_structure_key(prompt_structure, structures)
             prompts = mrml.prompts_from_markups(include, roi, self.cine, frame, exclude=exclude)
             steps.append(("prompts", job_markup_prompts, {"frame": int(frame), "structure": pkey, "prompts": prompts}))
-        if info.prompted:
-            steps += [("encode", wk.job_encode, {}), ("propagate", wk.job_propagate, {})]
-        else:
-            steps.append(("segment_auto", wk.job_segment_auto, {}))
-        steps.append(("result", wk.job_result, {}))
+        steps += [("encode", wk.job_encode, {}), ("segment", wk.job_segment, {}), ("result", wk.job_result, {})]
         self.session_key = key
         return self._submit(Run("segment", data={"input": input_node, "changed": changed}), steps)
 

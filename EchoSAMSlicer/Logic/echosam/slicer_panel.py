@@ -21,12 +21,12 @@ from typing import Optional
 import numpy as np
 
 from . import model_zoo
+from .checkpoints import OFFICIAL_SUFFIXES, OWN_SUFFIXES, checkpoint_kind  # noqa: F401 (re-exported)
 from .errors import CheckpointError, PromptError
+from .models.registry import FAMILIES, FAMILY_NAMES, is_prompted
 from .structures import get_structure
 
-FILE_FAMILIES = model_zoo.FAMILIES                # families an official .pth can be loaded as
-OWN_SUFFIXES = (".safetensors", ".json")
-OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+FILE_FAMILIES = FAMILY_NAMES                      # families an official .pth can be loaded as
 
 
 # ---- models --------------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ class ModelInfo:
 
 def is_file_spec(spec: str) -> bool:
     """True when ``spec`` names a checkpoint file rather than a Models.json entry."""
-    return Path(str(spec)).suffix.lower() in OWN_SUFFIXES + OFFICIAL_SUFFIXES
+    return checkpoint_kind(spec) is not None
 
 
 def model_info(spec: str, family: str = "") -> ModelInfo:
@@ -60,14 +60,14 @@ def model_info(spec: str, family: str = "") -> ModelInfo:
     if is_file_spec(spec):
         p = Path(spec)
         fam = family or "?"
-        if p.suffix.lower() in OWN_SUFFIXES and p.with_suffix(".json").is_file():
+        if checkpoint_kind(p) == "own" and p.with_suffix(".json").is_file():
             from .checkpoints import read_checkpoint_meta   # JSON only, no torch
             try:
                 fam = read_checkpoint_meta(p)["family"]
             except CheckpointError:
                 fam = "?"
         status = "file" if p.is_file() else "file missing"
-        prompted = fam in ("memsam", "sam")
+        prompted = fam in FAMILIES and is_prompted(fam)
         where = "checkpoint file" if status == "file" else "FILE NOT FOUND"
         text = f"{p.name} ({fam}) - {where} - license: as published by its source"
         return ModelInfo(spec, p.name, fam, prompted, "", status, False, text, str(p))
@@ -103,8 +103,8 @@ def plan_use_file(path, entry: Optional[model_zoo.ModelEntry] = None) -> UseFile
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise CheckpointError(f"{p} does not exist or is not a file; choose the checkpoint file itself.")
-    suffix = p.suffix.lower()
-    if suffix not in OWN_SUFFIXES + OFFICIAL_SUFFIXES:
+    suffix, kind = p.suffix.lower(), checkpoint_kind(p)
+    if kind is None:
         raise CheckpointError(f"{p.name} is not a checkpoint EchoSAM can read: use an EchoSAM .safetensors (with its "
                               ".json) or an official PyTorch .pth/.pt file.")
     if entry is not None and not entry.bundled and suffix == Path(entry.file).suffix.lower():
@@ -112,7 +112,7 @@ def plan_use_file(path, entry: Optional[model_zoo.ModelEntry] = None) -> UseFile
         return UseFilePlan("register", str(p), entry.name, entry.family,
                            f"Use {p.name} as the weights of '{entry.title}'? It is copied into {model_zoo.cache_dir()} "
                            f"({check}). Choose No to load it as a separate model instead.")
-    if suffix in OWN_SUFFIXES:
+    if kind == "own":
         weights, config = (p.with_suffix(".safetensors"), p.with_suffix(".json"))
         missing = [q.name for q in (weights, config) if not q.is_file()]
         if missing:
@@ -153,43 +153,17 @@ def filter_prompts(prompts: dict, structures) -> dict:
     return out if out["prompts"] else {}
 
 
-def merge_markup_prompts(prompts: dict, frame: int, structure: str, markup_prompts: list) -> Optional[dict]:
-    """Make the (``structure``, ``frame``) entry of a prompts dict hold exactly the markups' points
-    and box. Returns the new dict, or None when there are no markups or nothing changes.
-
-    Other structures and frames keep their prompts. A frame locked for that structure (a corrected
-    mask) refuses points: the user must unlock it first."""
-    key, frame = get_structure(structure).key, int(frame)
+def markup_prompt_plan(markup_prompts: list) -> Optional[tuple]:
+    """Markups of one frame -> ``(points (N, 2) or None, labels (N,) or None, box or None)`` for
+    `Session.add_new_points_or_box`; None when there are no markups. The last ROI is the box."""
     points = [p for p in markup_prompts if p["type"] == "point"]
     boxes = [p for p in markup_prompts if p["type"] == "box"]
     if not points and not boxes:
         return None
-    d = copy.deepcopy(prompts)
-    items = d.setdefault("prompts", [])
-    old = next((p for p in items if p.get("structure") == key and int(p.get("frame", -1)) == frame), None)
-    if old is not None and "mask" in old and not old.get("seed", False):
-        raise PromptError(f"Frame {frame} of {get_structure(key).name} holds a corrected mask (locked): unlock it "
-                          "(Lock / unlock frame) before placing points or a box there.")
-    new_points = [[float(v) for v in p["xy"]] for p in points]
-    new_labels = [int(p["label"]) for p in points]
-    new_box = [float(v) for v in boxes[-1]["box"]] if boxes else None
-    if old is not None and "mask" not in old:
-        same_points = (len(old.get("points", [])) == len(new_points)
-                       and np.allclose(np.reshape(old.get("points", []), (-1, 2)), np.reshape(new_points, (-1, 2)))
-                       and list(old.get("labels", [])) == new_labels)
-        same_box = (old.get("box") is None and new_box is None) or (
-            old.get("box") is not None and new_box is not None and np.allclose(old["box"], new_box))
-        if same_points and same_box:
-            return None
-    counter = max([int(d.get("counter", 0))] + [int(p.get("version", 0)) for p in items]) + 1
-    item = {"structure": key, "frame": frame, "version": counter}
-    if new_points:
-        item["points"], item["labels"] = new_points, new_labels
-    if new_box is not None:
-        item["box"] = new_box
-    d["prompts"] = [p for p in items if p is not old] + [item]
-    d["counter"] = counter
-    return d
+    pts = [[float(v) for v in p["xy"]] for p in points] or None
+    labels = [int(p["label"]) for p in points] or None
+    box = [float(v) for v in boxes[-1]["box"]] if boxes else None
+    return pts, labels, box
 
 
 # ---- which structures the user edited ----------------------------------------------------------

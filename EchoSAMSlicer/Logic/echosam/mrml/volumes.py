@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cine import Cine
+from ..cine import Cine, seconds_per_unit
 from ..errors import CineError
 from ._common import _ijk_to_ras, _volume_array
 
@@ -39,10 +39,9 @@ def resolve_input(node) -> tuple:
 
 def _frame_times(seq, browser, n: int) -> tuple:
     """Seconds per item from the index values; else from the browser's playback rate."""
-    name, unit = (seq.GetIndexName() or "").lower(), (seq.GetIndexUnit() or "").lower()
-    scale = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3}.get(unit)
-    if scale is None and name in ("time", "t") and unit == "":
-        scale = 1.0
+    name, unit = (seq.GetIndexName() or "").lower(), (seq.GetIndexUnit() or "").strip()
+    # a unit-less index counts as time only when it is named so (else it may be a slice number)
+    scale = seconds_per_unit(unit) if unit or name in ("time", "t") else None
     if scale is not None:
         try:
             t = np.array([float(seq.GetNthIndexValue(i)) for i in range(n)]) * scale
