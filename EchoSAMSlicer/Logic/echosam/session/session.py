@@ -179,6 +179,11 @@ class Session:
 
     # ---- state queries -------------------------------------------------------------------------
     @property
+    def undo_steps(self) -> int:
+        """How many prompt changes `undo` can take back."""
+        return len(self._history)
+
+    @property
     def labels(self) -> np.ndarray:
         """(T, H, W) uint8 label map (structures.py values); a read-only view."""
         v = self.results.labels.view()
