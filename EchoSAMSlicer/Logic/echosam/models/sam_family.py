@@ -9,7 +9,8 @@ SAM has no temporal memory, so the adapter tracks with boxes, the way SAM is com
 - **every next frame** (forward or backward from the key frame) is prompted with the bounding box of
   the previous frame's mask (logits > 0), widened by ``box_margin`` of its width/height on each side
   so a growing ventricle is not cut off; an empty mask keeps the last box seen;
-- a user-corrected mask on any frame restarts the chain from that mask's box.
+- a user-corrected mask on any frame restarts the chain from that mask's box;
+- while every mask so far is empty there is nothing to track: those frames are background.
 
 The "hidden state" of the protocol is that box, ``(B, 4)`` x0, y0, x1, y1 in model-input pixels
 (NaN before any mask). The values written to the memory bank are the same boxes (``(B, 4, 1, 1)``
@@ -32,6 +33,7 @@ from .registry import FamilySpec, register_family
 from .sam import SamConfig, build_image_encoder, build_mask_decoder, build_prompt_encoder, config_from_dict
 
 INTENSITIES = ("imagenet", "unit", "raw255")
+EMPTY_LOGIT = 10.0     # "nothing here": the same +-10 logit scale as a user mask
 
 
 @dataclass
@@ -173,11 +175,15 @@ class SamVideo(Sam):
         return box[:, :, None, None], box
 
     def segment_from_memory(self, feats: SamFeatures, bank, hidden: torch.Tensor) -> tuple:
-        """SAM prompted with the remembered box ``hidden`` -> (logits ``(B,1,S,S)``, hidden)."""
-        if bool(torch.isnan(hidden).any()):
-            raise PromptError("SAM lost the structure (an empty mask and no earlier box); add a prompt on a "
-                              "later frame.")
-        return self.decode_prompt(feats, box=hidden), hidden
+        """SAM prompted with the remembered box ``hidden`` -> (logits ``(B,1,S,S)``, hidden). Rows with no
+        box yet (every mask so far empty: nothing to track) are background, -10 logits."""
+        b, s = len(feats), self.img_size
+        lost = torch.isnan(hidden).any(dim=1)
+        out = feats.embedding.new_full((b, 1, s, s), -EMPTY_LOGIT, dtype=torch.float32)
+        if not bool(lost.all()):
+            keep = torch.nonzero(~lost).flatten()
+            out[keep] = self.decode_prompt(feats.index(keep), box=hidden[keep]).float()
+        return out, hidden
 
 
 def _convert(state, config):
