@@ -10,7 +10,7 @@ from ..errors import EchoSAMError
 from .common import add_common
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers) -> None:
     """Add the info, convert and phantom subcommands."""
     p = subparsers.add_parser("info", help="print frames, size, spacing, frame rate and duration of a cine",
                               description="Print frames, size, pixel spacing, frame rate and duration of a cine file.")

@@ -16,7 +16,8 @@ from ..errors import ModelError
 class FrameTensors:
     """Mixin for ``@dataclass`` classes whose fields are all (N, ...) tensors."""
 
-    def _map(self, fn):
+    def map(self, fn):
+        """The same features with ``fn`` applied to every tensor."""
         return type(self)(*(fn(getattr(self, f.name)) for f in fields(self)))
 
     def __len__(self) -> int:
@@ -28,13 +29,13 @@ class FrameTensors:
             if not -len(self) <= i < len(self):
                 raise ModelError(f"frame {i} is out of range for {len(self)} encoded frames.")
             i = slice(i, i + 1 if i != -1 else None)
-        return self._map(lambda x: x[i])
+        return self.map(lambda x: x[i])
 
     def to(self, *args, **kwargs):
-        return self._map(lambda x: x.to(*args, **kwargs))
+        return self.map(lambda x: x.to(*args, **kwargs))
 
     def detach(self):
-        return self._map(lambda x: x.detach())
+        return self.map(lambda x: x.detach())
 
     def tensors(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -301,10 +301,10 @@ class MemSAM(nn.Module):
             raise ModelError(f"MemSAM.forward expects (B, T, 3, S, S) clips, got {tuple(images.shape)}.")
         b, t = images.shape[:2]
         feats_all = self.encode(images.flatten(0, 1))
-        per_frame = feats_all._map(lambda x: x.view(b, t, *x.shape[1:]))
+        per_frame = feats_all.map(lambda x: x.view(b, t, *x.shape[1:]))
 
         def frame(i: int) -> FrameFeatures:
-            return per_frame._map(lambda x: x[:, i])
+            return per_frame.map(lambda x: x[:, i])
 
         f0 = frame(0)
         hidden = self.init_hidden(b)
