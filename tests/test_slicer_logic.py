@@ -191,25 +191,35 @@ def test_download_on_the_worker_with_progress_sha256_and_cancel(cache, http_serv
 
 
 # ---- prompts per (frame, structure) ----------------------------------------------------------------
-def test_merge_markup_prompts_replaces_only_that_frame_and_structure():
+def test_markups_replace_only_that_frame_and_structure():
+    """What `job_markup_prompts` does: the markups become that (frame, structure) prompt in one step
+    (`Session.add_new_points_or_box`, clear_old_points), other entries untouched, no store round trip."""
+    from echosam.session import PromptStore
+
     base = {"format": "echosam-prompts", "version": 1, "n_frames": T, "shape": [H, W], "structures": ["lv", "myo"],
             "counter": 3, "prompts": [{"structure": "lv", "frame": 0, "version": 1, "points": [[5.0, 6.0]], "labels": [1]},
                                       {"structure": "myo", "frame": 0, "version": 2, "box": [1.0, 1.0, 9.0, 9.0]},
                                       {"structure": "lv", "frame": 4, "version": 3,
-                                       "mask": {"size": [H, W], "counts": [H * W]}, "seed": False}]}
+                                       "mask": {"size": [H, W], "counts": [0, H * W]}, "seed": False}]}
+    store = PromptStore(T, (H, W), ["lv", "myo"])
+    store.load_dict(base)
+    myo = store.get("myo", 0)
     pts = [{"type": "point", "frame": 0, "xy": [5.0, 6.0], "label": 1}]
-    assert sl.merge_markup_prompts(base, 0, "lv", pts) is None                 # unchanged: no new version
-    assert sl.merge_markup_prompts(base, 0, "lv", []) is None                  # no markups: keep prompts
-    moved = pts + [{"type": "point", "frame": 0, "xy": [8.0, 9.0], "label": 0}]
-    d = sl.merge_markup_prompts(base, 0, "lv", moved)
-    lv0 = [p for p in d["prompts"] if p["structure"] == "lv" and p["frame"] == 0]
-    assert len(lv0) == 1 and lv0[0]["points"] == [[5.0, 6.0], [8.0, 9.0]] and lv0[0]["labels"] == [1, 0]
-    assert lv0[0]["version"] == 4 == d["counter"]
-    assert [p for p in d["prompts"] if p["structure"] == "myo"] == [base["prompts"][1]]   # MYO untouched
-    d2 = sl.merge_markup_prompts(d, 2, "MYO", [{"type": "box", "frame": 2, "box": [2, 2, 8, 8]}])
-    assert {(p["structure"], p["frame"]) for p in d2["prompts"]} == {("lv", 0), ("myo", 0), ("lv", 4), ("myo", 2)}
+    assert sl.markup_prompt_plan([]) is None                                   # no markups: keep prompts
+    assert not store.set_points_and_box(0, "lv", *sl.markup_prompt_plan(pts))  # unchanged: no new version
+    assert store.get("lv", 0).version == 1
+    moved = pts + [{"type": "point", "frame": 0, "xy": [8.0, 9.0], "label": 0},
+                   {"type": "box", "frame": 0, "box": [1, 1, 20, 20]}]
+    assert sl.markup_prompt_plan(moved) == ([[5.0, 6.0], [8.0, 9.0]], [1, 0], [1.0, 1.0, 20.0, 20.0])
+    assert store.set_points_and_box(0, "lv", *sl.markup_prompt_plan(moved))
+    lv0 = store.get("lv", 0)
+    assert lv0.points == [(5.0, 6.0), (8.0, 9.0)] and lv0.labels == [1, 0] and lv0.box == (1.0, 1.0, 20.0, 20.0)
+    assert lv0.version == 4 == store.version and store.get("myo", 0) is myo   # MYO untouched
+    assert store.set_points_and_box(2, "MYO", *sl.markup_prompt_plan([{"type": "box", "frame": 2,
+                                                                         "box": [2, 2, 8, 8]}]))
+    assert set(store.entries) == {("lv", 0), ("myo", 0), ("lv", 4), ("myo", 2)}
     with pytest.raises(PromptError, match="locked"):
-        sl.merge_markup_prompts(base, 4, "lv", pts)
+        store.set_points_and_box(4, "lv", *sl.markup_prompt_plan(pts))
     assert sl.filter_prompts(base, ["myo"])["prompts"] == [base["prompts"][1]]
     assert sl.filter_prompts(base, ["la"]) == {} and sl.filter_prompts({}, ["lv"]) == {}
     assert sl.prompt_structure_key("MYO", ["lv", "myo"]) == "myo"
@@ -305,7 +315,7 @@ def test_controller_segment_prompt_structures_correct_lock_and_undo(scene, tiny_
         assert res.kind == "result", res.text + res.details
         texts = [a.text for a in actions if a.kind == "progress"]
         assert any(t.startswith("Encoding frames:") and "frames" in t for t in texts)
-        assert any(t.startswith("Propagating:") for t in texts)
+        assert any(t.startswith("Segmenting:") for t in texts)
         seg_seq = mrml.find_segmentation_sequence(browser)
         assert seg_seq.GetNumberOfDataNodes() == T and "ed_frames" in res.value and res.value["chart"] is not None
         assert scene.GetNumberOfUndoLevels() >= 1

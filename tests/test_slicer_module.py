@@ -14,7 +14,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "EchoSAMSlicer" / "EchoSAMSlicer.py"
 UI = ROOT / "EchoSAMSlicer" / "Resources" / "UI" / "EchoSAMSlicer.ui"
-SCREENSHOT = ROOT / "docs" / "images" / "panel.png"
 # Slicer/CTK widget classes -> the Qt base class a plain PySide6 loader can build
 QT_BASES = {"qMRMLWidget": "QWidget", "qSlicerWidget": "QWidget", "ctkCollapsibleButton": "QGroupBox",
             "qMRMLNodeComboBox": "QComboBox", "qSlicerMarkupsPlaceWidget": "QToolButton"}
@@ -99,9 +98,9 @@ def test_ui_loads_in_qt_and_panel_screenshot(tmp_path):
     panel.show()
     app.processEvents()
     image = panel.grab()
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    assert image.save(str(SCREENSHOT))
-    assert SCREENSHOT.stat().st_size > 5000
+    shot = tmp_path / "panel.png"                  # never into the tracked docs/images/panel.png
+    assert image.save(str(shot))
+    assert shot.stat().st_size > 5000 and image.width() == 460 and image.height() == 880
     panel.close()
 
 
@@ -142,8 +141,12 @@ logic = M.EchoSAMSlicerLogic()
 c = logic.controller
 assert logic.getParameterNode().GetSingletonTag() == "EchoSAMSlicer"
 assert "echosam-demo-memsam-tiny" in [e.name for e in logic.modelEntries()]
-info = logic.modelInfo("sam-vit-b")
-assert info.status in ("missing", "cached") and "license: Apache-2.0" in info.text
+from echosam import model_zoo
+info = logic.modelInfo("sam-vit-b")                      # ECHOSAM_CACHE is an empty folder: not downloaded
+assert info.status == "missing" and info.can_download and "license: Apache-2.0" in info.text
+model_zoo.cache_dir().mkdir(parents=True, exist_ok=True)
+(model_zoo.cache_dir() / model_zoo.get_entry("sam-vit-b").file).write_bytes(b"x")
+assert logic.modelInfo("sam-vit-b").status == "cached" and not logic.modelInfo("sam-vit-b").can_download
 T, H, W = 8, 48, 48
 frames = np.random.default_rng(0).integers(0, 255, (T, H, W)).astype(np.uint8)
 seq, browser = add_cine_sequence(scene, frames, dicom_us_matrix())
@@ -163,7 +166,8 @@ assert c.phase_frames(browser, "ed") == summary["ed_frames"] and summary["ed_fra
 assert c.curve_chart(browser) is summary["chart"]
 view = mrml.panel_plot_view(scene, summary["chart"])
 assert view is mrml.panel_plot_view(scene, summary["chart"]) and view.GetPlotChartNodeID() == summary["chart"].GetID()
-assert isinstance(logic.missingPackages(), list)
+from echosam import install
+assert logic.missingPackages() == install.missing_requirements(M.REQUIREMENTS) == []   # the test venv has them all
 c.shutdown()
 print("TORCH_IMPORTED", "torch" in sys.modules)
 h.close()
@@ -174,7 +178,7 @@ def test_module_logic_runs_without_torch(tmp_path):
     pytest.importorskip("slicer", reason="slicer-core (MRML libraries) is not installed for this Python")
     script = STUB_SCRIPT.format(tests=str(ROOT / "tests"), cache=str(tmp_path / "cache"),
                                 module_dir=str(MODULE.parent))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", ECHOSAM_CACHE=str(tmp_path / "models"))
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "TORCH_IMPORTED False" in run.stdout, run.stdout[-2000:]
@@ -184,5 +188,7 @@ def test_module_imports_only_slicer_side_modules_at_top_level():
     tree = ast.parse(MODULE.read_text())
     top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
     top |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
-    assert top <= {"os", "sys", "typing", "ctk", "qt", "slicer", "vtk"}, top
+    assert top <= {"os", "sys", "typing", "ctk", "qt", "slicer", "vtk", "echosam"}, top
+    engine = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("echosam")}
+    assert engine <= {"echosam.device", "echosam.model_zoo"}, engine      # torch-free, Qt-free modules only
     assert len(MODULE.read_text().splitlines()) < 600
