@@ -1,8 +1,8 @@
 """EchoSAMSlicer: segment echocardiography cine loops with SAM-based video models.
 
-Thin Slicer glue. The engine is the plain-Python package ``echosam`` in ``Logic/`` (MRML bridge in
-``echosam.mrml``, model and session on a background worker in ``echosam.worker``). Nothing is
-installed at import time or in constructors; torch is imported only after the install step.
+Thin Slicer glue: widgets bound to ``echosam.slicer`` (the Qt-free controller, install policy, device
+choice, panel text) in ``Logic/``. Nothing is installed at import time or in constructors; torch is
+imported only after the install step.
 """
 import os
 import sys
@@ -23,8 +23,7 @@ if LOGIC_DIR not in sys.path:
     sys.path.insert(0, LOGIC_DIR)
 
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
-from echosam.device import DEVICES  # noqa: E402 (Logic/ is on sys.path only from here)
-from echosam.model_zoo import default_model_name  # noqa: E402
+DEVICES = ["auto", "cpu", "cuda", "mps"]      # echosam.slicer.display.DEVICES (checked by the tests)
 PROMPT_STRUCTURES = ["LV", "MYO", "LA"]
 
 
@@ -38,8 +37,9 @@ class EchoSAMSlicer(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Segment the left ventricle, myocardium and left atrium in 2D echocardiography cine loops "
             "(sequence browsers, incl. DICOM ultrasound multi-frame) with SAM-based video models. Place points "
-            "or an ROI (or edit a mask) on any frame, press Segment, correct any frame in Segment Editor and "
-            "press 'Propagate from current frame'. Corrected frames are locked and never overwritten. "
+            "or an ROI on any frame (each stays on the frame it was placed on), press Segment, correct any frames "
+            "('Edit this frame' opens Segment Editor) and press 'Propagate edits': every frame you changed is "
+            "locked and never overwritten. Undo works after saving and reloading the scene. "
             "The LV curve, ED/ES frames and EF are computed from the result. Research use only: not a medical device."
             "<br><br>Models: MemSAM (Deng et al., CVPR 2024, github.com/dengxl0520/MemSAM), "
             "MediViSTA (Kim et al., arXiv:2309.13539 / IEEE JBHI 2025, github.com/SekeunKim/MediViSTA), "
@@ -51,15 +51,16 @@ class EchoSAMSlicer(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class EchoSAMSlicerParameterNode:
-    """inputNode: sequence browser. modelName: Models.json name or checkpoint file path (modelFamily: the
+    """inputNode: sequence browser. modelName: Models.json name or checkpoint file path, "" = Models.json's
+    ``default`` (the one place the default is written; modelFamily: the
     family of an official .pth file). promptStructure: LV / MYO / LA, the structure markups prompt.
     A node Union must include None (the Union serializer cannot store None otherwise); its node classes
     become the combo box's nodeTypes. Combo-box-bound str fields need Choice (it fills the items)."""
 
-    inputNode: Union[slicer.vtkMRMLSequenceBrowserNode, slicer.vtkMRMLScalarVolumeNode, None]
-    modelName: str = default_model_name()
+    inputNode: Union[slicer.vtkMRMLSequenceBrowserNode, None]
+    modelName: str = ""
     modelFamily: str = ""
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    device: Annotated[str, Choice(DEVICES)] = "auto"
     segmentLV: bool = True
     segmentMYO: bool = False
     segmentLA: bool = False
@@ -77,6 +78,9 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._timer = None
+        self._installTimer = None
+        self._install = None
+        self._browserTag = None
         self.plotWidget = None
         self._fileFamilies = {}     # checkpoint file path -> family chosen for it (official .pth)
 
@@ -108,6 +112,8 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.useFileButton.clicked.connect(self.onUseFile)
         self.ui.segmentButton.clicked.connect(lambda: self.run(fromEdit=False))
         self.ui.propagateButton.clicked.connect(lambda: self.run(fromEdit=True))
+        self.ui.editFrameButton.clicked.connect(self.onEditFrame)
+        self.ui.calibrateButton.clicked.connect(self.onCalibrate)
         self.ui.lockButton.clicked.connect(self.onLockToggle)
         self.ui.undoButton.clicked.connect(self.onUndo)
         self.ui.cancelButton.clicked.connect(self.onCancel)
@@ -118,6 +124,9 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self._timer.timeout.connect(self.pollWorker)
+        self._installTimer = qt.QTimer()
+        self._installTimer.setInterval(200)
+        self._installTimer.timeout.connect(self.pollInstall)
         self.initializeParameterNode()
         self.updateModelInfo()
         self.updateButtons()
@@ -138,11 +147,15 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self._timer:
             self._timer.stop()
+        if self._install:
+            self._install.cancel()
         if self.logic:
             self.logic.controller.shutdown()
 
     def enter(self):
+        """Coming back (e.g. from Segment Editor) keeps the browser's frame; the frame line is refreshed."""
         self.initializeParameterNode()
+        self.updateFrameInfo()
 
     def exit(self):
         if self._parameterNode:
@@ -152,7 +165,6 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         self.onCancel()
-        self.logic.controller.session_key = None
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -173,17 +185,18 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = parameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.selectModel(self._parameterNode.modelName, self._parameterNode.modelFamily)
+            self.selectModel(self._parameterNode.modelName or self.logic.defaultModelName(),
+                             self._parameterNode.modelFamily)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
 
     # ---- model chooser ----------------------------------------------------------------------------
     def selectModel(self, spec, family=""):
         """Select a registry model or a checkpoint file (added to the chooser once)."""
-        from echosam import slicer_logic
+        from echosam.slicer import chooser
         index = self.ui.modelSelector.findData(spec)
-        if spec and slicer_logic.is_file_spec(spec):
+        if spec and chooser.is_file_spec(spec):
             self._fileFamilies[spec] = family
-        if index < 0 and spec and slicer_logic.is_file_spec(spec):
+        if index < 0 and spec and chooser.is_file_spec(spec):
             label = _("File: {name} ({family})").format(name=os.path.basename(spec), family=family or _("own format"))
             self.ui.modelSelector.addItem(label, spec)
             index = self.ui.modelSelector.count - 1
@@ -215,27 +228,28 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.startRun(self.logic.controller.submit_download(info.spec), _("Downloading {title}...").format(title=info.title))
 
     def onUseFile(self):
-        from echosam import model_zoo, slicer_logic
+        from echosam import model_zoo
+        from echosam.slicer import chooser
         path = qt.QFileDialog.getOpenFileName(self.parent, _("Select a checkpoint file"), "",
                                               _("Checkpoints (*.safetensors *.json *.pth *.pt *.bin *.ckpt)"))
         if not path:
             return
         with slicer.util.tryWithErrorDisplay(_("This file cannot be used."), waitCursor=True):
             info = self.currentModelInfo()
-            entry = None if info is None or slicer_logic.is_file_spec(info.spec) else model_zoo.get_entry(info.spec)
-            plan = slicer_logic.plan_use_file(path, entry)
+            entry = None if info is None or chooser.is_file_spec(info.spec) else model_zoo.get_entry(info.spec)
+            plan = chooser.plan_use_file(path, entry)
             if plan.action == "register":
                 if slicer.util.confirmYesNoDisplay(plan.message):
                     self.startRun(self.logic.controller.submit_use_file(plan.path, plan.entry_name),
                                   _("Checking and copying {name}...").format(name=os.path.basename(path)))
                     return
-                plan = slicer_logic.plan_use_file(path, None)
+                plan = chooser.plan_use_file(path, None)
             family = ""
             if plan.action == "official":
                 dialog = qt.QInputDialog(self.parent)
                 dialog.setWindowTitle(_("Model family"))
                 dialog.setLabelText(plan.message)
-                dialog.setComboBoxItems(list(slicer_logic.FILE_FAMILIES))
+                dialog.setComboBoxItems(list(chooser.FILE_FAMILIES))
                 dialog.setTextValue(plan.family)
                 if not dialog.exec_():
                     return
@@ -246,15 +260,18 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cpuWarningLabel.setVisible(self.ui.deviceSelector.currentText == "cpu")
 
     def updateButtons(self, *args):
-        from echosam import slicer_logic
+        from echosam.slicer import display
         p = self._parameterNode
         if self.logic is None or p is None:
             return
-        busy, info = self.logic.controller.busy, self.currentModelInfo()
-        states = slicer_logic.button_states(
+        controller = self.logic.controller
+        busy, info = controller.busy or self._install is not None, self.currentModelInfo()
+        self.reconcilePromptStructure()
+        states = display.button_states(
             has_input=bool(p.inputNode), has_structures=p.segmentLV or p.segmentMYO or p.segmentLA, busy=busy,
             prompted=bool(info and info.prompted), weights_present=bool(info and info.weights_present),
-            can_download=bool(info and info.can_download), has_result=self.logic.controller.has_result(p.inputNode))
+            can_download=bool(info and info.can_download), has_result=controller.has_result(p.inputNode),
+            can_undo=controller.can_undo(p.inputNode))
         for name, enabled in states.items():
             getattr(self.ui, name).enabled = enabled
         self.ui.segmentButton.text = _("Segmenting... (Cancel to stop)") if busy else _("Segment")
@@ -264,6 +281,39 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.segmentButton.toolTip = _("The model's weights are missing: press Download or use a file you have")
         else:
             self.ui.segmentButton.toolTip = _("Segment the whole loop from the prompts")
+        self.watchInput()
+        self.updateFrameInfo()
+
+    def reconcilePromptStructure(self):
+        """The prompt structure is always one of the ticked structures."""
+        from echosam.slicer import prompts
+        p = self._parameterNode
+        ticked = [k.upper() for k, on in (("lv", p.segmentLV), ("myo", p.segmentMYO), ("la", p.segmentLA)) if on]
+        choice = prompts.reconcile_prompt_structure(p.promptStructure, ticked)
+        if choice != p.promptStructure:
+            p.promptStructure = choice
+
+    def watchInput(self):
+        """Observe the browser (frame changes -> frame line) and the markups (points stamped with their frame)."""
+        p = self._parameterNode
+        browser = self.currentBrowser()
+        if self._browserTag and self._browserTag[0] is not browser:
+            self._browserTag[0].RemoveObserver(self._browserTag[1])
+            self._browserTag = None
+        if browser is not None and self._browserTag is None:
+            self._browserTag = (browser, browser.AddObserver(vtk.vtkCommand.ModifiedEvent, self.updateFrameInfo))
+        if browser is not None:
+            self.logic.controller.watch_markups(browser, [p.includePoints, p.excludePoints, p.roi])
+
+    def updateFrameInfo(self, *args):
+        from echosam.slicer import display
+        p = self._parameterNode
+        if self.logic is None or p is None or not p.inputNode:
+            self.ui.frameInfoLabel.text = ""
+            return
+        info = self.logic.controller.frames_info(p.inputNode)
+        self.ui.frameInfoLabel.text = display.frames_text(info["current"], info["n_frames"], info["prompt_frames"],
+                                                          info["locked"]) if info else ""
 
     def currentBrowser(self):
         node = self._parameterNode.inputNode if self._parameterNode else None
@@ -275,24 +325,67 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---- actions --------------------------------------------------------------------------------
     def structures(self):
-        from echosam import slicer_logic
+        from echosam.slicer import prompts
         p = self._parameterNode
-        return slicer_logic.structures_from_flags(p.segmentLV, p.segmentMYO, p.segmentLA)
+        return prompts.structures_from_flags(p.segmentLV, p.segmentMYO, p.segmentLA)
 
     def run(self, fromEdit):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
-            if not self.logic.ensureDependencies(askConfirmation=True):
+            if not self.ensureDependencies():
                 return
-            device = self.logic.resolveDevice(p.device)
+            from echosam.slicer import devices
+            device = devices.resolve_device(p.device)
             self.ui.cpuWarningLabel.setVisible(device == "cpu")
             run = self.logic.controller.submit_segmentation(
                 p.inputNode, p.modelName, device, self.structures(), frame=self.currentFrame(),
                 prompt_structure=p.promptStructure, include=p.includePoints, exclude=p.excludePoints, roi=p.roi,
                 family=p.modelFamily, from_edit=fromEdit)
-            if fromEdit and not run.data["changed"]:
-                self.ui.statusLabel.text = _("No edit found on this frame; propagating the current prompts.")
-            self.startRun(run, _("Working..."))
+            corrected = run.data["corrected"]
+            text = (_("Corrections from frames {frames}...").format(frames=", ".join(map(str, corrected))) if corrected
+                    else _("No edited frame found; propagating the stored prompts...") if fromEdit else _("Working..."))
+            self.startRun(run, text)
+
+    def ensureDependencies(self):
+        """True when torch and the requirements import; otherwise ask once and install in the background."""
+        from echosam.slicer import install
+        if self._install is not None:
+            return False
+        missing, needTorch = self.logic.missingPackages(), not install.has_module("torch")
+        if not missing and not needTorch:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(install.install_message(missing, needTorch)):
+            return False
+        self._install = install.start_install(missing, needTorch)
+        self.ui.progressBar.setVisible(True)
+        self.ui.progressBar.maximum = 0
+        self.ui.statusLabel.text = _("Installing Python packages (Slicer stays usable)...")
+        self._installTimer.start()
+        self.updateButtons()
+        return False
+
+    def pollInstall(self):
+        job = self._install
+        for e in job.poll():
+            if e.kind == "step":
+                self.ui.progressBar.format = f"{e.text} ({e.step}/{e.steps})"
+                self.ui.statusLabel.text = e.text
+            elif e.kind == "line":
+                self.ui.statusLabel.toolTip = e.text
+        if not job.finished:
+            return
+        self._installTimer.stop()
+        self._install = None
+        self.ui.progressBar.setVisible(False)
+        outcome = job.outcome
+        self.ui.statusLabel.text = outcome.message
+        if not outcome.ok:
+            slicer.util.errorDisplay(outcome.message, detailedText="\n".join(outcome.log[-200:]))
+        elif outcome.restart_required and slicer.util.confirmYesNoDisplay(outcome.message + " " + _("Restart now?")):
+            slicer.util.restart()
+        else:
+            self.ui.statusLabel.text = _("Packages installed: press Segment.")
+        self.updateButtons()
 
     def startRun(self, run, text):
         self.ui.progressBar.setVisible(True)
@@ -302,7 +395,8 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtons()
 
     def pollWorker(self):
-        for a in self.logic.controller.poll():
+        actions, keepPolling = self.logic.controller.tick()
+        for a in actions:
             if a.kind == "progress":
                 self.ui.progressBar.maximum = a.bar_max
                 self.ui.progressBar.value = a.bar_value
@@ -317,18 +411,20 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self.showResults(a.value)
                 if a.run.kind in ("download", "use_file"):
                     self.updateModelInfo()
-        if not self.logic.controller.busy:
+        if not keepPolling:
             self._timer.stop()
             self.ui.progressBar.setVisible(False)
         self.updateButtons()
 
     def showResults(self, summary):
-        from echosam import slicer_logic
-        self.ui.edFrameLabel.text = ", ".join(map(str, summary["ed_frames"])) or "-"
-        self.ui.esFrameLabel.text = ", ".join(map(str, summary["es_frames"])) or "-"
-        self.ui.efLabel.text = slicer_logic.ef_text(summary)
+        from echosam.slicer import display
+        self.ui.edFrameLabel.text = ", ".join(map(str, summary.get("ed_frames", []))) or "-"
+        self.ui.esFrameLabel.text = ", ".join(map(str, summary.get("es_frames", []))) or "-"
+        self.ui.efLabel.text = display.ef_text(summary)
         self.ui.efLabel.toolTip = summary.get("message", "")
-        rows = slicer_logic.results_rows(summary)
+        self.ui.spacingLabel.text = summary.get("spacing_how", "")
+        self.ui.spacingLabel.styleSheet = "" if summary.get("calibrated", True) else "color: #c0392b"
+        rows = display.results_rows(summary)
         self.ui.volumeTable.setRowCount(len(rows))
         for i, (name, value) in enumerate(rows):
             self.ui.volumeTable.setItem(i, 0, qt.QTableWidgetItem(name))
@@ -341,12 +437,39 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLockToggle(self):
         with slicer.util.tryWithErrorDisplay(_("Could not lock or unlock the frame."), waitCursor=True):
-            run = self.logic.controller.submit_lock(self._parameterNode.inputNode, self.currentFrame(), self.structures())
-            self.startRun(run, _("Locking...") if run.data["plan"] == "lock" else _("Unlocking..."))
+            self.ui.statusLabel.text = self.logic.controller.toggle_lock(self._parameterNode.inputNode,
+                                                                         self.currentFrame(), self.structures())
+        self.updateButtons()
 
     def onUndo(self):
         with slicer.util.tryWithErrorDisplay(_("Could not undo."), waitCursor=True):
-            self.startRun(self.logic.controller.submit_undo(self._parameterNode.inputNode), _("Undoing..."))
+            summary = self.logic.controller.undo(self._parameterNode.inputNode)
+            self.showResults(summary)
+            self.ui.statusLabel.text = _("Undone: {what}.").format(what=summary["undone"])
+        self.updateButtons()
+
+    def onEditFrame(self):
+        """Segment Editor on the proxy segmentation, the cine's proxy volume as source, at this frame."""
+        with slicer.util.tryWithErrorDisplay(_("Could not open the frame for editing."), waitCursor=True):
+            nodes = self.logic.controller.edit_frame(self._parameterNode.inputNode)
+            slicer.util.selectModule("SegmentEditor")
+            editor = slicer.util.getModuleWidget("SegmentEditor").editor
+            editor.setSegmentationNode(nodes["segmentation"])
+            editor.setSourceVolumeNode(nodes["source_volume"])
+
+    def onCalibrate(self):
+        """Type the pixel spacing (mm), or use the first line markup in the scene over a known distance."""
+        with slicer.util.tryWithErrorDisplay(_("Could not calibrate."), waitCursor=True):
+            line = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLMarkupsLineNode")
+            if line is not None and line.GetNumberOfControlPoints() >= 2:
+                known = qt.QInputDialog.getDouble(self.parent, _("Calibrate"), _("Length of line {name} in mm:").format(
+                    name=line.GetName()), 10.0, 0.01, 1000.0, 2)
+                summary = self.logic.controller.calibrate(self._parameterNode.inputNode, line=line, known_mm=known)
+            else:
+                mm = qt.QInputDialog.getDouble(self.parent, _("Calibrate"), _("Pixel spacing (mm per pixel); or "
+                                               "cancel and draw a line over a known distance first:"), 0.3, 0.001, 10.0, 4)
+                summary = self.logic.controller.calibrate(self._parameterNode.inputNode, spacing=(mm, mm))
+            self.showResults(summary)
 
     def onCancel(self):
         if self.logic:
@@ -370,12 +493,13 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class EchoSAMSlicerLogic(ScriptedLoadableModuleLogic):
-    """Slicer-side adapter: parameter node, dependency install, device choice. The work (worker runs,
-    MRML writes, decisions) is done by ``echosam.slicer_logic.Controller`` (``self.controller``)."""
+    """Slicer-side adapter: the parameter node and the requirement check. The work (runs, MRML writes,
+    undo, calibration, decisions) is ``echosam.slicer.controller.Controller`` (``self.controller``);
+    install policy and device choice are ``echosam.slicer.install`` and ``echosam.slicer.devices``."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        from echosam.slicer_logic import Controller
+        from echosam.slicer.controller import Controller
         self.controller = Controller()
 
     def getParameterNode(self):
@@ -385,59 +509,17 @@ class EchoSAMSlicerLogic(ScriptedLoadableModuleLogic):
         from echosam import model_zoo
         return model_zoo.load_registry()
 
-    def modelInfo(self, spec, family=""):
-        from echosam import slicer_logic
-        return slicer_logic.model_info(spec, family)
+    def defaultModelName(self):
+        from echosam import model_zoo
+        return model_zoo.default_model_name()
 
-    # ---- dependencies (Slicer only; called from the Segment button) -----------------------------
-    @staticmethod
-    def slicerPackaging():
-        """``slicer.packaging`` (Slicer >= 5.11) or None; a submodule, so import it rather than hasattr()."""
-        try:
-            import slicer.packaging
-        except ImportError:
-            return None
-        return slicer.packaging if hasattr(slicer.packaging, "pip_ensure") else None
+    def modelInfo(self, spec, family=""):
+        from echosam.slicer import chooser
+        return chooser.model_info(spec, family)
 
     def missingPackages(self):
-        """Requirements not satisfied (with version floors where slicer.packaging.pip_check exists)."""
-        from echosam import install
-        packaging = self.slicerPackaging()
-        if packaging is None:
-            return install.missing_requirements(REQUIREMENTS)
-        return [r for r in install.load_requirements(REQUIREMENTS)
-                if install.requirement_name(r) not in install.SKIP_PACKAGES and not packaging.pip_check(r)]
-
-    def ensureDependencies(self, askConfirmation=True):
-        """torch via PyTorchUtils (no forced CUDA backend), the rest via pip_ensure; True when ready."""
-        from echosam import install
-        missing = self.missingPackages()
-        needTorch = not install.has_module("torch")
-        if not missing and not needTorch:
-            return True
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(install.install_message(missing, needTorch)):
-            return False
-        if needTorch:
-            try:
-                import PyTorchUtils
-            except ImportError:
-                raise ValueError(_("Install the 'PyTorch' extension from the Extensions Manager, restart Slicer, "
-                                   "and press Segment again.")) from None
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=">=2.1") is None:
-                raise ValueError(_("PyTorch was not installed; see the PyTorch module for details."))
-        if not missing:
-            return True
-        packaging = self.slicerPackaging()
-        if packaging is not None:  # we asked above: no second prompt
-            packaging.pip_ensure(missing, skip_packages=list(install.SKIP_PACKAGES), prompt_install=False,
-                                 requester="EchoSAM")
-        else:  # Slicer < 5.11
-            slicer.util.pip_install(install.pip_arguments(missing))
-        return True
-
-    def resolveDevice(self, choice):
-        from echosam.device import resolve_device  # imports torch: only after ensureDependencies
-        return resolve_device(choice)
+        from echosam.slicer import install
+        return install.missing_requirements(REQUIREMENTS)
 
 
 class EchoSAMSlicerTest(ScriptedLoadableModuleTest):
@@ -453,6 +535,10 @@ class EchoSAMSlicerTest(ScriptedLoadableModuleTest):
     def test_segment_phantom(self):
         import numpy as np
         from echosam import mrml, phantom
+        from echosam.slicer import install
+        if not install.has_module("torch"):
+            self.delayDisplay("Skipped: PyTorch is not installed (press Segment once to install it)")
+            self.skipTest("PyTorch is not installed; the self-test never installs packages.")
 
         self.delayDisplay("Building a phantom cine")
         ph = phantom.make_phantom(n_frames=24, size=(96, 96))
@@ -471,12 +557,11 @@ class EchoSAMSlicerTest(ScriptedLoadableModuleTest):
         points.AddControlPoint(list(ph.cine.pixel_to_ras(float(xs.mean()), float(ys.mean()))))
 
         logic = EchoSAMSlicerLogic()
-        self.assertTrue(logic.ensureDependencies(askConfirmation=False))
         self.delayDisplay("Segmenting with the bundled demo model")
         controller = logic.controller
-        controller.submit_segmentation(browser, default_model_name(), "cpu", ["lv"], frame=0, include=points)
+        controller.submit_segmentation(browser, logic.defaultModelName(), "cpu", ["lv"], frame=0, include=points)
         self.assertTrue(controller.worker.wait_idle(600))
-        actions = [a for a in controller.poll() if a.kind in ("result", "error", "cancelled")]
+        actions = [a for a in controller.tick()[0] if a.kind in ("result", "error", "cancelled")]
         self.assertEqual(actions[-1].kind, "result", actions[-1].text)
         summary = actions[-1].value
         segSeq = mrml.find_segmentation_sequence(browser)

@@ -55,13 +55,13 @@ def test_top_level_cmake_and_catalog_entry():
     entry = json.loads((ROOT / "EchoSAMSlicer.json").read_text())
     assert entry["category"] == "Ultrasound" and entry["build_dependencies"] == ["PyTorch"]
     assert entry["scm_url"].startswith("https://") and entry["tier"] in (1, 3, 5)
-    assert "US" in entry["dicom_support_rule"]
+    assert "dicom_support_rule" not in entry           # not in the index's schema (additionalProperties: false)
     lic = (ROOT / "LICENSE.txt").read_text()
     assert "Apache License" in lic and "Version 2.0, January 2004" in lic and "END OF TERMS AND CONDITIONS" in lic
 
 
 def test_requirements_have_floors_and_skip_torch_and_simpleitk():
-    from echosam import install
+    from echosam.slicer import install
     reqs = install.load_requirements(MODULE_DIR / "Resources" / "requirements.txt")
     names = {install.requirement_name(r) for r in reqs}
     assert {"numpy", "scipy", "pynrrd", "pydicom", "safetensors", "tqdm", "matplotlib", "segment-anything",
@@ -76,3 +76,17 @@ def test_icon_is_128px_png():
     from PIL import Image
     with Image.open(MODULE_DIR / "Resources" / "Icons" / "EchoSAMSlicer.png") as im:
         assert im.size == (128, 128) and im.format == "PNG"
+
+
+def test_catalog_entry_validates_against_the_extensions_index_schema():
+    """The real schema (a copy of Slicer's Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json,
+    see tests/data/README.md), the one the entry names in $schema; an unknown key is rejected."""
+    import jsonschema
+    schema = json.loads((ROOT / "tests" / "data" / "slicer-extension-catalog-entry-schema-v1.0.1.json").read_text())
+    entry = json.loads((ROOT / "EchoSAMSlicer.json").read_text())
+    assert entry["$schema"] == schema["$id"]
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(entry, schema)
+    import pytest
+    with pytest.raises(jsonschema.ValidationError, match="dicom_support_rule"):
+        jsonschema.validate(dict(entry, dicom_support_rule="Modality == US"), schema)

@@ -1,5 +1,6 @@
-"""The Slicer module file: its .ui has every widget it uses (loaded with PySide6 offscreen, screenshot
-to docs/images/panel.png), and its Logic runs on a real MRML scene without importing torch."""
+"""The Slicer module file: its .ui has every widget it uses (loaded with PySide6 offscreen and grabbed
+into the test's temporary folder: tests never write into the repository), and its Logic runs on a
+real MRML scene without importing torch."""
 from __future__ import annotations
 
 import ast
@@ -68,14 +69,14 @@ def test_ui_loads_in_qt_and_panel_screenshot(tmp_path):
     panel.findChild(QComboBox, "inputSelector").addItem("US cine (DICOM) browser")
     panel.findChild(QComboBox, "modelSelector").addItem("EchoSAM demo MemSAM (tiny)")
     panel.findChild(QLabel, "modelInfoLabel").setText("EchoSAM demo MemSAM (tiny) - 64 px - weights bundled - license: Apache-2.0")
-    panel.findChild(QComboBox, "deviceSelector").addItems(["auto", "cpu", "cuda"])
+    panel.findChild(QComboBox, "deviceSelector").addItems(["auto", "cpu", "cuda", "mps"])
     panel.findChild(QComboBox, "includePointsSelector").addItem("LV include")
     panel.findChild(QComboBox, "excludePointsSelector").addItem("None")
     panel.findChild(QComboBox, "roiSelector").addItem("None")
     for name, text in (("edFrameLabel", "0, 25"), ("esFrameLabel", "11"), ("efLabel", "56.3 %")):
         panel.findChild(QLabel, name).setText(text)
     from PySide6.QtWidgets import QTableWidget, QTableWidgetItem
-    from echosam.slicer_logic import results_rows
+    from echosam.slicer.display import results_rows
     table = panel.findChild(QTableWidget, "volumeTable")
     rows = results_rows({"ed_frames": [0, 25], "es_frames": [11], "edv_ml": 112.4, "esv_ml": 49.1, "ef_percent": 56.3,
                          "beats": [{"ed_frame": 0, "es_frame": 11, "edv_ml": 112.4, "esv_ml": 49.1,
@@ -98,9 +99,8 @@ def test_ui_loads_in_qt_and_panel_screenshot(tmp_path):
     panel.show()
     app.processEvents()
     image = panel.grab()
-    shot = tmp_path / "panel.png"                  # never into the tracked docs/images/panel.png
-    assert image.save(str(shot))
-    assert shot.stat().st_size > 5000 and image.width() == 460 and image.height() == 880
+    shot = tmp_path / "panel.png"
+    assert image.save(str(shot)) and shot.stat().st_size > 5000
     panel.close()
 
 
@@ -141,12 +141,13 @@ logic = M.EchoSAMSlicerLogic()
 c = logic.controller
 assert logic.getParameterNode().GetSingletonTag() == "EchoSAMSlicer"
 assert "echosam-demo-memsam-tiny" in [e.name for e in logic.modelEntries()]
+info = logic.modelInfo("sam-vit-b")
 from echosam import model_zoo
-info = logic.modelInfo("sam-vit-b")                      # ECHOSAM_CACHE is an empty folder: not downloaded
-assert info.status == "missing" and info.can_download and "license: Apache-2.0" in info.text
+assert info.status == "missing" and info.can_download and "license: Apache-2.0" in info.text   # empty cache
 model_zoo.cache_dir().mkdir(parents=True, exist_ok=True)
 (model_zoo.cache_dir() / model_zoo.get_entry("sam-vit-b").file).write_bytes(b"x")
 assert logic.modelInfo("sam-vit-b").status == "cached" and not logic.modelInfo("sam-vit-b").can_download
+assert logic.defaultModelName() == json.load(open(model_zoo.MODELS_JSON))["default"]
 T, H, W = 8, 48, 48
 frames = np.random.default_rng(0).integers(0, 255, (T, H, W)).astype(np.uint8)
 seq, browser = add_cine_sequence(scene, frames, dicom_us_matrix())
@@ -158,15 +159,16 @@ for t in range(T):
     labels[t][(yy - 24) ** 2 + (xx - 24) ** 2 < (8 + 4 * np.cos(2 * np.pi * t / T)) ** 2] = 1
 from echosam import mrml
 from echosam.worker import SegmentationResult
-summary = c.apply(SegmentationResult(labels, {{"lv": [0]}}, {{}}, ["lv"], True), browser)
+summary = c.apply(SegmentationResult(labels, {{"lv": []}}, {{}}, ["lv"], False),
+                  {{"browser": browser, "cine": mrml.cine_from_sequence(browser), "prompts": None}})
 seg = mrml.find_segmentation_sequence(browser)
 assert seg is not None and seg.GetNumberOfDataNodes() == T and c.has_result(browser)
-assert mrml.load_session_state(seq)["locked"] == {{"lv": [0]}}
+assert mrml.load_session_state(seq)["locked"] == {{}} and c.can_undo(browser)
 assert c.phase_frames(browser, "ed") == summary["ed_frames"] and summary["ed_frames"]
 assert c.curve_chart(browser) is summary["chart"]
 view = mrml.panel_plot_view(scene, summary["chart"])
 assert view is mrml.panel_plot_view(scene, summary["chart"]) and view.GetPlotChartNodeID() == summary["chart"].GetID()
-from echosam import install
+from echosam.slicer import install
 assert logic.missingPackages() == install.missing_requirements(M.REQUIREMENTS) == []   # the test venv has them all
 c.shutdown()
 print("TORCH_IMPORTED", "torch" in sys.modules)
@@ -188,7 +190,20 @@ def test_module_imports_only_slicer_side_modules_at_top_level():
     tree = ast.parse(MODULE.read_text())
     top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
     top |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
-    assert top <= {"os", "sys", "typing", "ctk", "qt", "slicer", "vtk", "echosam"}, top
-    engine = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("echosam")}
-    assert engine <= {"echosam.device", "echosam.model_zoo"}, engine      # torch-free, Qt-free modules only
+    assert top <= {"os", "sys", "typing", "ctk", "qt", "slicer", "vtk"}, top
     assert len(MODULE.read_text().splitlines()) < 600
+
+
+def test_panel_binds_only_cines_and_names_what_propagate_does():
+    """The input combo offers sequence browsers only (a lone volume is always refused); the device list
+    includes MPS; Propagate says it takes every edited frame; the self-test skips without torch."""
+    from echosam.slicer.display import DEVICES
+    ui, text = UI.read_text(), MODULE.read_text()
+    combo = re.search(r'name="inputSelector">.*?<stringlist>(.*?)</stringlist>', ui, re.S).group(1)
+    assert re.findall(r"<string>(\w+)</string>", combo) == ["vtkMRMLSequenceBrowserNode"]
+    assert "inputNode: Union[slicer.vtkMRMLSequenceBrowserNode, None]" in text
+    assert 'DEVICES = ["auto", "cpu", "cuda", "mps"]' in text and tuple(DEVICES) == ("auto", "cpu", "cuda", "mps")
+    assert "<string>Propagate edits</string>" in ui and "Propagate from current frame" not in ui
+    assert 'self.skipTest("PyTorch is not installed' in text and "ensureDependencies(askConfirmation=False)" not in text
+    for name in ("editFrameButton", "calibrateButton", "frameInfoLabel", "spacingLabel"):
+        assert f'name="{name}"' in ui

@@ -69,7 +69,8 @@ class Worker:
         self._messages: "queue.Queue[Message]" = queue.Queue()
         self._ids = itertools.count(1)
         self._cancel = CancelToken()
-        self._busy = threading.Event()
+        self._lock = threading.Lock()
+        self._unread = 0              # jobs whose final message the GUI has not polled yet
         self._current: Optional[_Job] = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -80,7 +81,8 @@ class Worker:
         if not self._thread.is_alive():
             raise ModelError("The EchoSAM worker has stopped; reload the module.")
         job = _Job(next(self._ids), name, fn, kwargs)
-        self._busy.set()
+        with self._lock:
+            self._unread += 1
         self._jobs.put(job)
         return job.job_id
 
@@ -92,6 +94,9 @@ class Worker:
                 msg = self._messages.get_nowait()
             except queue.Empty:
                 break
+            if msg.kind != PROGRESS:
+                with self._lock:
+                    self._unread -= 1
             if out and msg.kind == PROGRESS and out[-1].kind == PROGRESS and out[-1].job_id == msg.job_id:
                 out[-1] = msg
             else:
@@ -111,7 +116,12 @@ class Worker:
 
     @property
     def busy(self) -> bool:
-        return self._busy.is_set()
+        """True until the GUI has polled the final message (result, error or cancelled) of every job
+        it submitted. Only `poll` clears it, on the GUI's own thread, so a timer that stops when
+        ``busy`` is False can never stop with a result still unread (whatever the worker does between
+        the GUI's poll and its check)."""
+        with self._lock:
+            return self._unread > 0
 
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Block until every submitted job has finished (tests, CLI, Slicer self-test)."""
@@ -137,8 +147,6 @@ class Worker:
                 return
             if job.job_id == 0:
                 job.fn(self.state, None, None)
-                if self._jobs.empty():
-                    self._busy.clear()
                 continue
             self._cancel.reset()
             self._current = job
@@ -157,8 +165,6 @@ class Worker:
                 _free_gpu_memory()
             finally:
                 self._current = None
-                if self._jobs.empty():
-                    self._busy.clear()
 
 
 def _free_gpu_memory() -> None:

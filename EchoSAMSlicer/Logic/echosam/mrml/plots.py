@@ -41,8 +41,11 @@ def _set_columns(table_node, columns: list) -> None:
 
 def write_lv_curve(scene, frame_times, values, quantity: str = "LV area", unit: str = "mm2",
                    ed_frames: Sequence[int] = (), es_frames: Sequence[int] = (), ef: Optional[float] = None,
-                   anchor=None, name: str = "EchoSAM LV") -> dict:
+                   anchor=None, name: str = "EchoSAM LV", calibrated: bool = True) -> dict:
     """The LV area (mm^2) or volume (ml) curve as table + plot series + chart, and an EF table.
+
+    ``calibrated`` False (the pixel spacing is Slicer's 1 mm default) marks the unit *uncalibrated*
+    in the column titles, and the EF table gets a "Pixel spacing" row saying so.
 
     ``anchor`` (the input sequence) keeps node references so a second call updates the same nodes.
     Returns ``{"table", "series", "chart", "ef_table"}``.
@@ -53,6 +56,7 @@ def write_lv_curve(scene, frame_times, values, quantity: str = "LV area", unit: 
         raise EchoSAMError(f"{len(t)} frame times for {len(v)} curve values.")
     table = _node_by_reference(scene, anchor, REF_CURVE_TABLE, "vtkMRMLTableNode", f"{name} curve")
     phase = ["ED" if i in set(ed_frames) else "ES" if i in set(es_frames) else "" for i in range(len(v))]
+    unit = unit if calibrated else f"{unit}, uncalibrated"
     ycol = f"{quantity} ({unit})"
     _set_columns(table, [("Frame", list(range(len(v)))), ("Time (s)", list(t)), (ycol, list(v)), ("Phase", phase)])
     chart = _node_by_reference(scene, anchor, REF_CURVE_CHART, "vtkMRMLPlotChartNode", f"{name} chart")
@@ -76,6 +80,7 @@ def write_lv_curve(scene, frame_times, values, quantity: str = "LV area", unit: 
     if es_frames:
         rows.append((f"ES {quantity} ({unit})", f"{np.mean(v[list(es_frames)]):.2f}"))
     rows.append(("EF (%)", "-" if ef is None or not np.isfinite(ef) else f"{ef:.1f}"))
+    rows.append(("Pixel spacing", "calibrated" if calibrated else "UNCALIBRATED (1 mm default): volumes are not in ml"))
     _set_columns(ef_table, [("Quantity", [r[0] for r in rows]), ("Value", [r[1] for r in rows])])
     return {"table": table, "series": series, "chart": chart, "ef_table": ef_table}
 

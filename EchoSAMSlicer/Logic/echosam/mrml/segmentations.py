@@ -118,10 +118,14 @@ def write_segmentation_sequence(labels: np.ndarray, cine: Cine, browser, structu
         seg_seq.SetName(name)
     was_playing = browser.GetPlaybackActive()
     browser.SetPlaybackActive(False)
-    work = slicer.vtkMRMLSegmentationNode()          # outside the scene; deep-copied into each item
+    work = slicer.vtkMRMLSegmentationNode()          # deep-copied into each item, then removed
     scene.AddNode(work)
     try:
-        work.SetReferenceImageGeometryParameterFromVolumeNode(_reference_volume(cine))
+        source = _source_volume(browser)
+        if source is not None and np.allclose(ijk_to_ras_of(source), cine.ijk_to_ras, atol=1e-6):
+            work.SetReferenceImageGeometryParameterFromVolumeNode(source)
+        else:
+            work.SetReferenceImageGeometryParameterFromVolumeNode(_reference_volume(cine))
         todo = range(n) if frames is None or created else sorted(set(int(f) for f in frames))
         for t in todo:
             value = seq.GetNthIndexValue(t)
@@ -145,8 +149,52 @@ def write_segmentation_sequence(labels: np.ndarray, cine: Cine, browser, structu
     if proxy is not None and created:
         proxy.SetName(seg_seq.GetName())
         proxy.CreateDefaultDisplayNodes()
+    set_reference_volume(browser)
     browser.SetPlaybackActive(was_playing)
     return seg_seq, proxy
+
+
+def _source_volume(browser):
+    """The cine's proxy volume (in the scene): what Segment Editor must use as source volume."""
+    seq = browser.GetMasterSequenceNode()
+    proxy = browser.GetProxyNode(seq) if seq is not None else None
+    return proxy if proxy is not None and proxy.IsA("vtkMRMLScalarVolumeNode") else None
+
+
+def set_reference_volume(browser) -> None:
+    """Make the proxy segmentation's reference geometry the cine's proxy volume (node reference
+    ``referenceImageGeometryRef`` set), so Segment Editor offers it as the source volume."""
+    seg_seq = find_segmentation_sequence(browser)
+    proxy = browser.GetProxyNode(seg_seq) if seg_seq is not None else None
+    source = _source_volume(browser)
+    if proxy is None or source is None:
+        return
+    role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    if proxy.GetNodeReferenceID(role) != source.GetID():
+        proxy.SetReferenceImageGeometryParameterFromVolumeNode(source)
+
+
+def segment_editor_setup(browser, segment_id: str = "LV_endo", tag: str = "EchoSAMSegmentEditor") -> dict:
+    """A Segment Editor parameter node (singleton ``tag``) set to edit the current frame: the proxy
+    segmentation, the cine's proxy volume as source, ``segment_id`` selected. Returns the nodes
+    ``{"editor_node", "segmentation", "source_volume"}`` for `qMRMLSegmentEditorWidget`."""
+    seg_seq = find_segmentation_sequence(browser)
+    seg = browser.GetProxyNode(seg_seq) if seg_seq is not None else None
+    source = _source_volume(browser)
+    if seg is None or source is None:
+        raise EchoSAMError("There is no EchoSAM segmentation to edit yet: press Segment first.")
+    set_reference_volume(browser)
+    scene = browser.GetScene()
+    node = scene.GetSingletonNode(tag, "vtkMRMLSegmentEditorNode")
+    if node is None:
+        node = slicer.vtkMRMLSegmentEditorNode()
+        node.SetSingletonTag(tag)
+        node = scene.AddNode(node)
+    node.SetAndObserveSegmentationNode(seg)
+    node.SetAndObserveSourceVolumeNode(source)
+    if seg.GetSegmentation().GetSegment(segment_id) is not None:
+        node.SetSelectedSegmentID(segment_id)
+    return {"editor_node": node, "segmentation": seg, "source_volume": source}
 
 
 def _frame_node(browser, seg_seq, frame: int):

@@ -22,7 +22,7 @@ def save_session_state(node, locked: dict, ed_frames: Sequence[int] = (), es_fra
                        written: Optional[dict] = None) -> None:
     """Store locked frames ({structure: [frames]}), ED/ES frames and prompts (JSON) as attributes.
 
-    ``written`` ({frame: {structure: digest}}, see `echosam.slicer_panel.label_digests`) records what
+    ``written`` ({frame: {structure: digest}}, see `echosam.slicer.edits.label_digests`) records what
     EchoSAM last wrote into each frame, so a later user edit of a frame can be told apart from it;
     None leaves the stored record as it is.
     """
@@ -70,3 +70,22 @@ def update_session_state(node, **changes) -> dict:
     save_session_state(node, state["locked"], state["ed_frames"], state["es_frames"], state["prompts"],
                        written=state["written"])
     return state
+
+
+def get_json_attribute(node, key: str, default=None):
+    """A JSON attribute ``EchoSAM.<key>`` of the sequence/browser node (``default`` when absent)."""
+    text = _state_node(node).GetAttribute(ATTR_PREFIX + key)
+    try:
+        return json.loads(text) if text else default
+    except json.JSONDecodeError:
+        raise EchoSAMError(f"Attribute {ATTR_PREFIX}{key} of {node.GetName()!r} is damaged; remove it "
+                           "(Data module > node > attributes) or re-run segmentation.") from None
+
+
+def set_json_attribute(node, key: str, value) -> None:
+    """Store ``value`` as JSON in ``EchoSAM.<key>``; None removes the attribute."""
+    node = _state_node(node)
+    if value is None:
+        node.RemoveAttribute(ATTR_PREFIX + key)
+    else:
+        node.SetAttribute(ATTR_PREFIX + key, json.dumps(value))

@@ -1,0 +1,63 @@
+"""What the panel shows, as plain values (no Qt): results rows, EF text, the frame line (current
+frame, frames holding prompts, locked frames, unpropagated edits), the device list and which
+buttons are enabled."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..device import DEVICES  # noqa: F401 (the panel offers every device)
+from ..structures import get_structure
+
+UNCALIBRATED = "uncalibrated"
+
+
+def _fmt(v, unit="", nd=1) -> str:
+    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{float(v):.{nd}f}{unit}"
+
+
+def results_rows(summary: dict) -> list:
+    """(quantity, value) rows of the Results table: EDV, ESV, EF (means over beats), then one row per
+    beat. With ``summary["calibrated"]`` False the volume rows say *uncalibrated* (the pixel spacing
+    is Slicer's 1 mm default, not a measured one); EF, a ratio, is unaffected by a uniform scale."""
+    unit = "ml" if summary.get("calibrated", True) else f"ml, {UNCALIBRATED}"
+    rows = [(f"EDV ({unit})", _fmt(summary.get("edv_ml"))), (f"ESV ({unit})", _fmt(summary.get("esv_ml"))),
+            ("EF (%)", _fmt(summary.get("ef_percent")))]
+    for i, b in enumerate(summary.get("beats", []), 1):
+        cycle = "" if b.get("complete_cycle", True) else " (partial)"
+        rows.append((f"Beat {i}: ED {b['ed_frame']} / ES {b['es_frame']}{cycle}",
+                     f"{_fmt(b.get('edv_ml'))} / {_fmt(b.get('esv_ml'))} {unit}, EF {_fmt(b.get('ef_percent'), ' %')}"))
+    return rows
+
+
+def ef_text(summary: dict) -> str:
+    return _fmt(summary.get("ef_percent"), " %")
+
+
+def _frames(d: dict) -> str:
+    parts = [f"{get_structure(s).key.upper()} {', '.join(map(str, f))}" for s, f in sorted(d.items()) if f]
+    return "; ".join(parts) or "none"
+
+
+def frames_text(current: int, n_frames: int, prompt_frames: dict, locked: dict, edited=()) -> str:
+    """One line: ``Frame 6 / 24 | prompts: LV 0 | locked: LV 5, 9 | edited, not yet propagated: 12``."""
+    text = f"Frame {int(current)} / {max(int(n_frames) - 1, 0)} | prompts: {_frames(prompt_frames)} | " \
+           f"locked: {_frames(locked)}"
+    if edited:
+        text += f" | edited, not yet propagated: {', '.join(map(str, sorted(edited)))}"
+    return text
+
+
+def button_states(has_input: bool, has_structures: bool, busy: bool, prompted: bool, weights_present: bool,
+                  can_download: bool, has_result: bool, can_undo: bool = False) -> dict:
+    """Enabled state of each action button (names as in the .ui)."""
+    ready = has_input and has_structures and not busy
+    return {"segmentButton": ready and weights_present,
+            "propagateButton": ready and prompted and has_result and weights_present,
+            "editFrameButton": has_input and has_result and not busy,
+            "lockButton": ready and prompted and has_result,
+            "undoButton": has_input and not busy and can_undo,
+            "calibrateButton": has_input and not busy,
+            "downloadButton": not busy and can_download,
+            "useFileButton": not busy,
+            "cancelButton": busy,
+            "jumpEDButton": has_result, "jumpESButton": has_result, "showCurveButton": has_result}
