@@ -201,7 +201,7 @@ def test_default_model_comes_from_models_json(tmp_path):
 
 def test_checkpoint_suffixes_are_one_case_insensitive_rule(tmp_path):
     from echosam.checkpoints import checkpoint_kind
-    from echosam.slicer_panel import is_file_spec
+    from echosam.slicer.chooser import is_file_spec
 
     assert checkpoint_kind("a/SAM_VIT_B.PTH") == checkpoint_kind("x.pt") == "official"
     assert checkpoint_kind("m.SafeTensors") == checkpoint_kind("m.json") == "own"
