@@ -27,9 +27,6 @@ def build_model_from_config(mcfg: dict, classes: Optional[list] = None):
     if classes:
         over["classes"] = list(classes)
     config = spec.config_cls.from_dict(deep_merge(base, over))
-    if spec.prompted and len(config.classes) != 1:
-        raise ConfigError(f"{spec.name} is prompted and binary: give one structure (data.structures: [lv]), "
-                         f"got {config.classes}.")
     if mcfg.get("init_sam"):
         from echosam.checkpoints import load_official
 
@@ -66,11 +63,23 @@ def prepare_images(core, frames: torch.Tensor, device) -> torch.Tensor:
 
 def forward_batch(model, core, prompted: bool, batch: dict, device) -> torch.Tensor:
     """Logits (B, T, K, S, S) for a batch from `ClipDataset` (K = 1 for MemSAM, C+1 otherwise).
-    MemSAM gets one positive click on frame 0 (models.md §1.2); an empty frame-0 mask gives a
-    padding point (label -1, SAM ignores it)."""
+    MemSAM gets its frame-0 prompt: the clip's box and points when the dataset made them (prompted
+    clips; one prompt layout per batch, so train prompted models with batch_size 1 and grad_accum),
+    else one positive click (models.md §1.2; an empty frame-0 mask gives a padding point, label -1)."""
     images = prepare_images(core, batch["frames"], device)
     if not prompted:
         return model(images)
+    if "box" in batch:
+        box = batch["box"].to(device, torch.float32)
+        box = box if bool((box[:, 0] >= 0).all()) else None
+        pts = batch["points"].to(device, torch.float32)
+        labels = batch["point_labels"].to(device)
+        if pts.shape[1] == 0:
+            pts = labels = None
+        if box is None and pts is None:
+            pts = torch.full((images.shape[0], 1, 2), -1.0, device=device)
+            labels = torch.full((images.shape[0], 1), -1, device=device, dtype=torch.int64)
+        return model(images, pts, labels, box)
     pts = batch["point"].to(device, torch.float32)[:, None, :]
     labels = torch.where(pts[:, :, 0] >= 0, 1.0, -1.0).to(device)
     return model(images, pts, labels)

@@ -104,8 +104,9 @@ class Trainer:
         self.model.to(self.ctx.device)
         self.data_cfg = dict(cfg["data"], structures=self.classes)
         size = self.mconfig.sam.img_size
-        self.train_ds = build_clip_dataset(self.data_cfg, "train", size=size, seed=self.seed)
-        self.val_ds = (build_clip_dataset(self.data_cfg, "val", train=False, size=size, seed=self.seed)
+        prompted = self.spec.prompted
+        self.train_ds = build_clip_dataset(self.data_cfg, "train", size=size, seed=self.seed, prompted=prompted)
+        self.val_ds = (build_clip_dataset(self.data_cfg, "val", train=False, size=size, seed=self.seed, prompted=prompted)
                        if int(self.t.get("val_every", 1)) > 0 else None)
         self.bs, self.accum = int(self.t["batch_size"]), max(1, int(self.t.get("grad_accum", 1)))
         self.sampler = D.ResumableSampler(self.train_ds, self.ctx, shuffle=True, seed=self.seed)
@@ -216,7 +217,12 @@ class Trainer:
                 with self.autocast():
                     logits = forward_batch(core, core, self.spec.prompted, batch, self.ctx.device)
                 pred = logits_to_labels(logits.float(), self.spec.prompted, float(self.t.get("threshold", 0.5)))
-                counts += dice_counts(pred.cpu(), batch["masks"], batch["labelled"], len(self.classes))
+                if "structure" in batch and len(self.classes) > 1:
+                    # a prompted clip propagates one structure: its binary Dice counts for that structure
+                    k = int(batch["structure"][0])
+                    counts[k] += dice_counts(pred.cpu(), batch["masks"], batch["labelled"], 1)[0]
+                else:
+                    counts += dice_counts(pred.cpu(), batch["masks"], batch["labelled"], len(self.classes))
         core.train()
         flat = D.all_reduce_sum(self.ctx, counts.ravel().tolist())
         counts = np.array(flat).reshape(-1, 2)

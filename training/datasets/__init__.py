@@ -3,7 +3,7 @@
 ``build_clip_dataset(data_cfg, role, train, size, seed)`` is the one way train/evaluate make a
 dataset. ``data_cfg`` is the ``data:`` block of a training config::
 
-    dataset: camus | echonet | phantom | folder
+    dataset: camus | echonet | phantom | folder | simulated
     root: /data/CAMUS_public/database_nifti     # not for phantom
     structures: [lv]                            # MemSAM binary LV; prompt-free: [lv, myo, la]
     clip_frames: 10                             # ED->ES clip (MemSAM rule); null = whole loop
@@ -24,10 +24,11 @@ from .clips import IGNORE, Clip, ClipDataset, DatasetError, Sequence, memsam_cli
 from .echonet import EchoNetSource
 from .folder import FolderSource
 from .phantom import PhantomSource
+from .simulated import SimulatedSource
 from .transforms import ClipAugment
 
 __all__ = ["IGNORE", "Clip", "ClipDataset", "DatasetError", "Sequence", "memsam_clip_indices", "CamusSource",
-           "EchoNetSource", "FolderSource", "PhantomSource", "ClipAugment", "build_source", "build_clip_dataset",
+           "EchoNetSource", "FolderSource", "PhantomSource", "SimulatedSource", "ClipAugment", "build_source", "build_clip_dataset",
            "parse_data_spec", "role_config"]
 
 SOURCE_KEYS = {
@@ -35,6 +36,7 @@ SOURCE_KEYS = {
     "echonet": ("root", "split", "on_bad_sample", "min_tracing_rows"),
     "folder": ("root", "label_suffix", "on_bad_sample", "names", "slices_as_frames"),
     "phantom": ("n_cases", "seed", "n_frames", "size", "fps", "ef_range", "heart_rate_range", "on_bad_sample"),
+    "simulated": ("root", "n_cases", "names", "views", "on_bad_sample"),
 }
 
 
@@ -62,18 +64,20 @@ def build_source(cfg: dict):
         return EchoNetSource(**kwargs)
     if kind == "folder":
         return FolderSource(**kwargs)
+    if kind == "simulated":
+        return SimulatedSource(**kwargs)
     kwargs.pop("split", None)
     return PhantomSource(**kwargs)
 
 
 def build_clip_dataset(data_cfg: dict, role: str = "train", train: Optional[bool] = None, size: Optional[int] = None,
-                       seed: int = 0) -> ClipDataset:
+                       seed: int = 0, prompted: bool = False) -> ClipDataset:
     cfg = role_config(data_cfg, role)
     train = (role == "train") if train is None else train
     return ClipDataset(build_source(cfg), classes=cfg.get("structures") or ["lv"],
                        clip_frames=cfg.get("clip_frames", 10), supervision=cfg.get("supervision", "semi"), size=size,
                        transform=ClipAugment.from_config(cfg.get("augment", True)) if train else None, train=train,
-                       seed=seed)
+                       seed=seed, prompted=prompted and "prompt" in cfg, prompt_mix=cfg.get("prompt"))
 
 
 def parse_data_spec(spec: str) -> dict:

@@ -64,6 +64,10 @@ class Clip:
     ef: float
     name: str
     point: np.ndarray         # (2,) float32 (x=col, y=row) prompt click on frame 0 (MemSAM), -1 if none
+    structure: int = 0        # prompted models: index into classes of the structure this clip propagates
+    box: Optional[np.ndarray] = None        # (4,) x0, y0, x1, y1 frame-0 box, or all -1
+    points: Optional[np.ndarray] = None     # (P, 2) frame-0 prompt points (x, y)
+    point_labels: Optional[np.ndarray] = None   # (P,) 1 include / 0 exclude
 
 
 def handle_bad(policy: str, message: str) -> None:
@@ -118,6 +122,52 @@ def random_click(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.array([c, r], dtype=np.float32)
 
 
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """Tight box (x0, y0, x1, y1) of a mask in pixel-centre coordinates, or all -1 when empty."""
+    yx = np.argwhere(mask)
+    if len(yx) == 0:
+        return np.full(4, -1.0, dtype=np.float32)
+    (r0, c0), (r1, c1) = yx.min(0), yx.max(0)
+    return np.array([c0, r0, c1, r1], dtype=np.float32)
+
+
+PROMPT_MODES = ("box", "point", "box+point")
+
+
+def clip_prompt(fg: np.ndarray, key: str, train: bool, rng: np.random.Generator, mix: dict) -> tuple:
+    """Frame-0 prompt of a prompted clip: (box, points, labels). Evaluation: the tight box of the
+    truth (with the structure's helper points, `echosam.structures.box_helper_points`). Training: a
+    box with each side moved by up to ``mix['jitter']`` of its size, a click, or both, drawn with the
+    probabilities in ``mix``, so the model learns the prompts users give."""
+    from echosam.structures import box_helper_points
+
+    box = mask_box(fg)
+    if box[0] < 0:
+        return box, np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
+    mode = "box"
+    if train:
+        p = np.array([float(mix.get(m, 0.0)) for m in PROMPT_MODES])
+        mode = PROMPT_MODES[int(rng.choice(len(p), p=p / p.sum()))] if p.sum() > 0 else "box"
+        w, h = box[2] - box[0] + 1, box[3] - box[1] + 1
+        j = float(mix.get("jitter", 0.08))
+        box = box + rng.uniform(-j, j, 4).astype(np.float32) * np.array([w, h, w, h], np.float32)
+        H, W = fg.shape
+        box = np.clip(box, 0, [W - 1, H - 1, W - 1, H - 1]).astype(np.float32)
+        if box[2] <= box[0] or box[3] <= box[1]:
+            box = mask_box(fg)
+    pts, labs = [], []
+    if mode in ("point", "box+point"):
+        pts.append(random_click(fg, rng) if train else fixed_click(fg))
+        labs.append(1)
+    if mode == "point":
+        box = np.full(4, -1.0, dtype=np.float32)
+    elif mode == "box":
+        for x, y, lb in box_helper_points(key, box):
+            pts.append(np.array([x, y], np.float32))
+            labs.append(lb)
+    return (box.astype(np.float32), np.array(pts, np.float32).reshape(-1, 2), np.array(labs, np.int64))
+
+
 def resize_clip(frames: np.ndarray, masks: np.ndarray, size: int) -> tuple:
     """Frames bilinear with antialias (as the models' ``prepare_frames``), masks nearest, to size x size."""
     import torch
@@ -149,7 +199,7 @@ class ClipDataset:
 
     def __init__(self, source, classes: Seq[str] = ("lv",), clip_frames: Optional[int] = 10,
                  supervision: str = "semi", size: Optional[int] = None, transform=None, train: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, prompted: bool = False, prompt_mix: Optional[dict] = None):
         if supervision not in ("semi", "full"):
             raise DatasetError(f"supervision must be 'semi' or 'full', got {supervision!r}.")
         if len(source) == 0:
@@ -157,6 +207,10 @@ class ClipDataset:
         self.source, self.classes, self.clip_frames = source, list(classes), clip_frames
         self.supervision, self.size, self.transform = supervision, size, transform
         self.train, self.seed, self.epoch = train, int(seed), 0
+        # prompted (MemSAM) clips propagate ONE structure, drawn per clip in training and taken in turn
+        # in evaluation; prompt-free clips carry every class
+        self.prompted = bool(prompted)
+        self.prompt_mix = dict(prompt_mix or {"box": 1.0})
         self._bad: set = set()
 
     def __len__(self) -> int:
@@ -179,7 +233,7 @@ class ClipDataset:
                 self._bad.add(i)
         raise DatasetError(f"No case of {self.source!r} could be loaded.")
 
-    def clip_from_sequence(self, seq: Sequence, rng: np.random.Generator) -> Clip:
+    def clip_from_sequence(self, seq: Sequence, rng: np.random.Generator, index: int = 0) -> Clip:
         if self.clip_frames:
             idx = memsam_clip_indices(seq.ed, seq.es, self.clip_frames)
         else:
@@ -187,6 +241,10 @@ class ClipDataset:
         keep = {seq.ed, seq.es} if self.supervision == "semi" else set(seq.labels)
         T = len(idx)
         H, W = seq.frames.shape[1:]
+        classes, structure = self.classes, 0
+        if self.prompted and len(self.classes) > 1:
+            structure = int(rng.integers(len(self.classes))) if self.train else int(index) % len(self.classes)
+            classes = [self.classes[structure]]
         masks = np.full((T, H, W), IGNORE, dtype=np.int64)
         labelled = np.zeros(T, dtype=bool)
         for f in sorted(keep & set(seq.labels)):
@@ -196,7 +254,7 @@ class ClipDataset:
             # a frame repeated by a short ED->ES span is supervised once: the clip's last frame at its
             # last position (frame n-1 = ES, as MemSAM's loss on pred[:, [0, -1]]), others at their first
             j = int(where[-1] if f == idx[-1] else where[0])
-            masks[j] = structure_targets(seq.labels[f], self.classes)
+            masks[j] = structure_targets(seq.labels[f], classes)
             labelled[j] = True
         frames = seq.frames[idx].astype(np.float32)
         spacing = tuple(float(s) for s in seq.spacing)
@@ -209,22 +267,29 @@ class ClipDataset:
         fg = masks[first] >= 1 if labelled.any() else np.zeros(masks.shape[1:], bool)
         fg &= masks[first] != IGNORE
         point = random_click(fg, rng) if self.train else fixed_click(fg)
+        box, pts, labs = (clip_prompt(fg, self.classes[structure], self.train, rng, self.prompt_mix) if self.prompted
+                          else (None, None, None))
         ed_pos = int(np.flatnonzero(idx == seq.ed)[0]) if seq.ed in idx else 0
         es_pos = int(np.flatnonzero(idx == seq.es)[-1]) if seq.es in idx else T - 1
         return Clip(frames=frames, masks=masks, labelled=labelled, indices=idx, spacing=spacing, ed=ed_pos,
-                    es=es_pos, ef=float(seq.ef), name=seq.name, point=point)
+                    es=es_pos, ef=float(seq.ef), name=seq.name, point=point, structure=structure, box=box,
+                    points=pts, point_labels=labs)
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        clip = self.clip_from_sequence(self.load_sequence(int(index)), rng)
+        clip = self.clip_from_sequence(self.load_sequence(int(index)), rng, int(index))
         return clip_to_dict(clip)
 
 
 def clip_to_dict(clip: Clip) -> dict:
     import torch
 
-    return {"frames": torch.from_numpy(np.ascontiguousarray(clip.frames)),
+    d = {"frames": torch.from_numpy(np.ascontiguousarray(clip.frames)),
             "masks": torch.from_numpy(np.ascontiguousarray(clip.masks)),
             "labelled": torch.from_numpy(clip.labelled), "point": torch.from_numpy(clip.point),
             "spacing": torch.tensor(clip.spacing, dtype=torch.float64), "ed": clip.ed, "es": clip.es,
             "ef": clip.ef, "name": clip.name, "indices": torch.from_numpy(clip.indices)}
+    if clip.box is not None:
+        d.update(box=torch.from_numpy(clip.box), points=torch.from_numpy(clip.points),
+                 point_labels=torch.from_numpy(clip.point_labels), structure=clip.structure)
+    return d

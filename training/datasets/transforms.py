@@ -29,6 +29,13 @@ class ClipAugment:
     rotate_deg: float = 30.0
     scale_range: tuple = (1.0, 1.3)
     contrast_range: tuple = (0.8, 2.0)
+    # extra photometric augmentation for simulated -> real transfer (off by default: MemSAM uses none)
+    blur: float = 0.0                # Gaussian blur, sigma ~ U(0.3, blur_sigma) pixels
+    noise: float = 0.0               # multiplicative speckle-like noise, std ~ U(0, noise_std)
+    gain: float = 0.0                # brightness offset ~ U(-gain_range, gain_range) grey levels
+    blur_sigma: float = 1.2
+    noise_std: float = 0.25
+    gain_range: float = 30.0
 
     @classmethod
     def from_config(cls, cfg) -> "ClipAugment | None":
@@ -62,7 +69,26 @@ class ClipAugment:
         if u[3] < self.contrast:
             mean = frames.reshape(frames.shape[0], -1).mean(axis=1)[:, None, None]
             frames = np.clip(c * frames + (1.0 - c) * mean, 0, 255)
+        if self.blur or self.noise or self.gain:
+            frames = self._photometric(frames, rng)
         return frames.astype(np.float32), masks
+
+    def _photometric(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Blur, multiplicative noise (fresh per frame) and a brightness offset; zero stays zero (the
+        region outside the fan is black in every cine the engine crops)."""
+        from scipy import ndimage
+
+        u = rng.random(3)
+        inside = frames > 0
+        if u[0] < self.blur:
+            sig = rng.uniform(0.3, self.blur_sigma)
+            frames = ndimage.gaussian_filter(frames, (0, sig, sig))
+        if u[1] < self.noise:
+            std = rng.uniform(0.0, self.noise_std)
+            frames = frames * np.clip(1.0 + std * rng.standard_normal(frames.shape), 0.0, None)
+        if u[2] < self.gain:
+            frames = frames + rng.uniform(-self.gain_range, self.gain_range)
+        return np.where(inside, np.clip(frames, 0, 255), 0.0).astype(np.float32)
 
 
 def _affine(frames, masks, labelled, angle_deg: float, scale: float, crop) -> tuple:

@@ -59,3 +59,15 @@ def parse_structures(text: str | list | tuple | None) -> list[Structure]:
         if s not in out:
             out.append(s)
     return out
+
+
+def box_helper_points(key: str, box) -> list:
+    """Points that a box prompt implies for a structure, as ``[(x, y, label), ...]`` in the box's
+    coordinates. A box around the myocardium also surrounds the cavity it encloses, so a box alone
+    cannot tell the wall from the cavity: the myocardium's box carries an exclude point at its
+    centre (inside the LV cavity in apical views). The bundled MemSAM is trained with the same rule;
+    LV and LA boxes carry none. An explicit point given by the user replaces this rule."""
+    if get_structure(key).key != "myo":
+        return []
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [(0.5 * (x0 + x1), 0.5 * (y0 + y1), 0)]

@@ -294,9 +294,11 @@ class MemSAM(nn.Module):
         return self._decode(feats.embedding, sparse, m), hidden
 
     # ---- the paper's per-video loop ------------------------------------------------------------------
-    def forward(self, images: torch.Tensor, points=None, point_labels=None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, points=None, point_labels=None, box=None) -> torch.Tensor:
         """Released training/test loop: images ``(B,T,3,S,S)``, frame-0 points ``(B,P,2)`` + labels ``(B,P)``
-        (None = SAM's no-prompt bootstrap) -> logits ``(B,T,1,S,S)``, every frame predicted from memory."""
+        and/or a frame-0 box ``(B,4)`` xyxy (all None = SAM's no-prompt bootstrap) -> logits ``(B,T,1,S,S)``,
+        every frame predicted from memory. The released loop takes points only; the box is the same
+        SAM prompt path the Session uses for a box."""
         if images.ndim != 5:
             raise ModelError(f"MemSAM.forward expects (B, T, 3, S, S) clips, got {tuple(images.shape)}.")
         b, t = images.shape[:2]
@@ -308,7 +310,7 @@ class MemSAM(nn.Module):
 
         f0 = frame(0)
         hidden = self.init_hidden(b)
-        boot = self.decode_prompt(f0, points, point_labels)
+        boot = self.decode_prompt(f0, points, point_labels, box)
         value, hidden = self.encode_value(images[:, 0], f0, boot, hidden, deep_update=True)
         bank = MemoryBank(self.config.memory_cap)
         bank.add(f0.key, f0.shrinkage, value, permanent=True, frame=0)

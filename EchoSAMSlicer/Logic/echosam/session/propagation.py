@@ -29,6 +29,7 @@ import torch
 
 from ..models.memory import MemoryBank
 from ..progress import CancelToken
+from ..structures import box_helper_points
 
 MASK_LOGIT = 10.0   # a user/seed mask enters memory as +-10 logits (engine_api.md)
 
@@ -98,7 +99,12 @@ class Propagator:
                 pts = torch.tensor(self.transform.points(e.points), dtype=torch.float32, device=self.device)[None]
                 lab = torch.tensor(e.labels, dtype=torch.int64, device=self.device)[None]
             if e.box is not None:
-                box = torch.tensor([self.transform.box(e.box)], dtype=torch.float32, device=self.device)
+                box_xy = self.transform.box(e.box)
+                box = torch.tensor([box_xy], dtype=torch.float32, device=self.device)
+                helpers = box_helper_points(key, box_xy) if pts is None else []
+                if helpers:
+                    pts = torch.tensor([[(x, y) for x, y, _ in helpers]], dtype=torch.float32, device=self.device)
+                    lab = torch.tensor([[lb for _, _, lb in helpers]], dtype=torch.int64, device=self.device)
             logits = self.model.decode_prompt(self.features.frame(k), points=pts, point_labels=lab, box=box)
         logits = logits.float().to(self.device)
         self.key_cache = {c: v for c, v in self.key_cache.items() if c[:2] != ck[:2] or c[2] == ck[2]}
