@@ -51,13 +51,14 @@ class EchoSAMSlicer(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class EchoSAMSlicerParameterNode:
-    """inputNode: sequence browser. modelName: Models.json name or checkpoint file path (modelFamily: the
+    """inputNode: sequence browser. modelName: Models.json name or checkpoint file path, "" = Models.json's
+    ``default`` (the one place the default is written; modelFamily: the
     family of an official .pth file). promptStructure: LV / MYO / LA, the structure markups prompt.
     A node Union must include None (the Union serializer cannot store None otherwise); its node classes
     become the combo box's nodeTypes. Combo-box-bound str fields need Choice (it fills the items)."""
 
     inputNode: Union[slicer.vtkMRMLSequenceBrowserNode, None]
-    modelName: str = "echosam-demo-memsam-tiny"
+    modelName: str = ""
     modelFamily: str = ""
     device: Annotated[str, Choice(DEVICES)] = "auto"
     segmentLV: bool = True
@@ -184,7 +185,8 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = parameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.selectModel(self._parameterNode.modelName, self._parameterNode.modelFamily)
+            self.selectModel(self._parameterNode.modelName or self.logic.defaultModelName(),
+                             self._parameterNode.modelFamily)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
 
     # ---- model chooser ----------------------------------------------------------------------------
@@ -507,6 +509,10 @@ class EchoSAMSlicerLogic(ScriptedLoadableModuleLogic):
         from echosam import model_zoo
         return model_zoo.load_registry()
 
+    def defaultModelName(self):
+        from echosam import model_zoo
+        return model_zoo.default_model_name()
+
     def modelInfo(self, spec, family=""):
         from echosam.slicer import chooser
         return chooser.model_info(spec, family)
@@ -553,7 +559,7 @@ class EchoSAMSlicerTest(ScriptedLoadableModuleTest):
         logic = EchoSAMSlicerLogic()
         self.delayDisplay("Segmenting with the bundled demo model")
         controller = logic.controller
-        controller.submit_segmentation(browser, "echosam-demo-memsam-tiny", "cpu", ["lv"], frame=0, include=points)
+        controller.submit_segmentation(browser, logic.defaultModelName(), "cpu", ["lv"], frame=0, include=points)
         self.assertTrue(controller.worker.wait_idle(600))
         actions = [a for a in controller.tick()[0] if a.kind in ("result", "error", "cancelled")]
         self.assertEqual(actions[-1].kind, "result", actions[-1].text)

@@ -22,8 +22,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from echosam.device import resolve_device
 from echosam.models.fast import (disable_fast_attention, enable_fast_attention, inference_context,
-                                 optimise_for_inference, resolve_device)
+                                 optimise_for_inference)
 from echosam.models.registry import build_model
 
 # dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
-    device = resolve_device(a.device)
+    device = torch.device(resolve_device(a.device))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

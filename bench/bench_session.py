@@ -19,7 +19,8 @@ import torch
 from echosam.checkpoints import LoadedModel
 from echosam.models.registry import build_model, preset_config
 from echosam.phantom import make_phantom
-from echosam.session import Session, resolve_device
+from echosam.device import resolve_device
+from echosam.session import Session
 
 
 def _loaded(size: str, device: str) -> LoadedModel:
@@ -64,8 +65,8 @@ def peak_memory(lm, n, size_hw, device, cap):
     s = Session(ph.cine, lm, structures=("lv",), memory_cap=cap)
     s.add_points(0, "lv", _click(ph.labels[0] == 1), [1])
     s.encode()
-    feats = sum(v.numel() * v.element_size() for v in vars(s._features).values())
-    s._history.clear()                  # no undo before-images in this measurement
+    feats = sum(v.numel() * v.element_size() for v in s.features.features.tensors().values())
+    s.results.change = None             # no undo before-images in this measurement
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -75,7 +76,7 @@ def peak_memory(lm, n, size_hw, device, cap):
     s.propagate()
     # CPU: torch allocations are invisible to tracemalloc and RSS keeps freed pages, so count the
     # working memory the cap controls exactly: memory-bank entries x bytes per entry (key, shrinkage, value).
-    f = s._features
+    f = s.features.features
     per_entry = (f.key[0].numel() + f.shrinkage[0].numel() + lm.config.value_dim * f.key[0, 0].numel()) * 4
     return s.peak_memory_entries * per_entry, feats, s.peak_memory_entries
 

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from echosam import cardiac  # noqa: E402
-from echosam.cli_segment import fixed_click, run_demo  # noqa: E402
+from echosam.pipeline import fixed_click, run_demo  # noqa: E402
 from echosam.io.overlay import render_overlay  # noqa: E402
 from echosam.report import plot_lv_curve  # noqa: E402
 

@@ -1,19 +1,15 @@
-"""The official checkpoint key listings in ../shared/reference/checkpoints (key, shape, dtype)."""
+"""The official checkpoint key listings (key, shape, dtype), kept in the repository as test data
+(tests/data/checkpoints/, copied from the reference listings: facts about the released files, no code)."""
 import ast
 from pathlib import Path
 
-import pytest
-
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints"
+REF = Path(__file__).resolve().parent / "data" / "checkpoints"
 
 
 def read_listing(name: str) -> dict:
-    """{key: (shape tuple, dtype string)} in state_dict order; skips the test if the file is absent."""
-    path = REF / name
-    if not path.exists():
-        pytest.skip(f"reference listing {path} is not available")
+    """{key: (shape tuple, dtype string)} in state_dict order."""
     out = {}
-    for line in path.read_text().splitlines():
+    for line in (REF / name).read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
         key, shape, dtype = line.split("\t")

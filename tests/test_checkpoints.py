@@ -12,10 +12,9 @@ from echosam.errors import CheckpointError, ModelError
 from echosam.models.registry import build_model, get_family
 from echosam.models.sam import SamConfig, build_sam, resize_rel_pos
 
-from reference_listings import REF, read_listing as read_tsv
+from reference_listings import read_listing as read_tsv
 
 
-@pytest.mark.skipif(not REF.exists(), reason="shared/reference/checkpoints not present")
 @pytest.mark.parametrize("tsv,size", [("sam_vit_b.tsv", 1024), ("sam_vit_b_256.tsv", 256), ("sam_vit_b_512.tsv", 512)])
 def test_sam_vit_b_matches_official_key_layout(tsv, size):
     expected = {k: shape for k, (shape, _dtype) in read_tsv(tsv).items()}

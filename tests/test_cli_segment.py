@@ -1,11 +1,12 @@
-"""`echosam segment / report / correct / demo` end to end on a small phantom with tiny saved models."""
+"""`echosam segment / report / correct / demo` end to end on a small phantom with tiny saved models,
+through the real entry point (`echosam.cli.main`, the console script's target) and `echosam.pipeline`."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from echosam import cardiac, cli_segment
+from echosam import cardiac, cli, pipeline
 from echosam.checkpoints import load_checkpoint, save_checkpoint
 from echosam.io import read_labels, write_cine, write_labels
 from echosam.models.registry import build_model, preset_config
@@ -28,7 +29,7 @@ def data(tmp_path_factory):
 
 
 def _run(argv):
-    return cli_segment.main(argv)
+    return cli.main(argv)
 
 
 def test_segment_report_correct(data, capsys):
@@ -59,7 +60,7 @@ def test_segment_report_correct(data, capsys):
     loaded = load_checkpoint(d / "memsam.safetensors")
     calls = []
     loaded.model.image_encoder.register_forward_hook(lambda *a: calls.append(1))
-    s = cli_segment.correct(out, d / "truth.seq.nrrd", 4, "lv", loaded=loaded)
+    s = pipeline.correct(out, d / "truth.seq.nrrd", 4, "lv", loaded=loaded)
     assert calls == []
     new, _ = read_labels(out / "labels.seq.nrrd")
     assert np.array_equal(new[4] == 1, ph.labels[4] == 1)
@@ -88,7 +89,11 @@ def test_prompt_free_and_errors(data, capsys):
     assert _run(["segment", str(d / "cine.seq.nrrd"), "-o", str(out), "--model", str(d / "medivista.safetensors"),
                  "--structures", "lv,myo,la", "--no-overlay", "--quiet"]) == 0
     lab, _ = read_labels(out / "labels.seq.nrrd")
-    assert lab.shape == ph.labels.shape and "session" not in {p.name for p in out.iterdir()}
+    assert lab.shape == ph.labels.shape and set(np.unique(lab)) <= {0, 1, 2, 3}
+    # a prompt-free result takes no correction: a clear message, the outputs untouched
+    before = (out / "labels.seq.nrrd").read_bytes()
+    assert _run(["correct", str(out), "--mask", str(d / "truth.seq.nrrd"), "--frame", "2", "--quiet"]) == 2
+    assert "prompt-free" in capsys.readouterr().err and (out / "labels.seq.nrrd").read_bytes() == before
 
     # MemSAM without a prompt or seed model: clear error, exit 2, nothing written
     bad = d / "bad"
@@ -123,3 +128,47 @@ def test_demo_with_bundled_weights(tmp_path, capsys):
     assert abs(est - true) < 8.0
     for name in ("labels.seq.nrrd", "report.json", "report.csv", "lv_curve.png", "overlay.mp4"):
         assert (tmp_path / "demo" / name).is_file(), name
+
+
+@pytest.mark.parametrize("where", ["global", "subcommand", "both"])
+def test_quiet_anywhere_silences_progress_and_is_never_reset(data, capsys, where):
+    """`echosam -q segment ...` and `echosam segment -q ...` both run without progress bars."""
+    d, _ = data
+    argv = ["segment", str(d / "cine.seq.nrrd"), "-o", str(d / f"quiet-{where}"), "--model",
+            str(d / "medivista.safetensors"), "--structures", "lv,myo,la", "--no-overlay"]
+    argv = {"global": ["-q"] + argv, "subcommand": argv + ["-q"], "both": ["-q"] + argv + ["--quiet"]}[where]
+    assert _run(argv) == 0
+    err = capsys.readouterr().err
+    assert "it/s" not in err and "%|" not in err
+    args = cli.build_parser().parse_args(argv)
+    assert args.quiet is True
+
+
+def test_progress_callback_follows_quiet(data, monkeypatch):
+    """Without -q the pipeline gets a live progress callback (tqdm hides itself off a terminal), with -q none."""
+    from echosam.progress import no_progress
+
+    d, _ = data
+    seen = {}
+    real = pipeline.segment_cine
+
+    def spy(*a, **kw):
+        seen["progress"] = kw["progress"]
+        return real(*a, **kw)
+    monkeypatch.setattr(pipeline, "segment_cine", spy)
+    base = ["segment", str(d / "cine.seq.nrrd"), "--model", str(d / "medivista.safetensors"), "--no-overlay"]
+    assert _run(base + ["-o", str(d / "loud")]) == 0 and seen["progress"] is not no_progress
+    assert _run(["-q"] + base + ["-o", str(d / "quiet")]) == 0 and seen["progress"] is no_progress
+
+
+def test_cancel_is_not_a_user_error(monkeypatch, capsys):
+    """CancelledError is its own branch: not an EchoSAMError/ValueError, exit 130 with 'cancelled'."""
+    from echosam.errors import CancelledError, EchoSAMError
+
+    assert not issubclass(CancelledError, (EchoSAMError, ValueError))
+
+    def cancelled(**kw):
+        raise CancelledError("Cancelled by the user.")
+    monkeypatch.setattr(pipeline, "report_labels", lambda *a, **k: cancelled())
+    assert _run(["report", "x.seq.nrrd", "-o", "out"]) == cli.EXIT_INTERRUPTED
+    assert "cancelled" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from echosam.models.fast import disable_fast_attention, enable_fast_attention, resolve_device
+from echosam.device import resolve_device
+from echosam.models.fast import disable_fast_attention, enable_fast_attention
 from echosam.models.sam import SamConfig, build_image_encoder
 
 
@@ -35,14 +36,18 @@ def test_auto_device_follows_cuda_availability():
     from echosam.errors import ModelError
 
     has_cuda = torch.cuda.is_available()
-    assert resolve_device("auto").type == ("cuda" if has_cuda else "cpu")
-    assert resolve_device(None).type == resolve_device("").type == resolve_device("auto").type
-    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == ("cuda" if has_cuda else "cpu")
+    assert resolve_device(None) == resolve_device("") == resolve_device("auto")
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ModelError, match="Unknown device"):
+        resolve_device("tpu0")
     if not has_cuda:                                    # asking for CUDA without a GPU is a clear error
         with pytest.raises(ModelError, match="no CUDA GPU"):
             resolve_device("cuda")
+        with pytest.raises(ModelError, match="no CUDA GPU"):
+            resolve_device("cuda:1")
     else:
-        assert resolve_device("cuda").type == "cuda"
+        assert resolve_device("cuda") == "cuda"
 
 
 @pytest.mark.gpu

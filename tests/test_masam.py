@@ -11,7 +11,7 @@ from echosam.models.masam import MASAM, MASAMConfig, convert_official_report
 from echosam.models.registry import build_model, get_family
 from echosam.models.sam import SamConfig, build_sam, load_state_dict_strict, resize_pos_embed
 
-from reference_listings import REF, read_listing as read_tsv
+from reference_listings import read_listing as read_tsv
 
 
 def synthetic_state(listing, seed):

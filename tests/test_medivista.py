@@ -11,7 +11,7 @@ from echosam.models.peft import temporal_kernel
 from echosam.models.registry import build_model, get_family
 from echosam.models.sam import load_state_dict_strict
 
-from reference_listings import REF, read_listing as read_tsv
+from reference_listings import read_listing as read_tsv
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from echosam import model_zoo
+from echosam.models.registry import FAMILIES
 from echosam.errors import CancelledError, CheckpointError, ModelError
 from echosam.progress import CancelToken
 
@@ -74,7 +75,8 @@ def test_models_json_is_schema_valid_and_consistent():
     assert schema_errors(data, schema) == []
     entries = model_zoo.load_registry()
     names = [e.name for e in entries]
-    assert data["default"] == model_zoo.DEFAULT_MODEL and model_zoo.DEFAULT_MODEL in names
+    assert model_zoo.default_model_name() == data["default"] and data["default"] in names
+    assert {e.family for e in entries} <= set(FAMILIES)
     for family in ("memsam", "medivista", "masam"):
         demo = model_zoo.get_entry(f"echosam-demo-{family}-tiny", entries)
         assert demo.bundled and demo.url == "" and demo.family == family
@@ -179,6 +181,31 @@ def test_use_existing_file_and_resolve_paths(tmp_path, monkeypatch):
 def test_default_cache_location(monkeypatch):
     monkeypatch.delenv("ECHOSAM_CACHE", raising=False)
     assert model_zoo.cache_dir() == Path.home() / ".cache" / "echosam" / "models"
-    entry = model_zoo.get_entry(model_zoo.DEFAULT_MODEL)
+    entry = model_zoo.get_entry(model_zoo.default_model_name())
     assert model_zoo.local_path(entry).parent == model_zoo.BUNDLED_DIR
     assert "license: Apache-2.0" in entry.summary() and "64 px" in entry.summary()
+
+
+def test_default_model_comes_from_models_json(tmp_path):
+    """One source: the registry file's "default" (a bad default is a clear error, not a silent fallback)."""
+    data = json.loads((RES / "Models.json").read_text())
+    data["default"] = "echosam-demo-masam-tiny"
+    p = tmp_path / "Models.json"
+    p.write_text(json.dumps(data))
+    assert model_zoo.default_model_name(p) == "echosam-demo-masam-tiny"
+    data["default"] = "no-such-model"
+    p.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="default"):
+        model_zoo.default_model_name(p)
+
+
+def test_checkpoint_suffixes_are_one_case_insensitive_rule(tmp_path):
+    from echosam.checkpoints import checkpoint_kind
+    from echosam.slicer.chooser import is_file_spec
+
+    assert checkpoint_kind("a/SAM_VIT_B.PTH") == checkpoint_kind("x.pt") == "official"
+    assert checkpoint_kind("m.SafeTensors") == checkpoint_kind("m.json") == "own"
+    assert checkpoint_kind("echosam-demo-memsam-tiny") is None and not is_file_spec("echosam-demo-memsam-tiny")
+    assert is_file_spec("W.PTH")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        model_zoo.resolve_model(str(tmp_path / "missing.PTH"))

@@ -74,19 +74,64 @@ def test_first_pass_encodes_once_and_labels_are_valid(ph, memsam):
     assert memsam.encoder_calls.n - enc0 == 3 and memsam.decoder_calls.n - dec0 == 2 * (T + 1)
 
 
-def test_labels_follow_highest_probability(ph, memsam):
+def _released_loop_logits(lm, images, point):
+    """MemSAM's per-video loop written out with the model's verbs (models.md §1.2): the click's logits
+    seed memory (bootstrap, deep update on), frame 0 is predicted from memory and becomes the permanent
+    entry, then every frame is read from memory and appended to it. -> [(1,1,S,S)] per frame."""
+    from echosam.models.memory import MemoryBank
+
+    m, S = lm.model, lm.config.sam.img_size
+    with torch.no_grad():
+        feats = m.encode(images)
+        f0, img0 = feats.index(0), images[:1]
+        pts = torch.tensor([[[(point[0] + 0.5) * S / images_w - 0.5, (point[1] + 0.5) * S / images_h - 0.5]]])
+        boot = m.decode_prompt(f0, points=pts, point_labels=torch.ones(1, 1, dtype=torch.int64))
+        bank, hidden = MemoryBank(None), m.init_hidden(1)
+        v, hidden = m.encode_value(img0, f0, boot, hidden, deep_update=True)
+        bank.add(f0.key, f0.shrinkage, v, permanent=True)
+        out0, hidden = m.segment_from_memory(f0, bank, hidden)
+        bank = MemoryBank(None)
+        v, hidden = m.encode_value(img0, f0, out0, hidden)
+        bank.add(f0.key, f0.shrinkage, v, permanent=True)
+        outs = [out0]
+        for t in range(1, len(images)):
+            ft = feats.index(t)
+            if t > 1:
+                v, hidden = m.encode_value(images[t - 1:t], feats.index(t - 1), outs[-1], hidden)
+                bank.add(feats.index(t - 1).key, feats.index(t - 1).shrinkage, v)
+            lg, hidden = m.segment_from_memory(ft, bank, hidden)
+            outs.append(lg)
+    return outs
+
+
+images_h, images_w = 64, 72
+
+
+def test_propagation_follows_the_released_loop(ph, memsam):
     s = _session(ph, memsam)
     lab = s.propagate()
-    for t in (3, 9):
-        probs = []
-        for k in ("lv", "myo"):
-            lg = s._logits[k][t].float()[None, None]
-            lg = torch.nn.functional.interpolate(lg, size=lab.shape[1:], mode="bilinear", align_corners=False)
-            probs.append(torch.sigmoid(lg)[0, 0].numpy())
-        p = np.stack(probs)
-        want = np.where(p.max(0) >= s.threshold, np.array([1, 2])[p.argmax(0)], 0)
-        tie = np.isclose(p[0], p[1])
-        assert np.array_equal(lab[t][~tie], want[~tie])
+    images = memsam.model.prepare_frames(torch.from_numpy(ph.cine.frames.astype(np.float32)))
+    logits = {k: _released_loop_logits(memsam, images, _click(ph.labels[0] == v)[0])
+              for k, v in (("lv", 1), ("myo", 2))}
+    for k in ("lv", "myo"):                                        # stored logits = the loop written out
+        for t in range(T):
+            got = s.results.logits[k][t].float()
+            assert torch.allclose(got, logits[k][t][0, 0], atol=2e-2, rtol=1e-2), (k, t)
+
+
+def test_labels_follow_highest_probability(ph, memsam):
+    """Composition rule on known logits: per pixel the most probable structure, if >= threshold."""
+    s = Session(ph.cine, memsam, structures=("lv", "myo"))
+    S, (H, W) = s.img_size, ph.labels.shape[1:]
+    g = torch.Generator().manual_seed(3)
+    logits = {k: 3 * torch.randn(1, 1, S, S, generator=g) for k in ("lv", "myo")}
+    for k in ("lv", "myo"):
+        s.results.write(k, 5, logits[k], ("fwd", 0, 1))
+    p = np.stack([torch.sigmoid(torch.nn.functional.interpolate(logits[k].half().float(), size=(H, W),
+                                                                mode="bilinear", align_corners=False))[0, 0].numpy()
+                  for k in ("lv", "myo")])
+    want = np.where(p.max(0) >= s.threshold, np.array([1, 2])[p.argmax(0)], 0)
+    assert set(np.unique(want)) == {0, 1, 2} and np.array_equal(s.labels[5], want)
 
 
 def test_correction_locks_frame_and_reruns_only_its_segment(ph, memsam):
@@ -166,7 +211,7 @@ def test_bad_inputs_raise_and_leave_state_unchanged(ph, memsam):
     s = _session(ph, memsam, structures=("lv", "myo"))
     s.set_mask(4, "lv", ph.labels[4] == 1)
     s.propagate()
-    state = (json.dumps(s.prompts_to_dict()), s.labels.copy(), len(s._history))
+    state = (json.dumps(s.prompts_to_dict()), s.labels.copy(), s.undo_steps)
     H, W = ph.labels.shape[1:]
     bad = [
         lambda: s.add_points(1, "lv", [[W + 3, 5]], [1]),          # point outside
@@ -190,7 +235,7 @@ def test_bad_inputs_raise_and_leave_state_unchanged(ph, memsam):
         with pytest.raises(PromptError):
             fn()
         assert json.dumps(s.prompts_to_dict()) == state[0]
-        assert np.array_equal(s.labels, state[1]) and len(s._history) == state[2]
+        assert np.array_equal(s.labels, state[1]) and s.undo_steps == state[2]
 
 
 def test_prompt_free_model_refuses_prompts_and_seeds_memsam(ph, memsam):
@@ -217,7 +262,7 @@ def test_prompt_free_model_refuses_prompts_and_seeds_memsam(ph, memsam):
     s2 = Session(ph.cine, memsam, structures=("lv",))
     assert s2.seed_from_auto(0, auto=mv) == ["lv"]
     assert s2.seed_frames["lv"] == [0] and s2.locked_frames["lv"] == []
-    assert np.array_equal(s2._store.get("lv", 0).mask, window == 1)
+    assert np.array_equal(s2.prompts.get("lv", 0).mask, window == 1)
     s3 = Session(ph.cine, memsam, structures=("lv",))              # no LV on the source frame: a clear error
     with pytest.raises(PromptError, match="found none"):
         s3.seed_from_auto(0, auto=np.zeros_like(ph.labels))
@@ -231,9 +276,35 @@ def test_prompts_dict_round_trip(ph, memsam):
     d = json.loads(json.dumps(s.prompts_to_dict()))
     s2 = Session(ph.cine, memsam, structures=("lv", "myo"))
     s2.load_prompts_dict(d)
-    assert s2.key_frames == s.key_frames and s2.locked_frames == {"lv": [7], "myo": []}
-    assert np.array_equal(s2._store.get("lv", 7).mask, ph.labels[7] == 1)
-    assert np.array_equal(s2.propagate(), s.propagate())
+    assert s2.prompts_to_dict() == s.prompts_to_dict()             # versions kept: results stay comparable
+    assert s2.key_frames == {"lv": [0, 7], "myo": [0, 3]} and s2.locked_frames == {"lv": [7], "myo": []}
+    e = s2.prompts.get("myo", 3)
+    assert e.box == (4.0, 4.0, 50.0, 40.0) and e.points == [] and e.mask is None
+    assert np.array_equal(s2.prompts.get("lv", 7).mask, ph.labels[7] == 1)
+    out = s2.propagate()
+    assert np.array_equal(out[7] == 1, ph.labels[7] == 1)          # the locked mask, bit for bit
+    assert s2.undo() and s2.key_frames == {"lv": [], "myo": []}    # loading was one undo step
+
+
+def test_clear_old_points_replaces_one_frame_prompt_without_reloading_the_store(ph, memsam):
+    s = _session(ph, memsam)
+    s.set_mask(7, "lv", ph.labels[7] == 1)
+    other = s.prompts.get("lv", 7)
+    v0 = s.prompts.get("lv", 0).version
+    assert s.add_new_points_or_box(0, "lv", [[20, 20], [30, 30]], [1, 0], box=(10, 10, 40, 40))
+    e = s.prompts.get("lv", 0)
+    assert e.points == [(20.0, 20.0), (30.0, 30.0)] and e.labels == [1, 0] and e.box == (10.0, 10.0, 40.0, 40.0)
+    assert e.version > v0 and s.prompts.get("lv", 7) is other      # the other entries are untouched objects
+    steps = s.undo_steps
+    assert not s.add_new_points_or_box(0, "lv", [[20, 20], [30, 30]], [1, 0], box=(10, 10, 40, 40))
+    assert s.prompts.get("lv", 0).version == e.version and s.undo_steps == steps   # same prompt: no change
+    assert s.add_new_points_or_box(0, "lv", [[25, 25]], [1])       # clear_old_points: the box goes too
+    e2 = s.prompts.get("lv", 0)
+    assert e2.points == [(25.0, 25.0)] and e2.box is None
+    s.add_new_points_or_box(0, "lv", [[26, 26]], [0], clear_old_points=False)
+    assert s.prompts.get("lv", 0).points == [(25.0, 25.0), (26.0, 26.0)]
+    with pytest.raises(PromptError, match="locked"):
+        s.add_new_points_or_box(7, "lv", [[25, 25]], [1])
 
 
 def test_save_load_reuses_embeddings_and_checks_fingerprints(ph, memsam, tmp_path):

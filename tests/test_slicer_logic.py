@@ -304,7 +304,7 @@ def test_controller_segment_prompt_structures_correct_lock_and_undo(scene, tiny_
         assert res.kind == "result", res.text + res.details
         texts = [a.text for a in actions if a.kind == "progress"]
         assert any(t.startswith("Encoding frames:") and "frames" in t for t in texts)
-        assert any(t.startswith("Propagating:") for t in texts)
+        assert any(t.startswith("Segmenting:") for t in texts)
         seg_seq = mrml.find_segmentation_sequence(browser)
         assert seg_seq.GetNumberOfDataNodes() == T and "ed_frames" in res.value and res.value["chart"] is not None
         assert c.can_undo(browser)

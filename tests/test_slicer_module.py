@@ -142,7 +142,12 @@ c = logic.controller
 assert logic.getParameterNode().GetSingletonTag() == "EchoSAMSlicer"
 assert "echosam-demo-memsam-tiny" in [e.name for e in logic.modelEntries()]
 info = logic.modelInfo("sam-vit-b")
-assert info.status in ("missing", "cached") and "license: Apache-2.0" in info.text
+from echosam import model_zoo
+assert info.status == "missing" and info.can_download and "license: Apache-2.0" in info.text   # empty cache
+model_zoo.cache_dir().mkdir(parents=True, exist_ok=True)
+(model_zoo.cache_dir() / model_zoo.get_entry("sam-vit-b").file).write_bytes(b"x")
+assert logic.modelInfo("sam-vit-b").status == "cached" and not logic.modelInfo("sam-vit-b").can_download
+assert logic.defaultModelName() == json.load(open(model_zoo.MODELS_JSON))["default"]
 T, H, W = 8, 48, 48
 frames = np.random.default_rng(0).integers(0, 255, (T, H, W)).astype(np.uint8)
 seq, browser = add_cine_sequence(scene, frames, dicom_us_matrix())
@@ -163,7 +168,8 @@ assert c.phase_frames(browser, "ed") == summary["ed_frames"] and summary["ed_fra
 assert c.curve_chart(browser) is summary["chart"]
 view = mrml.panel_plot_view(scene, summary["chart"])
 assert view is mrml.panel_plot_view(scene, summary["chart"]) and view.GetPlotChartNodeID() == summary["chart"].GetID()
-assert isinstance(logic.missingPackages(), list)
+from echosam.slicer import install
+assert logic.missingPackages() == install.missing_requirements(M.REQUIREMENTS) == []   # the test venv has them all
 c.shutdown()
 print("TORCH_IMPORTED", "torch" in sys.modules)
 h.close()
@@ -174,7 +180,7 @@ def test_module_logic_runs_without_torch(tmp_path):
     pytest.importorskip("slicer", reason="slicer-core (MRML libraries) is not installed for this Python")
     script = STUB_SCRIPT.format(tests=str(ROOT / "tests"), cache=str(tmp_path / "cache"),
                                 module_dir=str(MODULE.parent))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", ECHOSAM_CACHE=str(tmp_path / "models"))
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "TORCH_IMPORTED False" in run.stdout, run.stdout[-2000:]

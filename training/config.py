@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 import yaml
+from echosam.errors import ConfigError
 
 DEFAULTS: dict = {
     "name": "run",
@@ -76,7 +77,7 @@ def deep_merge(base: dict, over: Optional[dict]) -> dict:
 def apply_set(cfg: dict, item: str) -> None:
     """``a.b.c=value`` -> cfg["a"]["b"]["c"] = yaml(value)."""
     if "=" not in item:
-        raise ValueError(f"--set expects key=value, got {item!r}")
+        raise ConfigError(f"--set expects key=value, got {item!r}")
     key, value = item.split("=", 1)
     parts = key.strip().split(".")
     node = cfg
@@ -95,7 +96,7 @@ def load_config(path=None, sets: Iterable[str] = ()) -> dict:
             raise FileNotFoundError(f"Config not found: {p}")
         user = yaml.safe_load(p.read_text()) or {}
         if not isinstance(user, dict):
-            raise ValueError(f"{p}: a config must be a YAML mapping")
+            raise ConfigError(f"{p}: a config must be a YAML mapping")
     cfg = deep_merge(DEFAULTS, user)
     for item in sets:
         apply_set(cfg, item)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from echosam.errors import ConfigError, ModelError
+
 from .datasets.clips import IGNORE
 
 SMOOTH = 1e-5
@@ -24,7 +26,7 @@ SMOOTH = 1e-5
 def _select(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor):
     """(B,T,C,S,S), (B,T,S,S), (B,T) -> (N,C,S,S) logits, (N,S,S) long targets, (N,S,S) valid."""
     if logits.shape[:2] != masks.shape[:2] or logits.shape[-2:] != masks.shape[-2:]:
-        raise ValueError(f"logits {tuple(logits.shape)} and masks {tuple(masks.shape)} do not match")
+        raise ModelError(f"logits {tuple(logits.shape)} and masks {tuple(masks.shape)} do not match")
     sel = labelled.bool()
     lg, mk = logits[sel], masks[sel].long()
     return lg, mk, mk != IGNORE
@@ -68,6 +70,6 @@ def build_loss(cfg):
     cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg or {})
     name = cfg.pop("name", "memsam")
     if name not in LOSSES:
-        raise ValueError(f"Unknown loss {name!r}; choose from {', '.join(LOSSES)}.")
+        raise ConfigError(f"Unknown loss {name!r}; choose from {', '.join(LOSSES)}.")
     fn = LOSSES[name]
     return lambda logits, masks, labelled: fn(logits, masks, labelled, **cfg)

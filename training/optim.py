@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from echosam.errors import ConfigError, ModelError
 
 
 def build_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("The model has no trainable parameter (check model.trainable).")
+        raise ModelError("The model has no trainable parameter (check model.trainable).")
     name = str(cfg.get("name", "adam")).lower()
     kw = dict(lr=float(cfg["lr"]), betas=tuple(cfg.get("betas", (0.9, 0.999))),
               weight_decay=float(cfg.get("weight_decay", 0.0)))
@@ -23,7 +24,7 @@ def build_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, **kw)
     if name == "adamw":
         return torch.optim.AdamW(params, **kw)
-    raise ValueError(f"Unknown optimiser {name!r}; use adam or adamw.")
+    raise ConfigError(f"Unknown optimiser {name!r}; use adam or adamw.")
 
 
 def lr_factor(it: int, cfg: dict, max_iters: int) -> float:
@@ -32,7 +33,7 @@ def lr_factor(it: int, cfg: dict, max_iters: int) -> float:
     if sched == "constant":
         return 1.0
     if sched != "warmup_poly":
-        raise ValueError(f"Unknown schedule {sched!r}; use constant or warmup_poly.")
+        raise ConfigError(f"Unknown schedule {sched!r}; use constant or warmup_poly.")
     warm = int(cfg.get("warmup_iters", 250))
     if it < warm:
         return (it + 1) / warm
@@ -47,7 +48,7 @@ def precision_setup(precision: str, device: torch.device):
     """-> (autocast context factory, GradScaler). CPU always runs fp32 (autocast off)."""
     precision = str(precision).lower()
     if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"train.precision must be fp32, bf16 or fp16, got {precision!r}")
+        raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {precision!r}")
     if device.type != "cuda" or precision == "fp32":
         return contextlib.nullcontext, torch.amp.GradScaler("cuda", enabled=False), "fp32"
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

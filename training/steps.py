@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from echosam.errors import CheckpointError, ConfigError
 from echosam.models.registry import get_family, preset_config
 
 from .config import deep_merge
@@ -36,7 +37,7 @@ def build_model_from_config(mcfg: dict, classes: Optional[list] = None):
 
         loaded = load_checkpoint(mcfg["init_checkpoint"])
         if loaded.family != spec.name:
-            raise ValueError(f"init_checkpoint is a {loaded.family} model, the config trains {spec.name}.")
+            raise CheckpointError(f"init_checkpoint is a {loaded.family} model, the config trains {spec.name}.")
         model, config = loaded.model, loaded.config
     else:
         model = spec.build(config)
@@ -48,7 +49,7 @@ def build_model_from_config(mcfg: dict, classes: Optional[list] = None):
         for p in model.parameters():
             p.requires_grad_(True)
     else:
-        raise ValueError(f"model.trainable must be 'paper' or 'all', got {trainable!r}")
+        raise ConfigError(f"model.trainable must be 'paper' or 'all', got {trainable!r}")
     return model, spec, config
 
 

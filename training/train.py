@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from echosam.errors import CheckpointError
 
 from . import distributed as D
 from .config import load_config
@@ -154,7 +155,7 @@ class Trainer:
     def _load(self, path) -> None:
         ck = torch.load(str(path), map_location="cpu", weights_only=True)
         if not isinstance(ck, dict) or ck.get("format") != STATE_FORMAT:
-            raise ValueError(f"{path} is not a training state written by training.train (last.pt).")
+            raise CheckpointError(f"{path} is not a training state written by training.train (last.pt).")
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from echosam.errors import CineError
 from scipy import ndimage
 
 from .beam import sector_mask
@@ -33,7 +34,8 @@ def _ed_es_indices(timing, n: int) -> list:
     ed = timing.ed_frames[0] if timing.ed_frames else 0
     es = next((s for s in timing.es_frames if s > ed), None)
     if es is None:
-        raise ValueError("no ES after the first ED")
+        raise CineError("The simulated loop has no end-systolic frame after its first end-diastolic one; "
+                        "simulate at least one full cardiac cycle.")
     return [int(round(ed + (es - ed) * i / (n - 1))) for i in range(n)]
 
 

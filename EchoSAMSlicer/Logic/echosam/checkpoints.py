@@ -29,8 +29,16 @@ from .errors import CheckpointError
 
 FORMAT_NAME = "echosam-checkpoint"
 FORMAT_VERSION = 1
+#: checkpoint file suffixes (compared in lower case everywhere, through `checkpoint_kind`)
 OWN_SUFFIXES = (".safetensors", ".json")
 OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def checkpoint_kind(path) -> Optional[str]:
+    """"own" (EchoSAM .safetensors/.json), "official" (PyTorch .pth/.pt/.bin/.ckpt) or None, from the
+    file name's suffix in any case (``SAM.PTH`` is official)."""
+    suffix = Path(str(path)).suffix.lower()
+    return "own" if suffix in OWN_SUFFIXES else "official" if suffix in OFFICIAL_SUFFIXES else None
 
 
 @dataclass
@@ -50,8 +58,8 @@ class LoadedModel:
 
     @property
     def prompted(self) -> bool:
-        from .models.registry import get_family
-        return get_family(self.family).prompted
+        from .models.registry import is_prompted
+        return is_prompted(self.family)
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -85,9 +93,9 @@ def _existing_file(path) -> Path:
 
 
 def _resolve_pair(path: Path) -> tuple[Path, Path]:
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         return path.with_suffix(".safetensors"), path
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         return path, path.with_suffix(".json")
     return path.with_suffix(".safetensors"), path.with_suffix(".json")
 
@@ -165,7 +173,7 @@ def load_checkpoint(path, device: str = "cpu", base_state: Optional[Mapping] = N
     ``base_state`` (e.g. an official SAM state dict) fills the frozen keys of a partial
     (``only_trainable``) checkpoint.
     """
-    from .models.registry import get_family
+    from .models.registry import check_model, get_family
     from .models.sam import fit_state_dict_to_model, load_state_dict_strict
 
     weights, _ = _resolve_pair(Path(path))
@@ -176,6 +184,7 @@ def load_checkpoint(path, device: str = "cpu", base_state: Optional[Mapping] = N
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{weights.name}: the config does not describe a valid {spec.name} model ({e}).") from None
     model = spec.build(config)
+    check_model(spec.name, model)
     state = read_safetensors(weights)
     if meta.get("partial"):
         if base_state is None:
@@ -226,10 +235,8 @@ def load_official(path, family: str, config=None, preset: Optional[str] = None, 
 
     For MA-SAM adapter files, ``base_sam`` is the official SAM state dict the adapters sit on.
     """
-    from .models.registry import get_family, preset_config
-    from .models.sam import fit_state_dict_to_model, load_state_dict_strict
-
-    from .models.sam import infer_sam_backbone
+    from .models.registry import check_model, get_family, preset_config
+    from .models.sam import fit_state_dict_to_model, infer_sam_backbone, load_state_dict_strict
 
     spec = get_family(family)
     state = read_official_state_dict(path)
@@ -244,6 +251,7 @@ def load_official(path, family: str, config=None, preset: Optional[str] = None, 
     if spec.convert_official is None:
         raise CheckpointError(f"No converter for official {spec.name} checkpoints.")
     model = spec.build(config)
+    check_model(spec.name, model)
     try:
         converted = spec.convert_official(state, config)
     except KeyError as e:
@@ -259,9 +267,10 @@ def load_model(spec: str, device: str = "cpu", family: Optional[str] = None, pre
     """Load by file path (own format or official .pth with ``family``) or by registry name
     (``Resources/Models.json``, resolved by `echosam.model_zoo`)."""
     p = Path(spec)
-    if p.suffix in OWN_SUFFIXES or (p.exists() and p.with_suffix(".json").exists() and p.suffix not in OFFICIAL_SUFFIXES):
+    kind = checkpoint_kind(p)
+    if kind == "own" or (kind is None and p.exists() and p.with_suffix(".json").exists()):
         return load_checkpoint(p, device=device)
-    if p.suffix in OFFICIAL_SUFFIXES:
+    if kind == "official":
         if family is None:
             raise CheckpointError(f"{p.name} is an official PyTorch checkpoint: say which family it is "
                                   "(--family memsam|medivista|masam|sam).")
@@ -269,6 +278,6 @@ def load_model(spec: str, device: str = "cpu", family: Optional[str] = None, pre
     from .model_zoo import get_entry, resolve_model
 
     path = resolve_model(spec)
-    if path.suffix in OFFICIAL_SUFFIXES:  # registry entry for an official .pth (e.g. SAM ViT-B)
+    if checkpoint_kind(path) == "official":  # registry entry for an official .pth (e.g. SAM ViT-B)
         return load_official(path, family=family or get_entry(spec).family, preset=preset, device=device)
     return load_checkpoint(path, device=device)

@@ -25,6 +25,27 @@ LUMA_BT601 = np.array([0.299, 0.587, 0.114])
 DEFAULT_FPS = 30.0
 
 
+#: seconds per unit of a frame-time axis (NRRD/NIfTI/MRML index units); "" means seconds
+TIME_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3,
+              "millisecond": 1e-3, "milliseconds": 1e-3, "us": 1e-6, "usec": 1e-6}
+
+
+def seconds_per_unit(unit: Optional[str]) -> Optional[float]:
+    """Seconds per ``unit`` of a time axis (case and spaces ignored; None/"" = s); None if unknown."""
+    return TIME_UNITS.get((unit or "").strip().lower())
+
+
+def grey_0_255(frames: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """The one intensity rule for non-uint8 cines: min-max over the WHOLE cine to 0..255 (float
+    ``dtype``); uint8 stays as is; a constant cine gives zeros. Models and 8-bit writers use it."""
+    a = np.asarray(frames)
+    if a.dtype == np.uint8:
+        return a
+    f = a.astype(dtype)
+    lo, hi = float(f.min()), float(f.max())
+    return (f - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(f)
+
+
 def rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
     """(..., 3 or 4) colour -> (...) grey by BT.601 luma; uint8 in gives uint8 out (rounded)."""
     if rgb.shape[-1] not in (3, 4):

@@ -27,14 +27,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .checkpoints import checkpoint_kind
 from .errors import CancelledError, CheckpointError, ModelError
+from .models.registry import family_name, is_prompted
 from .progress import CancelToken, ProgressCallback, no_progress
 
 RESOURCES_DIR = Path(__file__).resolve().parents[2] / "Resources"
 MODELS_JSON = RESOURCES_DIR / "Models.json"
 BUNDLED_DIR = RESOURCES_DIR / "Models"
-DEFAULT_MODEL = "echosam-demo-memsam-tiny"
-FAMILIES = ("memsam", "medivista", "masam", "sam")
 _CHUNK = 1 << 20
 
 
@@ -64,6 +64,7 @@ class ModelEntry:
         if missing:
             raise ModelError(f"Models.json entry {d.get('name', '?')!r} lacks {', '.join(missing)}.")
         kw = {k: v for k, v in d.items() if k in known}
+        kw["family"] = family_name(kw["family"])
         kw["classes"] = tuple(kw.get("classes", ("lv",)))
         return cls(**kw, extra={k: v for k, v in d.items() if k not in known})
 
@@ -75,8 +76,8 @@ class ModelEntry:
 
     @property
     def prompted(self) -> bool:
-        """MemSAM needs prompts; MediViSTA / MA-SAM segment without them."""
-        return self.family in ("memsam", "sam")
+        """MemSAM and SAM need prompts; MediViSTA / MA-SAM segment without them (models.registry)."""
+        return is_prompted(self.family)
 
     def summary(self) -> str:
         """One line for a model chooser: title, input size, license."""
@@ -84,15 +85,30 @@ class ModelEntry:
 
 
 # ---- the registry ------------------------------------------------------------------------------
-def load_registry(path: Optional[Path] = None) -> list[ModelEntry]:
-    """All entries of Models.json (the bundled one unless ``path`` is given)."""
+def _read_registry(path: Optional[Path] = None) -> dict:
     p = Path(path) if path else MODELS_JSON
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(f"Model registry {p} is missing; reinstall the extension.") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"Model registry {p} is not valid JSON ({exc}); reinstall the extension.") from None
+
+
+def default_model_name(path: Optional[Path] = None) -> str:
+    """The model used when none is chosen: Models.json's ``default`` (the one place it is written)."""
+    data = _read_registry(path)
+    name = data.get("default")
+    if not name or name not in {m.get("name") for m in data.get("models", [])}:
+        raise ModelError(f"Model registry {Path(path) if path else MODELS_JSON} has no valid 'default' model; "
+                         "reinstall the extension.")
+    return str(name)
+
+
+def load_registry(path: Optional[Path] = None) -> list[ModelEntry]:
+    """All entries of Models.json (the bundled one unless ``path`` is given)."""
+    p = Path(path) if path else MODELS_JSON
+    data = _read_registry(p)
     entries = [ModelEntry.from_dict(d) for d in data.get("models", [])]
     names = [e.name for e in entries]
     dup = {n for n in names if names.count(n) > 1}
@@ -133,7 +149,7 @@ def resolve_model(name_or_path, registry: Optional[list] = None) -> Path:
     p = Path(str(name_or_path)).expanduser()
     if p.suffix and p.is_file():
         return p.resolve()
-    if p.suffix and (os.sep in str(name_or_path) or p.suffix in (".safetensors", ".pth", ".pt", ".json")):
+    if p.suffix and (os.sep in str(name_or_path) or checkpoint_kind(p) is not None):
         raise CheckpointError(f"Checkpoint file {p} does not exist; check the path.")
     entry = get_entry(str(name_or_path), registry)
     path = local_path(entry)

@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .errors import CancelledError, EchoSAMError, ModelError
+from .errors import CancelledError, EchoSAMError, ModelError, is_out_of_memory
 from .progress import CancelToken
 
 PROGRESS, RESULT, ERROR, CANCELLED = "progress", "result", "error", "cancelled"
@@ -48,19 +48,12 @@ class _Job:
 
 def readable_error(exc: BaseException) -> tuple:
     """``(message, is_user_error)`` for an exception raised by a job."""
-    text = str(exc)
-    oom_types = ()
-    try:
-        import torch
-        oom_types = (torch.cuda.OutOfMemoryError,)
-    except (ImportError, AttributeError):
-        pass
-    if isinstance(exc, oom_types) or "out of memory" in text.lower():
+    if is_out_of_memory(exc):
         return ("The GPU ran out of memory. Choose a smaller model, close other GPU programs, "
                 "or select the CPU device (slower), then try again.", True)
     if isinstance(exc, EchoSAMError):
-        return text, True
-    return f"Unexpected error ({type(exc).__name__}: {text}). See the log for details.", False
+        return str(exc), True
+    return f"Unexpected error ({type(exc).__name__}: {exc}). See the log for details.", False
 
 
 class Worker:
@@ -214,36 +207,40 @@ def job_new_session(state, progress, cancel, cine, structures=("lv",), **session
     return state["session"]
 
 
-def _session(state):
+def session_of(state):
+    """The session a job works on (made by `job_new_session`)."""
     if "session" not in state:
         raise ModelError("Nothing to segment yet: select an input cine and a model, then press Segment.")
     return state["session"]
 
 
 def job_encode(state, progress, cancel):
-    """Encode every frame once (prompted models); prompt-free models encode inside `job_segment_auto`."""
-    session = _session(state)
-    if session.prompted:
-        session.encode(progress=progress, cancel=cancel)
+    """Encode every frame once (prompted models); prompt-free models encode inside `job_segment`."""
+    session_of(state).encode(progress=progress, cancel=cancel)
+
+
+def job_segment(state, progress, cancel):
+    """Bring the labels up to date: propagation (prompted) or prompt-free segmentation (`Session.segment`)."""
+    return session_of(state).segment(progress=progress, cancel=cancel).copy()
 
 
 def job_propagate(state, progress, cancel):
-    return _session(state).propagate(progress=progress, cancel=cancel).copy()
+    return session_of(state).propagate(progress=progress, cancel=cancel).copy()
 
 
 def job_segment_auto(state, progress, cancel):
-    return _session(state).segment_auto(progress=progress, cancel=cancel).copy()
+    return session_of(state).segment_auto(progress=progress, cancel=cancel).copy()
 
 
 def job_result(state, progress, cancel) -> SegmentationResult:
     """The session's current labels, locks and prompts (submit after propagate / segment_auto)."""
-    s = _session(state)
+    s = session_of(state)
     return SegmentationResult(s.labels.copy(), s.locked_frames, s.prompts_to_dict(), list(s.structures), s.prompted)
 
 
 def job_undo(state, progress, cancel) -> Optional[SegmentationResult]:
     """Undo the last prompt change of the session; the restored result, or None when there was nothing."""
-    return job_result(state, progress, cancel) if _session(state).undo() else None
+    return job_result(state, progress, cancel) if session_of(state).undo() else None
 
 
 def _entry(model):

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..cine import Cine
+from ..cine import Cine, grey_0_255, seconds_per_unit
 from ..errors import CineError
 
 #: RAS <-> LPS: negate the first two world coordinates (the same matrix both ways).
@@ -53,10 +53,7 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     a = np.asarray(frames)
     if a.dtype == np.uint8:
         return a
-    lo, hi = float(a.min()), float(a.max())
-    if hi <= lo:
-        return np.zeros(a.shape, np.uint8)
-    return np.clip(np.rint((a.astype(np.float64) - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(grey_0_255(a, np.float64)), 0, 255).astype(np.uint8)
 
 
 def geometry_record(cine: Cine, **extra) -> str:
@@ -88,9 +85,7 @@ def parse_geometry_record(text: str | None, n_frames: int) -> tuple[Optional[np.
 
 def seconds(values: np.ndarray, unit: str) -> np.ndarray:
     """Time values in ``unit`` (s, ms, us; empty means s) -> seconds."""
-    u = (unit or "s").strip().lower()
-    scale = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3,
-             "millisecond": 1e-3, "milliseconds": 1e-3, "us": 1e-6, "usec": 1e-6}.get(u)
+    scale = seconds_per_unit(unit)
     if scale is None:
         raise CineError(f"Unknown time unit {unit!r} on the frame axis; expected s or ms.")
     return np.asarray(values, dtype=float) * scale

@@ -68,18 +68,6 @@ def disable_fast_attention(model: torch.nn.Module) -> None:
             m._echosam_fast = False
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU; "cuda" without a GPU is a clear error."""
-    from ..errors import ModelError
-
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("CUDA was requested but no CUDA GPU is available; use --device cpu (slower) or auto.")
-    return dev
-
-
 def autocast_dtype(device: torch.device, precision: str = "auto"):
     """bf16 on CUDA devices that support it, fp16 on older GPUs, none (fp32) on CPU or if asked."""
     if precision == "fp32" or device.type != "cuda":

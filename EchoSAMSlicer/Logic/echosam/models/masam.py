@@ -152,7 +152,7 @@ def convert_official(state: Mapping[str, torch.Tensor], config: MASAMConfig) -> 
 
 
 register_family(FamilySpec(
-    name="masam", config_cls=MASAMConfig, build=MASAM, prompted=False,
+    name="masam", config_cls=MASAMConfig, build=MASAM,
     description="MA-SAM (Chen et al., MedIA 2024): 3D adapters + FacT-TT on SAM, prompt-free, 5-frame windows",
     convert_official=convert_official,
     presets={"vit_b": MASAMConfig.vit_b, "vit_h": MASAMConfig.vit_h, "tiny": MASAMConfig.tiny}))

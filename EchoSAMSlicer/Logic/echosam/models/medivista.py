@@ -38,13 +38,16 @@ from .registry import FamilySpec, register_family
 from .sam import SamConfig
 
 TEMPORAL_KERNELS = ("exp", "exp_normalised")
+TEMPORAL_SCALES = ("standard", "released")
 
 
 @dataclass
 class MediViSTAConfig(PromptFreeConfig):
     """MediViSTA v2 sizes. ``clip_frames`` 10 (hard-coded D in the release); windows overlap by
     half (``window_stride`` 5, ours). ``temporal_kernel``: ``exp`` = unnormalised
-    ``exp(-|t-tau|/lambda)`` (paper figure), ``exp_normalised`` = rows summing to 1."""
+    ``exp(-|t-tau|/lambda)`` (paper figure), ``exp_normalised`` = rows summing to 1.
+    ``temporal_scale``: ``standard`` = attention logits times 1/sqrt(d) (ours, documented choice);
+    ``released`` = times sqrt(embed_dim / num_heads) (8 for ViT-B), exactly the released code."""
 
     sam: SamConfig = field(default_factory=lambda: SamConfig.vit_b(img_size=256))
     clip_frames: int = 10
@@ -52,6 +55,7 @@ class MediViSTAConfig(PromptFreeConfig):
     temporal_lambda: float = 3.0
     temporal_kernel: str = "exp"
     temporal_heads: int = 1
+    temporal_scale: str = "standard"
     cross_heads: int = 12
     cnn_channels: int = 64
     wavelet: str = "haar"
@@ -61,6 +65,8 @@ class MediViSTAConfig(PromptFreeConfig):
         super().__post_init__()
         if self.temporal_kernel not in TEMPORAL_KERNELS:
             raise ModelError(f"Unknown temporal_kernel {self.temporal_kernel!r}; choose from {', '.join(TEMPORAL_KERNELS)}.")
+        if self.temporal_scale not in TEMPORAL_SCALES:
+            raise ModelError(f"Unknown temporal_scale {self.temporal_scale!r}; choose from {', '.join(TEMPORAL_SCALES)}.")
         if self.wavelet != "haar":
             raise ModelError(f"Only the Haar wavelet is implemented (MediViSTA v2); got {self.wavelet!r}.")
         if self.sam.patch_size & (self.sam.patch_size - 1):
@@ -131,11 +137,13 @@ class MediViSTA(PromptFreeSAM):
         super().__init__(config)
         cfg = config.sam
         self.image_encoder.freq = FrequencyBranch(cfg.embed_dim, cfg.patch_size, config.cnn_channels)
+        # released qkvAttention_: logits / (head_dim ** -0.5) with the encoder's head_dim
+        scale = math.sqrt(cfg.head_dim) if config.temporal_scale == "released" else None
         for blk in self.image_encoder.blocks:
             blk.temporal_norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
             blk.temporal_adapter = TemporalFusionAttention(cfg.embed_dim, config.temporal_lambda,
                                                            config.temporal_kernel == "exp_normalised",
-                                                           config.temporal_heads)
+                                                           config.temporal_heads, logit_scale=scale)
             if blk.window_size == 0:
                 blk.space_adapter = CrossBranchAttention(cfg.embed_dim, config.cross_heads)
                 blk.refine_adapter = RefineAdapter(cfg.embed_dim)
@@ -229,7 +237,7 @@ def convert_official(state: Mapping[str, torch.Tensor], config: MediViSTAConfig)
 
 
 register_family(FamilySpec(
-    name="medivista", config_cls=MediViSTAConfig, build=MediViSTA, prompted=False,
+    name="medivista", config_cls=MediViSTAConfig, build=MediViSTA,
     description="MediViSTA v2 (Kim et al., JBHI 2025): temporal fusion + wavelet branch + FacT on SAM, prompt-free",
     convert_official=convert_official,
     presets={"vit_b": MediViSTAConfig.vit_b, "tiny": MediViSTAConfig.tiny}))

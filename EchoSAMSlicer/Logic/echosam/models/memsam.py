@@ -25,7 +25,9 @@ Where the paper and the released code (dengxl0520/MemSAM @ 36f1b98) disagree, an
    0.2 at training *and* test time, so its test results are random. We draw it with
    ``deep_update_prob`` only in training; in eval it is deterministic, ``deep_update_at_eval=True``
    (XMem's inference rule: deep update on every memory write, here every frame). The bootstrap
-   value always deep-updates (released).
+   value (the prompt decoder's logits written to memory to predict the key frame) always
+   deep-updates, as released, whatever ``deep_update_at_eval`` says: in `forward` and in the
+   session's prompted key frames (`echosam.session.propagation`).
 6. **Memory size**: the released working memory is never pruned (at most 9 frames for T=10 clips).
    Long cines need a bound: ``memory_cap=16`` working frames beyond the permanent key frames keeps the
    readout close to what the model saw in training (softmax over <= ~10 frames) and cost flat, while
@@ -45,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError, PromptError
+from .features import FrameTensors
 from .memory import MemoryBank, MemoryModule, readout
 from .memsam_convert import convert_official
 from .memsam_encoder import PATCH_STRIDE, MemSAMImageEncoder
@@ -129,7 +132,7 @@ class MemSAMConfig:
 
 
 @dataclass
-class FrameFeatures:
+class FrameFeatures(FrameTensors):
     """Per-frame encodings: embedding (N,C,t,t), key (N,Ck,t,t), shrinkage (N,1,t,t), selection (N,Ck,t,t)."""
 
     embedding: torch.Tensor
@@ -137,37 +140,13 @@ class FrameFeatures:
     shrinkage: torch.Tensor
     selection: torch.Tensor
 
-    def _map(self, fn) -> "FrameFeatures":
-        return FrameFeatures(fn(self.embedding), fn(self.key), fn(self.shrinkage), fn(self.selection))
-
-    def __len__(self) -> int:
-        return int(self.embedding.shape[0])
-
-    def index(self, i) -> "FrameFeatures":
-        """Frame(s) ``i`` (int, slice or index tensor) keeping the leading axis: ``index(3)`` has N=1."""
-        if isinstance(i, int):
-            if not -len(self) <= i < len(self):
-                raise ModelError(f"frame {i} is out of range for {len(self)} encoded frames.")
-            i = slice(i, i + 1 if i != -1 else None)
-        return self._map(lambda x: x[i])
-
-    def to(self, *args, **kwargs) -> "FrameFeatures":
-        return self._map(lambda x: x.to(*args, **kwargs))
-
-    def detach(self) -> "FrameFeatures":
-        return self._map(lambda x: x.detach())
-
-    @staticmethod
-    def cat(items) -> "FrameFeatures":
-        items = list(items)
-        if not items:
-            raise ModelError("FrameFeatures.cat needs at least one item.")
-        return FrameFeatures(*(torch.cat([getattr(f, n) for f in items], 0)
-                               for n in ("embedding", "key", "shrinkage", "selection")))
-
 
 class MemSAM(nn.Module):
-    """MemSAM with the verbs of docs/engine_api.md. Images are ``(N, 3, S, S)`` after `prepare_frames`."""
+    """MemSAM with the verbs of docs/engine_api.md (a `protocols.PromptedVideoModel`). Images are
+    ``(N, 3, S, S)`` after `prepare_frames`."""
+
+    key_frame_from_memory = True     # released loop: a prompted key frame is predicted again from memory
+    feature_type = FrameFeatures
 
     def __init__(self, config: MemSAMConfig) -> None:
         super().__init__()
@@ -324,10 +303,10 @@ class MemSAM(nn.Module):
             raise ModelError(f"MemSAM.forward expects (B, T, 3, S, S) clips, got {tuple(images.shape)}.")
         b, t = images.shape[:2]
         feats_all = self.encode(images.flatten(0, 1))
-        per_frame = feats_all._map(lambda x: x.view(b, t, *x.shape[1:]))
+        per_frame = feats_all.map(lambda x: x.view(b, t, *x.shape[1:]))
 
         def frame(i: int) -> FrameFeatures:
-            return per_frame._map(lambda x: x[:, i])
+            return per_frame.map(lambda x: x[:, i])
 
         f0 = frame(0)
         hidden = self.init_hidden(b)
@@ -367,6 +346,6 @@ class MemSAM(nn.Module):
 
 
 register_family(FamilySpec(
-    name="memsam", config_cls=MemSAMConfig, build=MemSAM, prompted=True,
+    name="memsam", config_cls=MemSAMConfig, build=MemSAM,
     description="MemSAM (Deng et al., CVPR 2024): SAMUS encoder + XMem-style memory, prompted propagation",
     convert_official=convert_official, presets={"vit_b": MemSAMConfig.vit_b, "tiny": MemSAMConfig.tiny}))

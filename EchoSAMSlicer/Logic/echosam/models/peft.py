@@ -8,9 +8,9 @@ encoder flattens ``(B, D)`` to ``B*D``). Layers that mix frames take ``frames=T`
   projection (MA-SAM paper eq. 1-2, ``sam_fact_tt_image_encoder.py``): ``dQ = s*V(drop(Sq(U(x))))``,
   ``dV = s*V(drop(Sv(U(x))))`` added to the q and v slices of ``qkv(x)``; U, V shared by all
   blocks, V zero-initialised, per-block r x r cores; dropout 0.1.
-- `Adapter3D`: MA-SAM 3D adapter (paper eq. 3): LN -> Linear(dim->c, no bias) -> Conv3d
-  k=(3,1,1) over the frame axis -> GELU -> Linear(c->dim, no bias). Returns the branch only;
-  the block adds the residual.
+- `Adapter3D`: MA-SAM 3D adapter (paper eq. 3): LN (eps 1e-6, as the released code builds it) ->
+  Linear(dim->c, no bias) -> Conv3d k=(3,1,1) over the frame axis -> GELU -> Linear(c->dim, no bias).
+  Returns the branch only; the block adds the residual.
 - `TemporalFusionAttention`: MediViSTA v2 temporal adapter ("qkvAttention_").
 - `CrossBranchAttention`, `RefineAdapter`: MediViSTA v2 ``ParaBlock`` Space/refine adapters.
 - `haar_dwt2`, `high_frequency_map`: MediViSTA v2 wavelet input (``utils/wavelet.py``).
@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
 from torch import nn
+
+from ..errors import ModelError
 
 
 # ---- FacT-TT ------------------------------------------------------------------------------------
@@ -80,7 +82,7 @@ class Adapter3D(nn.Module):
 
     def __init__(self, dim: int, channels: int = 384) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)     # released MA-SAM: norm_layer eps 1e-6, not torch's 1e-5
         self.down = nn.Linear(dim, channels, bias=False)
         self.conv = nn.Conv3d(channels, channels, kernel_size=(3, 1, 1), padding=(1, 0, 0))
         self.up = nn.Linear(channels, dim, bias=False)
@@ -110,18 +112,22 @@ class TemporalFusionAttention(nn.Module):
 
     ``k_hat_t = sum_tau phi(t-tau) k_tau`` and ``v_hat_t`` likewise, then attention of frame t's
     queries over frame t's fused keys/values: ``softmax(q_t k_hat_t^T / sqrt(d)) v_hat_t``.
-    The released ``qkvAttention_`` multiplies the logits by sqrt(d) (it divides by ``d**-0.5``);
-    we use the standard 1/sqrt(d), as models.md section 2.2 recommends. ``heads=1`` is the
-    released single-head form. The caller wires ``x <- x + TFA(LN(x))`` (our choice; the release
-    has no residual/norm wiring).
+    ``logit_scale`` multiplies ``q k_hat^T``: None = the standard ``1/sqrt(d)`` (d = dim / heads, as
+    models.md section 2.2 recommends, our default); the released ``qkvAttention_`` single-head
+    attention DIVIDES by ``(dim / encoder_heads) ** -0.5``, i.e. multiplies by 8 for ViT-B
+    (``MediViSTAConfig.temporal_scale="released"`` passes that). ``heads=1`` is the released
+    single-head form. The caller wires ``x <- x + TFA(LN(x))`` (our choice; the release has no
+    residual/norm wiring).
     """
 
-    def __init__(self, dim: int, lam: float = 3.0, normalised: bool = False, heads: int = 1) -> None:
+    def __init__(self, dim: int, lam: float = 3.0, normalised: bool = False, heads: int = 1,
+                 logit_scale: float | None = None) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"temporal adapter: dim {dim} is not divisible by heads {heads}")
+            raise ModelError(f"temporal adapter: dim {dim} is not divisible by heads {heads}")
         self.q, self.k, self.v, self.proj = (nn.Linear(dim, dim) for _ in range(4))
         self.lam, self.normalised, self.heads = float(lam), bool(normalised), int(heads)
+        self.logit_scale = None if logit_scale is None else float(logit_scale)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         n, h, w, c = x.shape
@@ -134,7 +140,7 @@ class TemporalFusionAttention(nn.Module):
         phi = temporal_kernel(frames, self.lam, self.normalised, device=x.device, dtype=x.dtype)
         k = torch.einsum("ts,bsnld->btnld", phi, k)
         v = torch.einsum("ts,bsnld->btnld", phi, v)
-        out = F.scaled_dot_product_attention(q, k, v)                 # scale 1/sqrt(d)
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.logit_scale)   # None: 1/sqrt(d)
         return self.proj(out.transpose(2, 3).reshape(n, h, w, c))
 
 

@@ -4,8 +4,10 @@ checkpoints (`sam_vit_b_01ec64.pth`, `sam_vit_l_0b3195.pth`, `sam_vit_h_4b8939.p
 Size-dependent keys (see shared/reference/checkpoints/README.md): only
 ``image_encoder.pos_embed`` ``(1, S/16, S/16, C)`` and the global-attention blocks'
 ``attn.rel_pos_h/_w`` ``(2*S/16-1, head_dim)`` change with the input size S. Loading resizes
-them the way the papers' loaders do: pos_embed bilinearly (MA-SAM/MediViSTA ``load_from``),
-rel-pos linearly along its length (SAMUS/MemSAM ``load_from2``; same as SAM's ``get_rel_pos``).
+them the way the papers' loaders do, with the same calls so the tensors are bit-identical:
+pos_embed bilinearly (MA-SAM/MediViSTA ``load_from``), rel-pos as a one-channel image
+``(1, 1, L, head_dim)`` resized bilinearly to ``(length, head_dim)`` (SAMUS/MemSAM ``load_from2``,
+MA-SAM ``load_from``: the same maths as a 1-D linear resize, but not the same rounding).
 
 Tiny configurations (a few blocks, small width) keep the real code paths for tests and the
 bundled demo weights.
@@ -169,12 +171,12 @@ def resize_pos_embed(pos: torch.Tensor, side: int) -> torch.Tensor:
 
 
 def resize_rel_pos(rel: torch.Tensor, length: int) -> torch.Tensor:
-    """(L, head_dim) relative-position table -> (length, head_dim), linear along L (SAM get_rel_pos)."""
+    """(L, head_dim) relative-position table -> (length, head_dim): 2-D bilinear on ``(1, 1, L, head_dim)``
+    with the width kept, exactly as the papers' loaders (bit-identical to them)."""
     if rel.shape[0] == length:
         return rel
-    x = rel.float().t().unsqueeze(0)  # (1, head_dim, L)
-    x = F.interpolate(x, size=length, mode="linear", align_corners=False)
-    return x[0].t().to(rel.dtype)
+    x = F.interpolate(rel[None, None].float(), size=(length, rel.shape[1]), mode="bilinear", align_corners=False)
+    return x[0, 0].to(rel.dtype)
 
 
 def fit_state_dict_to_model(state: Mapping[str, torch.Tensor], model: nn.Module,

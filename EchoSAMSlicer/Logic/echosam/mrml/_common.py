@@ -11,13 +11,13 @@ from ..errors import CineError
 ATTR_PREFIX = "EchoSAM."
 
 
-def _ijk_to_ras(volume) -> np.ndarray:
+def ijk_to_ras_of(volume) -> np.ndarray:
     m = vtk.vtkMatrix4x4()
     volume.GetIJKToRASMatrix(m)
     return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
-def _volume_array(volume) -> np.ndarray:
+def volume_array(volume) -> np.ndarray:
     """(K, J, I) or (K, J, I, C) numpy view of a volume's voxels (a copy)."""
     image = volume.GetImageData() if volume is not None else None
     if image is None or image.GetPointData().GetScalars() is None:

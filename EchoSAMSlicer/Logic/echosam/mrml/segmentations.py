@@ -13,7 +13,7 @@ from vtk.util import numpy_support as vnp
 from ..cine import Cine
 from ..errors import CineError, EchoSAMError, PromptError
 from ..structures import Structure, get_structure, parse_structures
-from ._common import _ijk_to_ras, _volume_array
+from ._common import ijk_to_ras_of, volume_array
 
 REF_SEGMENTATION = "EchoSAM.SegmentationSequence"
 TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
@@ -122,7 +122,7 @@ def write_segmentation_sequence(labels: np.ndarray, cine: Cine, browser, structu
     scene.AddNode(work)
     try:
         source = _source_volume(browser)
-        if source is not None and np.allclose(_ijk_to_ras(source), cine.ijk_to_ras, atol=1e-6):
+        if source is not None and np.allclose(ijk_to_ras_of(source), cine.ijk_to_ras, atol=1e-6):
             work.SetReferenceImageGeometryParameterFromVolumeNode(source)
         else:
             work.SetReferenceImageGeometryParameterFromVolumeNode(_reference_volume(cine))
@@ -211,8 +211,8 @@ def _frame_node(browser, seg_seq, frame: int):
 
 def _reference_image(browser, cine: Optional[Cine]):
     if cine is None:
-        cine = Cine.from_array(np.zeros((1,) + _volume_array(browser.GetMasterSequenceNode().GetNthDataNode(0)).shape[1:3],
-                                        np.uint8), ijk_to_ras=_ijk_to_ras(browser.GetMasterSequenceNode().GetNthDataNode(0)))
+        cine = Cine.from_array(np.zeros((1,) + volume_array(browser.GetMasterSequenceNode().GetNthDataNode(0)).shape[1:3],
+                                        np.uint8), ijk_to_ras=ijk_to_ras_of(browser.GetMasterSequenceNode().GetNthDataNode(0)))
     ref = slicer.vtkOrientedImageData()
     ref.SetDimensions(cine.shape[2], cine.shape[1], 1)
     ref.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(cine.ijk_to_ras))

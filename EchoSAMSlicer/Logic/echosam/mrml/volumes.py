@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cine import Cine
+from ..cine import Cine, seconds_per_unit
 from ..errors import CineError
-from ._common import _ijk_to_ras, _volume_array
+from ._common import ijk_to_ras_of, volume_array
 
 
 def _browsers(scene) -> list:
@@ -39,10 +39,9 @@ def resolve_input(node) -> tuple:
 
 def _frame_times(seq, browser, n: int) -> tuple:
     """Seconds per item from the index values; else from the browser's playback rate."""
-    name, unit = (seq.GetIndexName() or "").lower(), (seq.GetIndexUnit() or "").lower()
-    scale = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3}.get(unit)
-    if scale is None and name in ("time", "t") and unit == "":
-        scale = 1.0
+    name, unit = (seq.GetIndexName() or "").lower(), (seq.GetIndexUnit() or "").strip()
+    # a unit-less index counts as time only when it is named so (else it may be a slice number)
+    scale = seconds_per_unit(unit) if unit or name in ("time", "t") else None
     if scale is not None:
         try:
             t = np.array([float(seq.GetNthIndexValue(i)) for i in range(n)]) * scale
@@ -69,17 +68,17 @@ def cine_from_sequence(node, browser=None) -> Cine:
     if first is None or not first.IsA("vtkMRMLVolumeNode"):
         raise CineError(f"Sequence {seq.GetName()!r} holds {first.GetClassName() if first else 'nothing'}, "
                         "not image volumes; select the ultrasound cine sequence.")
-    m0 = _ijk_to_ras(first)
+    m0 = ijk_to_ras_of(first)
     frames = []
     for i in range(n):
         vol = seq.GetNthDataNode(i)
-        a = _volume_array(vol)
+        a = volume_array(vol)
         if a.shape[0] != 1:
             raise CineError(f"Frame {i} of {seq.GetName()!r} has {a.shape[0]} slices: this is 3D+t, not a 2D cine. "
                             "Extract one slice (Crop Volume / Reformat) first.")
         if frames and a.shape[1:] != frames[0].shape:
             raise CineError(f"Frame {i} is {a.shape[1:]} but frame 0 is {frames[0].shape}; all frames must match.")
-        if i and not np.allclose(_ijk_to_ras(vol), m0, atol=1e-6):
+        if i and not np.allclose(ijk_to_ras_of(vol), m0, atol=1e-6):
             raise CineError(f"Frame {i} has a different geometry (IJK-to-RAS) from frame 0; resample the sequence first.")
         frames.append(a[0])
     times, source = _frame_times(seq, found_browser, n)
@@ -95,9 +94,9 @@ def cine_from_volume(volume, slices_as_frames: bool = False, fps: float = 30.0) 
     ``slices_as_frames`` (each slice becomes a frame at ``fps``)."""
     if volume is None or not volume.IsA("vtkMRMLVolumeNode"):
         raise CineError("Select an image volume (or a sequence browser) as input.")
-    a = _volume_array(volume)
+    a = volume_array(volume)
     if a.shape[0] > 1 and not slices_as_frames:
         raise CineError(f"{volume.GetName()!r} is a 3D volume with {a.shape[0]} slices, not a cine. Load the cine "
                         "as a sequence, or choose 'slices as frames' to treat slices as time.")
     meta = {"volume_id": volume.GetID(), "colour": a.ndim == 4, "source_class": volume.GetClassName()}
-    return Cine.from_array(a, ijk_to_ras=_ijk_to_ras(volume), fps=fps, name=volume.GetName(), metadata=meta)
+    return Cine.from_array(a, ijk_to_ras=ijk_to_ras_of(volume), fps=fps, name=volume.GetName(), metadata=meta)

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Optional
 
 from .. import model_zoo
+from ..checkpoints import OFFICIAL_SUFFIXES, OWN_SUFFIXES, checkpoint_kind  # noqa: F401 (re-exported)
 from ..errors import CheckpointError
+from ..models.registry import FAMILIES, FAMILY_NAMES, is_prompted
 
-FILE_FAMILIES = model_zoo.FAMILIES                # families an official .pth can be loaded as
-OWN_SUFFIXES = (".safetensors", ".json")
-OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+FILE_FAMILIES = FAMILY_NAMES                      # families an official .pth can be loaded as
 
 
 # ---- models --------------------------------------------------------------------------------------
@@ -38,7 +38,7 @@ class ModelInfo:
 
 def is_file_spec(spec: str) -> bool:
     """True when ``spec`` names a checkpoint file rather than a Models.json entry."""
-    return Path(str(spec)).suffix.lower() in OWN_SUFFIXES + OFFICIAL_SUFFIXES
+    return checkpoint_kind(spec) is not None
 
 
 def model_info(spec: str, family: str = "") -> ModelInfo:
@@ -47,14 +47,14 @@ def model_info(spec: str, family: str = "") -> ModelInfo:
     if is_file_spec(spec):
         p = Path(spec)
         fam = family or "?"
-        if p.suffix.lower() in OWN_SUFFIXES and p.with_suffix(".json").is_file():
+        if checkpoint_kind(p) == "own" and p.with_suffix(".json").is_file():
             from ..checkpoints import read_checkpoint_meta   # JSON only, no torch
             try:
                 fam = read_checkpoint_meta(p)["family"]
             except CheckpointError:
                 fam = "?"
         status = "file" if p.is_file() else "file missing"
-        prompted = fam in ("memsam", "sam")
+        prompted = fam in FAMILIES and is_prompted(fam)
         where = "checkpoint file" if status == "file" else "FILE NOT FOUND"
         text = f"{p.name} ({fam}) - {where} - license: as published by its source"
         return ModelInfo(spec, p.name, fam, prompted, "", status, False, text, str(p))
@@ -90,8 +90,8 @@ def plan_use_file(path, entry: Optional[model_zoo.ModelEntry] = None) -> UseFile
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise CheckpointError(f"{p} does not exist or is not a file; choose the checkpoint file itself.")
-    suffix = p.suffix.lower()
-    if suffix not in OWN_SUFFIXES + OFFICIAL_SUFFIXES:
+    suffix, kind = p.suffix.lower(), checkpoint_kind(p)
+    if kind is None:
         raise CheckpointError(f"{p.name} is not a checkpoint EchoSAM can read: use an EchoSAM .safetensors (with its "
                               ".json) or an official PyTorch .pth/.pt file.")
     if entry is not None and not entry.bundled and suffix == Path(entry.file).suffix.lower():
@@ -99,7 +99,7 @@ def plan_use_file(path, entry: Optional[model_zoo.ModelEntry] = None) -> UseFile
         return UseFilePlan("register", str(p), entry.name, entry.family,
                            f"Use {p.name} as the weights of '{entry.title}'? It is copied into {model_zoo.cache_dir()} "
                            f"({check}). Choose No to load it as a separate model instead.")
-    if suffix in OWN_SUFFIXES:
+    if kind == "own":
         weights, config = (p.with_suffix(".safetensors"), p.with_suffix(".json"))
         missing = [q.name for q in (weights, config) if not q.is_file()]
         if missing:

@@ -159,11 +159,7 @@ class Controller:
         steps = [("load", wk.job_load_model, {"spec": str(spec), "device": device, "family": family or None}),
                  ("session", job_sync_session, {"key": key, "cine": cine, "structures": keys,
                                                 "prompts": pr.session_prompts(prompts, keys) if info.prompted else None})]
-        if info.prompted:
-            steps += [("encode", wk.job_encode, {}), ("propagate", wk.job_propagate, {})]
-        else:
-            steps.append(("segment_auto", wk.job_segment_auto, {}))
-        steps.append(("result", wk.job_result, {}))
+        steps += [("encode", wk.job_encode, {}), ("segment", wk.job_segment, {}), ("result", wk.job_result, {})]
         data = {"input": input_node, "browser": browser, "cine": cine, "prompts": prompts if info.prompted else None,
                 "corrected": sorted(edits), "what": "Propagate" if from_edit else "Segment"}
         return self._submit(Run("segment", data=data), steps)

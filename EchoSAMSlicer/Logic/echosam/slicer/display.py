@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..device import DEVICES  # noqa: F401 (the panel offers every device)
 from ..structures import get_structure
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 UNCALIBRATED = "uncalibrated"
 
 

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import PromptError
-from ..session_store import mask_to_rle
+from ..session.store import mask_to_rle
 from ..structures import get_structure
 
 FORMAT = "echosam-prompts"

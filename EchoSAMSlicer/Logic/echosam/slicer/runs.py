@@ -7,7 +7,7 @@ from typing import Any, Optional
 from .. import worker as wk
 
 STEP_NAMES = {"load": "Loading model", "session": "Preparing the cine", "prompts": "Applying prompts",
-              "encode": "Encoding frames", "propagate": "Propagating", "segment_auto": "Segmenting",
+              "encode": "Encoding frames", "propagate": "Propagating", "segment_auto": "Segmenting", "segment": "Segmenting",
               "result": "Collecting the result", "download": "Downloading", "use_file": "Checking the file"}
 
 
@@ -46,7 +46,7 @@ def progress_action(run: Run, role: str, msg: wk.Message) -> Action:
         mb = f"{msg.done / 1e6:.1f} / {msg.total / 1e6:.1f} MB"
         per = int(1000 * msg.done / max(msg.total, 1))
         return Action("progress", run, role, f"{step}: {mb}", bar_value=per, bar_max=1000, bar_format=f"{mb} (%p%)")
-    if msg.total > 1 or role in ("encode", "propagate", "segment_auto"):
+    if msg.total > 1 or role in ("encode", "propagate", "segment_auto", "segment"):
         return Action("progress", run, role, f"{step}: {msg.done}/{msg.total} frames", bar_value=msg.done,
                       bar_max=max(msg.total, 1), bar_format=f"{step}: {msg.done}/{msg.total} frames")
     return Action("progress", run, role, f"{step}...", bar_value=0, bar_max=0, bar_format=step)

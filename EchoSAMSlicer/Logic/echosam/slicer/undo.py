@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..session_store import mask_to_rle, rle_to_mask
+from ..session.store import mask_to_rle, rle_to_mask
 from ..structures import get_structure
 
 ATTRIBUTE = "UndoStack"

@@ -1,4 +1,5 @@
-"""MemSAM propagation for the `Session`: which frames are stale, and how they are recomputed.
+"""Propagation of prompted video models (MemSAM, SAM): which frames are stale, and how they are
+recomputed, from the features, the prompt store and the model, into a `results.Results`.
 
 Policy (docs/engine_api.md, "Session"): each structure propagates from its key frames (frames with a
 prompt or mask). Frame ``t`` belongs to exactly one *segment*:
@@ -13,7 +14,9 @@ Per segment the memory is REBUILT from the store, never taken from stale state: 
 `MemoryBank(cap)` gets the key frame as its permanent entry (value encoded from the key frame's mask
 or prompt logits), then every propagated frame is read out from memory, decoded, value-encoded and
 appended to the FIFO working memory (MemSAM's per-video loop, models.md §1.2, with XMem's bounded
-working memory so memory stays flat on long loops).
+working memory so memory stays flat on long loops). The key frame's bootstrap value (its prompt
+logits, written only to predict the key frame again from memory) always deep-updates the hidden
+state, as the released loop does, whatever ``deep_update_at_eval`` says; later writes follow it.
 
 Cancel is checked between frames: finished frames keep their new result and signature; the bank and
 hidden state at the stop are kept so the next propagate continues where it stopped.
@@ -24,8 +27,9 @@ from typing import Optional
 
 import torch
 
-from .progress import CancelToken
-from .structures import box_helper_points
+from ..models.memory import MemoryBank
+from ..progress import CancelToken
+from ..structures import box_helper_points
 
 MASK_LOGIT = 10.0   # a user/seed mask enters memory as +-10 logits (engine_api.md)
 
@@ -60,96 +64,95 @@ def segments(store, key: str, n_frames: int) -> list:
 
 
 class Propagator:
-    """Runs MemSAM memory + decoder for a session's stale frames (the encoder never runs here)."""
+    """Runs memory + decoder for the stale frames (the encoder never runs here).
 
-    def __init__(self, session) -> None:
-        self.s = session
-        self.model = session.model
+    ``features``: a `features.FeatureCache` (complete); ``store``: the `store.PromptStore`;
+    ``results``: the `results.Results` written to; ``transform``: `transforms.FrameTransform`;
+    ``memory_cap``: working-memory frames beyond the permanent key frame (None = unbounded).
+    """
+
+    def __init__(self, model, features, store, results, transform, memory_cap) -> None:
+        self.model, self.features, self.store, self.results = model, features, store, results
+        self.transform, self.memory_cap = transform, memory_cap
+        self.device = features.device
         self.resume: dict = {}          # (structure, sig) -> (next position, bank, hidden, pending)
-        self.key_cache: dict = {}       # (structure, frame, version) -> key-frame logits (1,1,S,S)
+        self.key_cache: dict = {}       # (structure, frame, version[, "out"]) -> key-frame logits / output
+        self.peak_memory_entries = 0
+
+    def forget(self) -> None:
+        """Drop cached key outputs and resume points (after the store was replaced wholesale)."""
+        self.resume.clear()
+        self.key_cache.clear()
 
     # ---- model inputs --------------------------------------------------------------------------
-    def _feats(self, t: int):
-        return self.s._features.index(t).to(self.s.device)
-
-    def _image(self, t: int) -> torch.Tensor:
-        return self.s._prepare(t, t + 1).to(self.s.device)
-
     def key_logits(self, key: str, k: int) -> torch.Tensor:
         """(1,1,S,S) logits of key frame ``k``: +-10 from a mask, else the decoder on points/box."""
-        e = self.s._store.get(key, k)
+        e = self.store.get(key, k)
         ck = (key, k, e.version)
         if ck in self.key_cache:
             return self.key_cache[ck]
-        S = self.s.img_size
         if e.mask is not None:
-            m = torch.from_numpy(e.mask.astype("float32"))[None, None]
-            m = torch.nn.functional.interpolate(m, size=(S, S), mode="bilinear", align_corners=False) >= 0.5
-            logits = (m.float() * 2 - 1) * MASK_LOGIT
+            logits = (self.transform.mask_to_model(e.mask).float() * 2 - 1) * MASK_LOGIT
         else:
             pts = lab = box = None
             if e.points:
-                pts = torch.tensor([self.s._to_model_xy(x, y) for x, y in e.points], dtype=torch.float32)[None]
-                lab = torch.tensor(e.labels, dtype=torch.int64)[None]
-                pts, lab = pts.to(self.s.device), lab.to(self.s.device)
+                pts = torch.tensor(self.transform.points(e.points), dtype=torch.float32, device=self.device)[None]
+                lab = torch.tensor(e.labels, dtype=torch.int64, device=self.device)[None]
             if e.box is not None:
-                x0, y0 = self.s._to_model_xy(e.box[0], e.box[1])
-                x1, y1 = self.s._to_model_xy(e.box[2], e.box[3])
-                box = torch.tensor([[x0, y0, x1, y1]], dtype=torch.float32, device=self.s.device)
-                helpers = box_helper_points(key, (x0, y0, x1, y1)) if pts is None else []
+                box_xy = self.transform.box(e.box)
+                box = torch.tensor([box_xy], dtype=torch.float32, device=self.device)
+                helpers = box_helper_points(key, box_xy) if pts is None else []
                 if helpers:
-                    pts = torch.tensor([[(x, y) for x, y, _ in helpers]], dtype=torch.float32, device=self.s.device)
-                    lab = torch.tensor([[lb for _, _, lb in helpers]], dtype=torch.int64, device=self.s.device)
-            logits = self.model.decode_prompt(self._feats(k), points=pts, point_labels=lab, box=box)
-        logits = logits.float().to(self.s.device)
+                    pts = torch.tensor([[(x, y) for x, y, _ in helpers]], dtype=torch.float32, device=self.device)
+                    lab = torch.tensor([[lb for _, _, lb in helpers]], dtype=torch.int64, device=self.device)
+            logits = self.model.decode_prompt(self.features.frame(k), points=pts, point_labels=lab, box=box)
+        logits = logits.float().to(self.device)
         self.key_cache = {c: v for c, v in self.key_cache.items() if c[:2] != ck[:2] or c[2] == ck[2]}
         self.key_cache[ck] = logits
         return logits
 
-    def _push(self, bank, hidden, t: int, logits: torch.Tensor, permanent: bool = False):
-        f = self._feats(t)
-        value, hidden = self.model.encode_value(self._image(t), f, logits, hidden)
+    def _push(self, bank, hidden, t: int, logits: torch.Tensor, permanent: bool = False, deep_update=None):
+        f = self.features.frame(t)
+        value, hidden = self.model.encode_value(self.features.images(t, t + 1), f, logits, hidden,
+                                                deep_update=deep_update)
         bank.add(f.key, f.shrinkage, value, permanent=permanent, frame=t)
         return hidden
 
     def key_output(self, key: str, k: int):
         """Key frame ``k`` -> (output logits (1,1,S,S), hidden state to continue from), cached per version.
 
-        A mask key frame seeds memory directly and is its own output. A points/box key frame follows
-        MemSAM's released loop (models.md §1.2): the prompt decoder's logits only seed memory, then the
-        key frame is predicted again from that memory; this prediction is the output and becomes the
-        permanent memory entry (the prompt decoder's raw output is never shown nor trained on).
+        A mask key frame seeds memory directly and is its own output. A points/box key frame of a model
+        with ``key_frame_from_memory`` follows MemSAM's released loop (models.md §1.2): the prompt
+        decoder's logits only seed memory (a bootstrap value that always deep-updates), then the key
+        frame is predicted again from that memory; this prediction is the output and becomes the
+        permanent memory entry. Other models (SAM) output the prompt's own prediction.
         """
-        from .models.memory import MemoryBank
-
-        e = self.s._store.get(key, k)
+        e = self.store.get(key, k)
         ck = (key, k, e.version, "out")
         if ck not in self.key_cache:
             klog = self.key_logits(key, k)
-            hidden = self.model.init_hidden(1).to(self.s.device)
-            if e.mask is None:
-                bank = MemoryBank(self.s.memory_cap)
-                hidden = self._push(bank, hidden, k, klog, permanent=True)
-                klog, hidden = self.model.segment_from_memory(self._feats(k), bank, hidden)
+            hidden = self.model.init_hidden(1).to(self.device)
+            if e.mask is None and self.model.key_frame_from_memory:
+                bank = MemoryBank(self.memory_cap)
+                hidden = self._push(bank, hidden, k, klog, permanent=True, deep_update=True)
+                klog, hidden = self.model.segment_from_memory(self.features.frame(k), bank, hidden)
             self.key_cache[ck] = (klog, hidden)
         return self.key_cache[ck]
 
     def start_segment(self, key: str, k: int):
         """A fresh memory rebuilt from key frame ``k`` -> (key output logits, bank, hidden)."""
-        from .models.memory import MemoryBank
-
         out, hidden = self.key_output(key, k)
-        bank = MemoryBank(self.s.memory_cap)
+        bank = MemoryBank(self.memory_cap)
         hidden = self._push(bank, hidden, k, out, permanent=True)
         return out, bank, hidden
 
     # ---- propagation ---------------------------------------------------------------------------
     def stale(self, key: str) -> list:
-        want = frame_signatures(self.s._store, key, self.s.n_frames)
-        have = self.s._sig[key]
-        return [t for t in range(self.s.n_frames) if want[t] != have[t]]
+        want = frame_signatures(self.store, key, self.results.n_frames)
+        return [t for t in range(self.results.n_frames) if want[t] != self.results.signature(key, t)]
 
     def run(self, keys: list, progress, cancel: Optional[CancelToken]) -> None:
+        res, n = self.results, self.results.n_frames
         todo = {k: self.stale(k) for k in keys}
         total = sum(len(v) for v in todo.values())
         done = 0
@@ -157,23 +160,23 @@ class Propagator:
         for key in keys:
             if not todo[key]:
                 continue
-            want = frame_signatures(self.s._store, key, self.s.n_frames)
+            want = frame_signatures(self.store, key, n)
             # frames that lost their key frame (cleared/unlocked/undone): no result any more
             for t in todo[key]:
                 if want[t] is None:
-                    self.s._write(key, t, None, None)
+                    res.write(key, t, None, None)
                     done += 1
-            for k, frames in segments(self.s._store, key, self.s.n_frames):
-                stale = [t for t in [k] + frames if self.s._sig[key][t] != want[t]]
+            for k, frames in segments(self.store, key, n):
+                stale = [t for t in [k] + frames if res.signature(key, t) != want[t]]
                 if not stale:
                     continue
                 if cancel is not None:
                     cancel.raise_if_cancelled()
-                if self.s._sig[key][k] != want[k]:
-                    self.s._write(key, k, self.key_output(key, k)[0], want[k])
+                if res.signature(key, k) != want[k]:
+                    res.write(key, k, self.key_output(key, k)[0], want[k])
                     done += 1
                     progress(done, total, f"{key} frame {k}")
-                todo_f = [t for t in frames if self.s._sig[key][t] != want[t]]
+                todo_f = [t for t in frames if res.signature(key, t) != want[t]]
                 if not todo_f:
                     continue
                 last = frames.index(todo_f[-1])
@@ -192,11 +195,11 @@ class Propagator:
                     t = frames[i]
                     if pending is not None:
                         hidden = self._push(bank, hidden, pending[0], pending[1])
-                    logits, hidden = self.model.segment_from_memory(self._feats(t), bank, hidden)
+                    logits, hidden = self.model.segment_from_memory(self.features.frame(t), bank, hidden)
                     pending = (t, logits)
-                    if self.s._sig[key][t] != want[t]:
-                        self.s._write(key, t, logits, want[t])
+                    if res.signature(key, t) != want[t]:
+                        res.write(key, t, logits, want[t])
                         done += 1
                         progress(done, total, f"{key} frame {t}")
-                self.s.peak_memory_entries = max(self.s.peak_memory_entries, len(bank))
+                self.peak_memory_entries = max(self.peak_memory_entries, len(bank))
         progress(total, total, "done")

@@ -6,16 +6,18 @@ import json
 import shutil
 from pathlib import Path
 
-from .errors import EchoSAMError
+from ..errors import EchoSAMError
+from .common import add_common
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers) -> None:
     """Add the info, convert and phantom subcommands."""
     p = subparsers.add_parser("info", help="print frames, size, spacing, frame rate and duration of a cine",
                               description="Print frames, size, pixel spacing, frame rate and duration of a cine file.")
     p.add_argument("file", help="cine file (.seq.nrrd, .nrrd, .nhdr, .nii[.gz], .dcm, .avi, .mp4) or PNG folder")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     _reading_options(p)
+    add_common(p)
     p.set_defaults(func=cmd_info)
 
     p = subparsers.add_parser("convert", help="convert a cine (or label map) between formats",
@@ -25,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("output", help="output file (.seq.nrrd, .nrrd, .nhdr, .nii[.gz], .dcm, .avi, .mp4) or folder")
     p.add_argument("--labels", action="store_true", help="the input is a label map (.seq.nrrd, .nrrd, .nii.gz)")
     _reading_options(p)
+    add_common(p)
     p.set_defaults(func=cmd_convert)
 
     p = subparsers.add_parser("phantom", help="write a synthetic A4C cine with exact ground-truth labels",
@@ -41,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", metavar="OUT_LABELS",
                    help="also write the ground-truth labels here (.seq.nrrd, .nii.gz)")
     p.add_argument("--overlay", metavar="OUT_VIDEO", help="also write an overlay video here (.mp4, .avi, .gif)")
+    add_common(p)
     p.set_defaults(func=cmd_phantom)
 
 
@@ -51,7 +55,7 @@ def _reading_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .io import read_cine
+    from ..io import read_cine
 
     cine = read_cine(args.file, slices_as_frames=args.slices_as_frames, fps=args.fps)
     info = dict(cine.summary(), file=str(args.file), format=cine.metadata.get("format", ""),
@@ -72,8 +76,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .io import read_cine, read_labels, write_cine, write_labels
-    from .io.registry import format_for_writing
+    from ..io import read_cine, read_labels, write_cine, write_labels
+    from ..io.registry import format_for_writing
 
     out = Path(args.output)
     format_for_writing(out, labels=args.labels)          # fail before reading when OUT is unusable
@@ -88,9 +92,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
-    from .io import OVERLAY_SUFFIXES, write_cine, write_labels, write_overlay
-    from .io.registry import format_for_writing
-    from .phantom import make_phantom
+    from ..io import OVERLAY_SUFFIXES, write_cine, write_labels, write_overlay
+    from ..io.registry import format_for_writing
+    from ..phantom import make_phantom
 
     out = Path(args.output)
     format_for_writing(out)

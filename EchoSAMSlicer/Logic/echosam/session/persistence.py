@@ -1,4 +1,5 @@
-"""Save and load a `Session` folder (for `echosam correct` and for resuming work).
+"""Save and load a `Session` folder (for `echosam correct` and for resuming work), through the
+session's public `Session.snapshot` / `Session.restore`.
 
 Folder layout (written atomically as a whole: a temp folder renamed into place):
 - ``session.json``: format/version, structures, memory cap, threshold, per-frame result signatures,
@@ -6,7 +7,7 @@ Folder layout (written atomically as a whole: a temp folder renamed into place):
   model (SHA-256 of family, config and every weight tensor). Loading with another cine or model is
   refused with a clear message (stale embeddings would silently give wrong masks).
 - ``prompts.json``: `Session.prompts_to_dict()` (masks run-length encoded).
-- ``embeddings.safetensors``: the cached `FrameFeatures` fields, (T, ...) float tensors.
+- ``embeddings.safetensors``: the encoded features' tensors by field name, (T, ...) float tensors.
 - ``results.npz``: labels (T, H, W) uint8 and each structure's (T, S, S) float16 logits + presence.
 """
 from __future__ import annotations
@@ -17,20 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, CineError, PromptError
+from ..errors import CheckpointError, CineError, PromptError
 
 FORMAT = "echosam-session"
 VERSION = 1
-
-
-def feature_tensors(feats) -> dict:
-    """The tensors of a per-frame features object (a dataclass such as MemSAM's FrameFeatures), by name."""
-    import dataclasses
-    import torch
-    if dataclasses.is_dataclass(feats):
-        return {f.name: getattr(feats, f.name) for f in dataclasses.fields(feats)
-                if isinstance(getattr(feats, f.name), torch.Tensor)}
-    return {k: v for k, v in vars(feats).items() if isinstance(v, torch.Tensor)}
 
 
 def cine_fingerprint(cine) -> str:
@@ -58,46 +49,30 @@ def _byte_dtype():
     return torch.uint8
 
 
-def _sig_to_json(sig):
-    return None if sig is None else list(sig)
-
-
-def _sig_from_json(v):
-    return None if v is None else (str(v[0]), int(v[1]), int(v[2]))
-
-
 def save_session(s, folder) -> Path:
     """Write session ``s`` to ``folder`` (replaced as a whole only when complete)."""
     from safetensors.torch import save_file
 
-    from .io.atomic import atomic_folder
+    from ..io.atomic import atomic_folder
 
     folder = Path(folder)
+    snap = s.snapshot()
     meta = {"format": FORMAT, "version": VERSION, "family": s.loaded.family, "structures": s.structures,
             "memory_cap": s.memory_cap, "threshold": s.threshold, "img_size": s.img_size,
             "cine_fingerprint": cine_fingerprint(s.cine), "model_fingerprint": model_fingerprint(s.loaded),
             "cine_shape": list(s.cine.frames.shape), "model_path": str(s.loaded.path) if s.loaded.path else None,
-            "signatures": {k: [_sig_to_json(x) for x in s._sig[k]] for k in s.structures}}
-    arrays = {"labels": np.asarray(s._labels)}
-    S = s.img_size
-    for k in s.structures:
-        frames = sorted(s._logits[k])
-        arrays[f"frames_{k}"] = np.asarray(frames, dtype=np.int64)
-        arrays[f"logits_{k}"] = (np.stack([s._logits[k][t].numpy() for t in frames]) if frames
-                                 else np.zeros((0, S, S), dtype=np.float16))
+            "signatures": snap["results"]["signatures"]}
     with atomic_folder(folder) as tmp:
         (tmp / "session.json").write_text(json.dumps(meta, indent=1) + "\n")
-        (tmp / "prompts.json").write_text(json.dumps(s.prompts_to_dict()) + "\n")
-        np.savez_compressed(tmp / "results.npz", **arrays)
-        if s._features is not None:
-            feats = {k: v.detach().cpu().contiguous() for k, v in feature_tensors(s._features).items()}
-            save_file(feats, str(tmp / "embeddings.safetensors"))
+        (tmp / "prompts.json").write_text(json.dumps(snap["prompts"]) + "\n")
+        np.savez_compressed(tmp / "results.npz", **snap["results"]["arrays"])
+        if snap["features"] is not None:
+            save_file(snap["features"], str(tmp / "embeddings.safetensors"))
     return folder
 
 
 def load_session(cls, folder, cine, loaded, **kwargs):
     """Rebuild a session saved by `save_session` on the same cine and model (checked by fingerprint)."""
-    import torch
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -121,22 +96,10 @@ def load_session(cls, folder, cine, loaded, **kwargs):
     kwargs.setdefault("memory_cap", meta["memory_cap"])
     kwargs.setdefault("threshold", meta["threshold"])
     s = cls(cine, loaded, structures=meta["structures"], **kwargs)
-    s.load_prompts_dict(json.loads((folder / "prompts.json").read_text()))
-    s._history.clear()
     with np.load(folder / "results.npz") as z:
-        s._labels[...] = z["labels"]
-        for k in s.structures:
-            for t, lg in zip(z[f"frames_{k}"], z[f"logits_{k}"]):
-                s._logits[k][int(t)] = torch.from_numpy(np.array(lg))
-    for k in s.structures:
-        s._sig[k] = [_sig_from_json(v) for v in meta["signatures"][k]]
+        arrays = {k: z[k] for k in z.files}
     emb = folder / "embeddings.safetensors"
-    if emb.exists():
-        from .models.memsam import FrameFeatures
-        t = load_file(str(emb))
-        feats = FrameFeatures(**t) if set(t) == {"embedding", "key", "shrinkage", "selection"} else None
-        if feats is not None:
-            dev = s._cache_device(sum(v.numel() * v.element_size() for v in t.values()) // max(1, s.n_frames))
-            s._cache_to = dev
-            s._features = feats.to(dev)
+    s.restore({"prompts": json.loads((folder / "prompts.json").read_text()),
+               "results": {"signatures": meta["signatures"], "arrays": arrays},
+               "features": load_file(str(emb)) if emb.exists() else None})
     return s

@@ -1,4 +1,4 @@
-"""The session's prompt store: what the user said on which frame, with undo.
+"""The prompt store: what the user said on which frame (the one owner of prompts and their versions).
 
 One `FramePrompt` per (structure key, frame): include/exclude points, a box, or a mask. A mask is
 either a **correction** (the user's edited mask: it locks that frame for that structure, and the
@@ -8,6 +8,9 @@ frame; not locked, replaced by any user prompt on that frame). Every change bump
 
 Coordinates are cine pixels: ``x`` = column (W axis), ``y`` = row (H axis); masks are (H, W) bool.
 Validation happens here, before anything changes: bad input raises `PromptError`, state unchanged.
+Undo works on `snapshot` / `restore`; `to_dict` / `load_dict` are the JSON form (persistence, the
+Slicer scene). Versions only grow, also across `restore`, so a stale result is never mistaken for a
+fresh one.
 """
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import PromptError
-from .structures import get_structure
+from ..errors import PromptError
+from ..structures import get_structure
 
 
 @dataclass
@@ -62,7 +65,7 @@ def rle_to_mask(rle: dict) -> np.ndarray:
 
 
 class PromptStore:
-    """Prompts by (structure, frame) plus an undo history (see `Session.undo`)."""
+    """Prompts by (structure, frame); ``entries`` maps (structure key, frame) -> `FramePrompt`."""
 
     def __init__(self, n_frames: int, shape_hw: tuple, structures: list) -> None:
         self.n_frames = int(n_frames)
@@ -106,8 +109,7 @@ class PromptStore:
         e.version = self._counter
         return e
 
-    def add_points(self, frame, structure, points_xy, labels) -> None:
-        f, key = self.check_frame(frame), self.check_structure(structure)
+    def _check_points(self, points_xy, labels) -> tuple:
         p = np.asarray(points_xy, dtype=float)
         if p.ndim == 1 and p.size == 2:
             p = p[None]
@@ -120,17 +122,9 @@ class PromptStore:
             raise PromptError(f"Point labels must be 1 (include) or 0 (exclude); got {sorted(set(lab.tolist()))}.")
         for (x, y) in p:
             self._check_xy(float(x), float(y), "Point")
-        self._check_not_locked(key, f)
-        old = self.entries.get((key, f))
-        e = FramePrompt() if old is None or old.seed else copy.deepcopy(old)
-        e.points = list(e.points) + [(float(x), float(y)) for x, y in p]
-        e.labels = list(e.labels) + [int(v) for v in lab]
-        if e.box is None and 1 not in e.labels:
-            raise PromptError("Only exclude points on this frame: add at least one include point (label 1) or a box.")
-        self.entries[(key, f)] = self._bump(e)
+        return [(float(x), float(y)) for x, y in p], [int(v) for v in lab]
 
-    def add_box(self, frame, structure, box) -> None:
-        f, key = self.check_frame(frame), self.check_structure(structure)
+    def _check_box(self, box) -> tuple:
         b = np.asarray(box, dtype=float).ravel()
         if b.shape != (4,):
             raise PromptError(f"A box is (x0, y0, x1, y1); got {len(b)} number(s).")
@@ -140,11 +134,40 @@ class PromptStore:
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise PromptError(f"Box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is degenerate: it needs x1 > x0 and y1 > y0 "
                               "by at least one pixel.")
+        return (x0, y0, x1, y1)
+
+    def add_points(self, frame, structure, points_xy, labels) -> None:
+        """Add include (1) / exclude (0) points to the frame's points (its box is kept)."""
+        self.set_points_and_box(frame, structure, points_xy, labels, keep="box_and_points")
+
+    def add_box(self, frame, structure, box) -> None:
+        """Set the frame's box (its points are kept)."""
+        self.set_points_and_box(frame, structure, box=box, keep="points")
+
+    def set_points_and_box(self, frame, structure, points_xy=None, labels=None, box=None,
+                           keep: str = "nothing") -> bool:
+        """The frame's points/box prompt, validated first. ``keep``: "nothing" = replace the frame's
+        prompt with exactly these points and box (SAM 2's ``clear_old_points=True``); "points" = keep
+        its points, replace the box; "box_and_points" = append the points, keep the box unless given.
+        A seed on the frame is always replaced. Returns False (and changes nothing, not even the
+        version) when the frame already holds exactly this prompt."""
+        f, key = self.check_frame(frame), self.check_structure(structure)
+        pts, lab = self._check_points(points_xy, labels) if points_xy is not None else ([], [])
+        bx = self._check_box(box) if box is not None else None
+        if not pts and bx is None:
+            raise PromptError("Give points (with labels) or a box for this frame.")
         self._check_not_locked(key, f)
         old = self.entries.get((key, f))
-        e = FramePrompt() if old is None or old.seed else copy.deepcopy(old)
-        e.box = (x0, y0, x1, y1)
+        e = FramePrompt() if old is None or old.seed or keep == "nothing" else copy.deepcopy(old)
+        e.points, e.labels = list(e.points) + pts, list(e.labels) + lab
+        if bx is not None:
+            e.box = bx
+        if e.box is None and 1 not in e.labels:
+            raise PromptError("Only exclude points on this frame: add at least one include point (label 1) or a box.")
+        if old is not None and not old.seed and (old.points, old.labels, old.box) == (e.points, e.labels, e.box):
+            return False
         self.entries[(key, f)] = self._bump(e)
+        return True
 
     def check_mask(self, frame, structure, mask) -> tuple:
         f, key = self.check_frame(frame), self.check_structure(structure)
@@ -202,12 +225,22 @@ class PromptStore:
     def get(self, key: str, frame: int) -> Optional[FramePrompt]:
         return self.entries.get((key, frame))
 
+    @property
+    def version(self) -> int:
+        """The highest version handed out so far."""
+        return self._counter
+
     def snapshot(self) -> tuple:
         return copy.deepcopy(self.entries), self._counter
 
     def restore(self, snap: tuple) -> None:
         self.entries, counter = copy.deepcopy(snap[0]), snap[1]
         self._counter = max(self._counter, counter)
+
+    def load_dict(self, d: dict) -> None:
+        """Replace every entry by those of a `to_dict` dictionary (validated first: on error nothing changes)."""
+        parsed = self.from_dict(d)
+        self.entries, self._counter = parsed["entries"], max(self._counter, parsed["counter"])
 
     # ---- JSON ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -1,0 +1,141 @@
+"""``echosam segment | report | correct | demo``: argument parsing only; the work is `echosam.pipeline`."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from .. import pipeline
+from ..errors import PromptError
+from .common import add_common, progress_for
+
+
+# ---- argument values -------------------------------------------------------------------------------
+def parse_points(text: str) -> tuple:
+    """``"x,y,1;x,y,0"`` -> points (N, 2) float and labels (N,) int."""
+    pts, labs = [], []
+    for item in filter(None, (s.strip() for s in text.split(";"))):
+        parts = item.split(",")
+        if len(parts) not in (2, 3):
+            raise PromptError(f"Point {item!r} is not 'x,y' or 'x,y,label' (label 1 include, 0 exclude).")
+        try:
+            pts.append((float(parts[0]), float(parts[1])))
+            labs.append(int(parts[2]) if len(parts) == 3 else 1)
+        except ValueError:
+            raise PromptError(f"Point {item!r} has a non-numeric value; write points as 'x,y,1;x,y,0'.") from None
+    if not pts:
+        raise PromptError("--points is empty; write points as 'x,y,1;x,y,0' (cine pixels, x = column).")
+    return np.asarray(pts), np.asarray(labs)
+
+
+def parse_box(text: str) -> tuple:
+    try:
+        v = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise PromptError(f"--box {text!r} must be four numbers x0,y0,x1,y1 (cine pixels).") from None
+    if len(v) != 4:
+        raise PromptError(f"--box {text!r} must be four numbers x0,y0,x1,y1 (cine pixels).")
+    return v
+
+
+def prompts_from_args(args) -> pipeline.Prompts:
+    pts, labs = parse_points(args.points) if args.points else (None, None)
+    return pipeline.Prompts(frame=args.frame, points=pts, labels=labs,
+                            box=parse_box(args.box) if args.box else None, mask=args.mask,
+                            mask_frame=args.mask_frame, seed_model=args.seed_model)
+
+
+# ---- commands ---------------------------------------------------------------------------------------
+def cmd_segment(args) -> int:
+    out = pipeline.segment_cine(args.cine, args.output, model=args.model, family=args.family,
+                                structures=args.structures, prompts=prompts_from_args(args), device=args.device,
+                                precision=args.precision, formats=args.formats.split(","),
+                                overlay=not args.no_overlay, progress=progress_for(args, "echosam"))
+    _print_result(out["result"], args.output)
+    return 0
+
+
+def cmd_correct(args) -> int:
+    from .. import cardiac
+    s = pipeline.correct(args.outdir, args.mask, args.frame, args.structure, args.cine, args.device,
+                         progress=progress_for(args, "echosam"))
+    _print_result(cardiac.analyse(s.labels, s.cine.spacing, s.cine.frame_times), args.outdir)
+    return 0
+
+
+def cmd_report(args) -> int:
+    _print_result(pipeline.report_labels(args.labels, args.output, args.cine), args.output)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    out = pipeline.run_demo(args.out, device=args.device, model=args.model)
+    ph, res, s = out["phantom"], out["result"], out["session"]
+    print(f"EchoSAM demo: model '{args.model or s.loaded.path.stem}' (tiny, trained on synthetic phantom cines "
+          "only; not for clinical use)")
+    how = "one click in the LV on frame 0, propagated by memory" if s.prompted else "prompt-free, whole loop"
+    print(f"cine: unseen phantom, {ph.cine.n_frames} frames, {ph.cine.shape[1]}x{ph.cine.shape[2]} px, "
+          f"{ph.cine.fps:.0f} fps; {how}")
+    print(f"mean LV Dice vs phantom truth: {out['mean_dice']:.3f} (min {out['dice'].min():.3f})")
+    print(f"EF estimated {out['ef_estimated']:.1f} % vs true {out['ef_true']:.1f} % "
+          f"(error {out['ef_estimated'] - out['ef_true']:+.1f} points); ED frames {list(res.ed_frames)}, "
+          f"ES frames {list(res.es_frames)}")
+    if args.out:
+        print(f"labels, overlay video, report and LV curve written to {args.out}")
+    return 0
+
+
+def _print_result(res, outdir) -> None:
+    from ..report import format_summary
+    print(format_summary(res))
+    print(f"results in {outdir}")
+
+
+# ---- registration --------------------------------------------------------------------------------------
+def register(subparsers) -> None:
+    common = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    model_help = "Models.json name or weights file (default: Models.json's default model)"
+    p = subparsers.add_parser("segment", help="segment a cine loop (prompted or prompt-free)", **common)
+    p.add_argument("cine", help="input cine (.seq.nrrd, .nrrd, .nii.gz, DICOM, .mp4/.avi, PNG folder)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--model", default=None, help=model_help)
+    p.add_argument("--family", default=None, help="family of an official .pth file (memsam, medivista, masam, sam)")
+    p.add_argument("--points", default=None, help="'x,y,1;x,y,0' include/exclude points (cine pixels) on --frame")
+    p.add_argument("--box", default=None, help="x0,y0,x1,y1 box (cine pixels) on --frame")
+    p.add_argument("--frame", type=int, default=0, help="frame of --points/--box/--seed-model")
+    p.add_argument("--mask", default=None, help="label file with a mask to start from (locks that frame)")
+    p.add_argument("--mask-frame", type=int, default=0, help="frame of --mask")
+    p.add_argument("--seed-model", default=None, help="prompt-free model seeding MemSAM when no prompt is given")
+    p.add_argument("--structures", default="lv", help="structures: lv,myo,la")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--formats", default="seq.nrrd", help="label formats: seq.nrrd,nii.gz")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    add_common(p)
+    p.set_defaults(func=cmd_segment)
+
+    p = subparsers.add_parser("report", help="EF / volumes / ED-ES table from an existing label map", **common)
+    p.add_argument("labels", help="label map (.seq.nrrd, .nii.gz): 1 LV, 2 myocardium, 3 LA")
+    p.add_argument("--cine", default=None, help="cine whose spacing and frame times to use")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    add_common(p)
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser("correct", help="apply a corrected mask and re-propagate a saved result", **common)
+    p.add_argument("outdir", help="output folder of `echosam segment`")
+    p.add_argument("--mask", required=True, help="label file holding the corrected mask")
+    p.add_argument("--frame", type=int, required=True, help="frame the correction is on")
+    p.add_argument("--structure", default="lv", help="structure corrected (lv, myo, la)")
+    p.add_argument("--cine", default=None, help="the cine, if it moved since `segment`")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_common(p)
+    p.set_defaults(func=cmd_correct)
+
+    p = subparsers.add_parser("demo", help="segment a phantom with the bundled demo model; Dice and EF vs truth",
+                              **common)
+    p.add_argument("--out", default=None, help="also write the results to this folder")
+    p.add_argument("--model", default=None, help=model_help)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_common(p)
+    p.set_defaults(func=cmd_demo)

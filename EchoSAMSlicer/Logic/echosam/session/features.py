@@ -1,0 +1,97 @@
+"""The encoded frames of one cine: every frame through ``prepare_frames`` + ``encode`` once.
+
+Frames are encoded in batches under the session's inference context; the per-frame features are
+cached on the model's device when they fit (``embed_cache="auto"``: under half the free GPU
+memory), else in host memory (``"host"`` forces that, ``"device"`` forces the GPU). Cancel keeps
+the finished batches; the next `encode` continues after them.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..errors import PromptError
+from ..progress import CancelToken, no_progress
+
+EMBED_CACHES = ("auto", "host", "device")
+
+
+class FeatureCache:
+    """Features of the frames of ``grey`` (T, H, W) float32 0..255, by frame index."""
+
+    def __init__(self, model, grey: np.ndarray, device: str, embed_cache: str = "auto", batch_size: int = 8) -> None:
+        if embed_cache not in EMBED_CACHES:
+            raise PromptError(f"embed_cache must be 'auto', 'host' or 'device', not {embed_cache!r}.")
+        self.model, self.grey, self.device = model, grey, str(device)
+        self.embed_cache, self.batch_size = embed_cache, max(1, int(batch_size))
+        self.n_frames = int(grey.shape[0])
+        self.features = None            # all frames, once complete
+        self.cache_device: Optional[str] = None
+        self.batches = 0                # encoder calls so far (benchmarks, tests)
+        self._parts: list = []
+
+    @property
+    def complete(self) -> bool:
+        return self.features is not None
+
+    def images(self, start: int, stop: int):
+        """Model input (N, 3, S, S) of frames start..stop-1, on the model's device."""
+        import torch
+        x = torch.from_numpy(np.ascontiguousarray(self.grey[start:stop], dtype=np.float32))
+        return self.model.prepare_frames(x.to(self.device)).to(self.device)
+
+    def frame(self, t: int):
+        """Features of frame ``t`` (leading axis 1) on the model's device."""
+        return self.features.index(t).to(self.device)
+
+    def _choose_cache(self, per_frame_bytes: int) -> str:
+        if self.embed_cache == "host" or not self.device.startswith("cuda"):
+            return "cpu"
+        if self.embed_cache == "device":
+            return self.device
+        import torch
+        free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+        return self.device if per_frame_bytes * self.n_frames < 0.5 * free else "cpu"
+
+    def encode(self, progress=None, cancel: Optional[CancelToken] = None) -> None:
+        """Encode the frames not encoded yet (call inside the inference context)."""
+        if self.features is not None:
+            return
+        progress = progress or no_progress
+        done = sum(len(p) for p in self._parts)
+        while done < self.n_frames:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            stop = min(self.n_frames, done + self.batch_size)
+            feats = self.model.encode(self.images(done, stop))
+            self.batches += 1
+            if self.cache_device is None:
+                per = sum(v.element_size() * v.numel() for v in feats.tensors().values()) // (stop - done)
+                self.cache_device = self._choose_cache(per)
+            self._parts.append(feats.to(self.cache_device))
+            done = stop
+            progress(done, self.n_frames, "encoding")
+        parts, self._parts = self._parts, []
+        self.features = parts[0] if len(parts) == 1 else type(parts[0]).cat(parts)
+
+    # ---- persistence -------------------------------------------------------------------------------
+    def tensors(self) -> Optional[dict]:
+        """Name -> (T, ...) CPU tensor of the complete features (None before `encode` finished)."""
+        if self.features is None:
+            return None
+        return {k: v.detach().cpu().contiguous() for k, v in self.features.tensors().items()}
+
+    def restore(self, tensors: dict) -> bool:
+        """Features saved by `tensors` (checked against the model's feature type); False if unusable."""
+        ftype = getattr(self.model, "feature_type", None)
+        if ftype is None or set(tensors) != set(ftype.field_names()):
+            return False
+        feats = ftype.from_tensors(tensors)
+        if len(feats) != self.n_frames:
+            return False
+        per = sum(v.numel() * v.element_size() for v in tensors.values()) // max(1, self.n_frames)
+        self.cache_device = self._choose_cache(per)
+        self.features = feats.to(self.cache_device)
+        self._parts = []
+        return True

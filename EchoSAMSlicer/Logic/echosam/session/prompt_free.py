@@ -1,0 +1,50 @@
+"""Prompt-free segmentation (clip segmenters: MediViSTA, MA-SAM) of a whole loop, and seeds from it.
+
+`auto_labels` runs ``segment_video`` and turns its class probabilities into a label map on the
+cine grid; `seed_masks` picks, on one frame of such a label map, the masks that seed a prompted
+model's key frames (`Session.seed_from_auto`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..models.fast import inference_context
+from ..structures import get_structure
+from .transforms import FrameTransform
+
+
+def auto_labels(loaded, grey: np.ndarray, structures: list, progress=None, cancel=None,
+                precision: str = "auto") -> np.ndarray:
+    """Prompt-free labels (T, H, W) uint8: ``segment_video`` probabilities resized to (H, W), argmax.
+    ``grey`` (T, H, W) float 0..255. Classes not in ``structures`` become background."""
+    import torch
+    model, dev = loaded.model, loaded.device
+    classes = [get_structure(c) for c in loaded.classes]
+    T, H, W = grey.shape
+    transform = FrameTransform(H, W, loaded.config.sam.img_size)
+    with inference_context(torch.device(dev), precision):
+        images = model.prepare_frames(torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32)).to(dev))
+        probs = model.segment_video(images, progress=progress, cancel=cancel)
+        lut = np.zeros(len(classes) + 1, dtype=np.uint8)
+        for i, s in enumerate(classes):
+            lut[i + 1] = s.label if s.key in structures else 0
+        out = np.zeros((T, H, W), dtype=np.uint8)
+        for t in range(T):
+            out[t] = lut[transform.to_frame(probs[t]).argmax(0).cpu().numpy()]
+    return out
+
+
+def window_around(frame: int, n_frames: int, clip_frames: int) -> tuple:
+    """(start, stop) of the ``clip_frames`` window centred on ``frame`` inside 0..n_frames."""
+    start = max(0, min(frame - clip_frames // 2, n_frames - clip_frames))
+    return start, min(n_frames, start + clip_frames)
+
+
+def seed_masks(label_frame: np.ndarray, structures: list) -> list:
+    """[(structure, (H, W) bool)] of the ``structures`` present on one label frame."""
+    out = []
+    for key in structures:
+        m = label_frame == get_structure(key).label
+        if m.any():
+            out.append((key, m))
+    return out

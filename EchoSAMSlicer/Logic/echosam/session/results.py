@@ -1,0 +1,122 @@
+"""Per-frame results of a session: each structure's logits and signature, and the label map.
+
+The propagator writes here (`write`), never into the Session. A frame's *signature* says which
+prompt version produced it (`propagation.frame_signatures`); a frame is stale when its signature
+differs from the current one. Labels are composed per frame: locked masks exactly; elsewhere the
+structure with the highest probability wins, background where every probability is below the
+threshold. Writes made while a `Change` is open keep before-images, so `undo` restores them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..structures import get_structure
+
+
+class Change:
+    """Before-images of the frames written since one prompt change (for undo)."""
+
+    def __init__(self) -> None:
+        self.frames: dict = {}      # (structure, t) -> (logits or None, signature)
+        self.labels: dict = {}      # t -> (H, W) uint8
+
+
+class Results:
+    """Results of ``structures`` over ``n_frames`` frames; ``store`` gives locked masks for composing."""
+
+    def __init__(self, store, transform, structures: list, n_frames: int, threshold: float) -> None:
+        self.store, self.transform = store, transform
+        self.structures, self.n_frames, self.threshold = list(structures), int(n_frames), float(threshold)
+        self.signatures = {k: [None] * self.n_frames for k in self.structures}
+        self.logits = {k: {} for k in self.structures}   # structure -> {frame: (S, S) float16 host tensor}
+        self.labels = np.zeros((self.n_frames, transform.height, transform.width), dtype=np.uint8)
+        self.change = None                                # the open `Change`, if any
+
+    def signature(self, key: str, t: int):
+        return self.signatures[key][t]
+
+    def has_any(self) -> bool:
+        return any(self.logits[k] for k in self.structures)
+
+    def write(self, key: str, t: int, logits, sig) -> None:
+        """Frame ``t`` of ``key``: model logits (any shape of S*S values; None = no result) and signature."""
+        import torch
+        if self.change is not None:
+            self.change.frames.setdefault((key, t), (self.logits[key].get(t), self.signatures[key][t]))
+            self.change.labels.setdefault(t, self.labels[t].copy())
+        if logits is None:
+            self.logits[key].pop(t, None)
+        else:
+            S = self.transform.img_size
+            self.logits[key][t] = logits.detach().reshape(S, S).to("cpu", dtype=torch.float16)
+        self.signatures[key][t] = sig
+        self.compose(t)
+
+    def compose(self, t: int) -> None:
+        """Label frame t from the stored masks and logits."""
+        import torch
+        H, W = self.transform.height, self.transform.width
+        best = np.full((H, W), self.threshold, dtype=np.float32)
+        out = np.zeros((H, W), dtype=np.uint8)
+        locked = []
+        for key in self.structures:
+            e = self.store.get(key, t)
+            if e is not None and e.mask is not None and self.signatures[key][t] == ("key", t, e.version):
+                if e.locked:
+                    locked.append((key, e.mask))
+                    continue
+                prob = e.mask.astype(np.float32)
+            elif t in self.logits[key]:
+                prob = torch.sigmoid(self.transform.to_frame(self.logits[key][t])).numpy()
+            else:
+                continue
+            win = prob >= best
+            out[win] = get_structure(key).label
+            best = np.where(win, prob, best)
+        for key, m in locked:
+            out[m] = get_structure(key).label
+        self.labels[t] = out
+
+    def set_labels(self, labels: np.ndarray) -> None:
+        """Replace the whole label map (prompt-free results, restored sessions)."""
+        self.labels[...] = labels
+
+    # ---- undo ------------------------------------------------------------------------------------
+    def open_change(self) -> Change:
+        self.change = Change()
+        return self.change
+
+    def undo(self, change: Change) -> None:
+        for (key, t), (logit, sig) in change.frames.items():
+            if logit is None:
+                self.logits[key].pop(t, None)
+            else:
+                self.logits[key][t] = logit
+            self.signatures[key][t] = sig
+        for t, row in change.labels.items():
+            self.labels[t] = row
+        if self.change is change:
+            self.change = None
+
+    # ---- persistence -----------------------------------------------------------------------------
+    def state(self) -> dict:
+        """JSON-able signatures plus arrays: labels (T, H, W) uint8, per structure frames + (n, S, S) logits."""
+        S = self.transform.img_size
+        arrays = {"labels": self.labels.copy()}
+        for k in self.structures:
+            frames = sorted(self.logits[k])
+            arrays[f"frames_{k}"] = np.asarray(frames, dtype=np.int64)
+            arrays[f"logits_{k}"] = (np.stack([self.logits[k][t].numpy() for t in frames]) if frames
+                                     else np.zeros((0, S, S), dtype=np.float16))
+        sigs = {k: [None if x is None else list(x) for x in self.signatures[k]] for k in self.structures}
+        return {"signatures": sigs, "arrays": arrays}
+
+    def load_state(self, state: dict) -> None:
+        import torch
+        arrays = state["arrays"]
+        self.labels[...] = arrays["labels"]
+        for k in self.structures:
+            self.logits[k] = {int(t): torch.from_numpy(np.array(lg))
+                              for t, lg in zip(arrays[f"frames_{k}"], arrays[f"logits_{k}"])}
+            self.signatures[k] = [None if v is None else (str(v[0]), int(v[1]), int(v[2]))
+                                  for v in state["signatures"][k]]
