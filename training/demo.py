@@ -27,9 +27,13 @@ REAL_LV_BOX = (305, 95, 415, 280)          # drawn once by hand on frame 0 of th
 
 
 def _segment(argv: list) -> None:
+    import contextlib
+    import io
+
     from echosam.cli import main as echosam_main
 
-    code = echosam_main(["-q"] + argv)
+    with contextlib.redirect_stdout(io.StringIO()):          # the demo prints its own summary
+        code = echosam_main(["-q"] + argv)
     if code:
         raise SystemExit(f"echosam {' '.join(argv)} failed with exit code {code}")
 
