@@ -105,6 +105,14 @@ def default_model_name(path: Optional[Path] = None) -> str:
     return str(name)
 
 
+def phantom_demo_model_name(path: Optional[Path] = None) -> str:
+    """The model of ``echosam demo`` (the phantom check): Models.json's ``phantom_demo``, a model trained on
+    the phantom it is checked on; the registry ``default`` when the key is absent."""
+    data = _read_registry(path)
+    name = data.get("phantom_demo")
+    return str(name) if name in {m.get("name") for m in data.get("models", [])} else default_model_name(path)
+
+
 def load_registry(path: Optional[Path] = None) -> list[ModelEntry]:
     """All entries of Models.json (the bundled one unless ``path`` is given)."""
     p = Path(path) if path else MODELS_JSON

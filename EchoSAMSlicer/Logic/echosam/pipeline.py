@@ -318,8 +318,10 @@ def run_demo(out=None, device: str = "auto", model: Optional[str] = None, n_fram
     from .phantom import make_phantom
     from .session import Session
 
+    from .model_zoo import phantom_demo_model_name
+
     ph = make_phantom(n_frames=n_frames, seed=seed, size=(128, 128))
-    loaded = loaded or load(model, device)
+    loaded = loaded or load(model or phantom_demo_model_name(), device)
     keys = [k for k in ("lv", "myo", "la") if k in (loaded.classes or ["lv"])] if loaded.prompted else None
     s = Session(ph.cine, loaded, structures=keys)
     if s.prompted:

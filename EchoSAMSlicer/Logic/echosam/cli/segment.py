@@ -71,7 +71,7 @@ def cmd_report(args) -> int:
 def cmd_demo(args) -> int:
     out = pipeline.run_demo(args.out, device=args.device, model=args.model)
     ph, res, s = out["phantom"], out["result"], out["session"]
-    print(f"EchoSAM demo: model '{args.model or s.loaded.path.stem}' (tiny, trained on synthetic phantom cines "
+    print(f"EchoSAM demo: model '{args.model or s.loaded.path.stem}' (trained on synthetic phantom cines "
           "only; not for clinical use)")
     how = "one click in the LV on frame 0, propagated by memory" if s.prompted else "prompt-free, whole loop"
     print(f"cine: unseen phantom, {ph.cine.n_frames} frames, {ph.cine.shape[1]}x{ph.cine.shape[2]} px, "
