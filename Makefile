@@ -1,5 +1,5 @@
 # EchoSAMSlicer: two commands for a newcomer.
-#   make demo   - create .venv, install torch + the project, segment the bundled phantom cine
+#   make demo   - create .venv, install torch + the project, segment a simulated screen-capture echo and the real pydicom-data cine
 #   make test   - run the whole test suite
 #
 # segment_anything imports torchvision, so torch and torchvision must be a matching pair.
@@ -18,13 +18,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_INDEX) $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,train]"
 	@touch $@
 
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/echosam demo --out $(DEMO_OUT)
+	$(PY) -m training.demo --out $(DEMO_OUT)
 
 test: setup
 	$(PY) -m pytest -q

@@ -10,20 +10,25 @@
 
 Every result folder is built whole in a temporary folder next to it and published at once
 (`io.atomic.atomic_folder`), so an error, Ctrl-C, SIGTERM or a crash never leaves a half-written
-result, and an existing folder stays as it was. The output is checked for writability before any
-work. A command on an existing result folder holds its lock (`io.lock.folder_lock`) from the first
+result, and an existing folder stays as it was. The output is checked (`outputs.check_outdir`) before
+any work. A command on an existing result folder holds its lock (`io.lock.folder_lock`) from the first
 read to the publish: a second command on the same folder is refused, never silently overwrites.
-Input files are recorded by base name only (clinical file paths often carry patient names);
-``record_paths=True`` (``--record-paths``) records full paths. ``read`` holds the reader options
-(``slices_as_frames``, ``fps``) of every cine read; `correct` re-reads the cine with the same ones.
+Inputs are recorded by base name only unless ``record_paths`` (`outputs.input_record`); ``read`` holds
+the reader options (``slices_as_frames``, ``fps``) of every cine read, and `correct` reuses them.
 Points/box prompts apply to the FIRST structure; a mask file (label map) seeds every listed structure
 present on its frame.
+
+The ultrasound region (`echosam.fan`, ``region="auto" | "off" | (x0, y0, x1, y1)``) comes first: the
+model sees only the fan's crop (0 outside the fan), prompts in full-frame pixels are mapped into the
+crop (`map_prompts`), and labels are mapped back onto the full frame (nothing outside the fan) before
+anything is written. ``run.json`` records the region (``region``: source, bbox, fan fraction, notice)
+and ``fan_mask.png`` holds its mask, so that `correct` reuses exactly the same crop.
 """
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -32,10 +37,8 @@ import numpy as np
 from .errors import EchoSAMError, PromptError
 from .structures import get_structure
 
-RUN_FILE = "run.json"
-OUR_FILES = {"run.json", "session", "report.json", "report.csv", "lv_curve.png", "overlay.mp4",
-             "labels.seq.nrrd", "labels.nii.gz", "labels.nrrd", "labels.nii"}
-LABEL_FORMATS = ("seq.nrrd", "nrrd", "nii.gz", "nii")
+from .outputs import (LABEL_FORMATS, OUR_FILES, RUN_FILE, carry_over, check_formats, check_outdir,  # noqa: F401
+                      find_cine, input_record, read_options, read_run)
 # The demo weights were trained on phantom seeds 0-95 (validation 500000+, test 900000+): the demo
 # cine uses a seed none of them saw.
 DEMO_SEED = 424242
@@ -61,23 +64,6 @@ class Prompts:
 
 
 # ---- inputs --------------------------------------------------------------------------------------
-def read_options(read: Optional[dict] = None) -> dict:
-    """The reader options of `io.read_cine` (``slices_as_frames``, ``fps``), JSON-able, Nones dropped."""
-    read = dict(read or {})
-    unknown = set(read) - {"slices_as_frames", "fps"}
-    if unknown:
-        raise EchoSAMError(f"Unknown reader option(s) {', '.join(sorted(unknown))}; use slices_as_frames, fps.")
-    out = {"slices_as_frames": bool(read.get("slices_as_frames", False))}
-    if read.get("fps") is not None:
-        out["fps"] = float(read["fps"])
-    return out
-
-
-def input_record(path, record_paths: bool = False) -> str:
-    """How an input file is named in run.json / report.json: its base name (privacy), or its full path."""
-    return str(Path(path).resolve()) if record_paths else Path(path).name
-
-
 def read_mask_frame(path, frame: int, cine) -> np.ndarray:
     """One (H, W) label frame from a label file (.seq.nrrd/.nrrd/.nii.gz, (T,H,W) or one frame) or an
     integer .npy array, checked by the one label-map validator (`io.labelmap`): values within the
@@ -129,47 +115,26 @@ def load(model: Optional[str], device: str = "auto", family: Optional[str] = Non
 
 
 # ---- output folder -------------------------------------------------------------------------------
-def check_outdir(outdir: Path) -> None:
-    """Before any work: ``outdir`` (a symbolic link counts as its target) must be new or a folder of
-    EchoSAM results, and writable."""
-    from .io.atomic import check_writable, follow_link
-
-    outdir = follow_link(Path(outdir))
-    if outdir.exists():
-        if not outdir.is_dir():
-            raise EchoSAMError(f"{outdir} exists and is not a folder; give a folder for the results.")
-        foreign = [p.name for p in outdir.iterdir() if p.name not in OUR_FILES]
-        if foreign:
-            raise EchoSAMError(f"{outdir} holds files that are not EchoSAM results ({', '.join(sorted(foreign)[:3])}); "
-                               "choose a new or empty folder.")
-    check_writable(outdir, "result folder")
-
-
-def analyse_session(session):
-    """The cardiac analysis of a session's labels (a model's output, checked for a plausible LV)."""
+def analyse_labels(labels, cine):
+    """The cardiac analysis of a model's labels on ``cine`` (checked for a plausible LV on its pixels)."""
     from . import cardiac
-    c = session.cine
-    return cardiac.analyse(session.labels, c.spacing, c.frame_times, frames=c.frames, predicted=True)
+    return cardiac.analyse(labels, cine.spacing, cine.frame_times, frames=cine.frames, predicted=True)
 
 
-def check_formats(formats) -> list:
-    out = [f.strip().lstrip(".") for f in formats if f.strip()]
-    for f in out:
-        if f not in LABEL_FORMATS:
-            raise EchoSAMError(f"Label format {f!r}: choose from {', '.join(LABEL_FORMATS)}.")
-    return out
-
-
-def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bool = True) -> dict:
-    """Labels, overlay, report, run.json and the saved session into ``outdir``, published as a whole."""
+def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bool = True, region=None,
+                  cine=None) -> dict:
+    """Labels, overlay, report, run.json and the saved session into ``outdir``, published as a whole.
+    With a `FanRegion` (``region``) the session ran on the fan's crop: its labels are mapped back onto
+    ``cine`` (the full-frame cine) and the region's mask is saved next to run.json."""
     from .io import write_labels, write_overlay
     from .io.atomic import atomic_folder
     from .report import write_report
 
     outdir = Path(outdir)
     check_outdir(outdir)
-    labels, cine = session.labels, session.cine
-    res = analyse_session(session)
+    labels = session.labels if region is None else region.uncrop(session.labels)
+    cine = session.cine if cine is None else cine
+    res = analyse_labels(labels, cine)
     with atomic_folder(outdir) as tmp:
         for fmt in formats:
             write_labels(labels, cine, tmp / f"labels.{fmt.lstrip('.')}")
@@ -178,19 +143,67 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
         info = dict(run, key_frames=session.key_frames, locked_frames=session.locked_frames)
         write_report(res, tmp, info=info, title=cine.name)
         session.save(tmp / "session")
+        if region is not None:
+            region.save(tmp)
         (tmp / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
     return {"result": res, "outdir": outdir}
 
 
 # ---- one cine ------------------------------------------------------------------------------------
-def apply_prompts(session, prompts: Prompts, device: str = "auto") -> None:
+def map_prompts(prompts: Prompts, region, shape_hw) -> Prompts:
+    """Prompts in full-frame cine pixels -> the same prompts in the region's crop pixels (points shifted,
+    the box shifted and clipped; a mask file is cropped when it is read, see `apply_prompts`).
+    A point off the frame, or a point/box off the fan's crop, is a PromptError."""
+    h, w = shape_hw
+    x0, y0, x1, y1 = region.bbox
+    where = f"the imaging fan's box (x {x0}..{x1}, y {y0}..{y1}); move it onto the fan, or use --region off"
+    pts = prompts.points
+    if pts is not None:
+        pts = np.asarray(pts, dtype=float).reshape(-1, 2)
+        for x, y in pts:
+            if not (0 <= round(x) < w and 0 <= round(y) < h):
+                raise PromptError(f"Point (x={x:g}, y={y:g}) is outside the {w}x{h} image; place it on the image.")
+            if not region.contains_xy(x, y):
+                raise PromptError(f"Point (x={x:g}, y={y:g}) is outside {where}.")
+        pts = region.to_crop_xy(pts)
+    box = prompts.box
+    if box is not None:
+        if box[2] < x0 or box[0] > x1 or box[3] < y0 or box[1] > y1:
+            raise PromptError(f"Box {tuple(box)} is outside {where}.")
+        box = region.box_to_crop(box)
+    return replace(prompts, points=pts, box=box)
+
+
+def prepare_cine(cine_path, region="auto", notify=None, read: Optional[dict] = None) -> tuple:
+    """(full-frame cine, `FanRegion`, the model's cine) of a cine file read with the reader options
+    ``read``. A notice of the region (no fan found) goes to ``notify`` (default: one line on stderr)."""
+    from .fan import prepare_region
+    from .io import read_cine
+
+    cine = read_cine(cine_path, **read_options(read))
+    fan, model_cine = prepare_region(cine, region)
+    if fan.notice:
+        (notify or _to_stderr)(fan.notice)
+    return cine, fan, model_cine
+
+
+def _to_stderr(message: str) -> None:
+    print(f"echosam: {message}", file=sys.stderr)
+
+
+def apply_prompts(session, prompts: Prompts, device: str = "auto", region=None, cine=None) -> None:
     """Put ``prompts`` into a session (points/box on the first structure, a mask file on each structure it
-    holds, else a seed from ``seed_model``). Nothing to do for a prompt-free model given no prompt."""
+    holds, else a seed from ``seed_model``). Nothing to do for a prompt-free model given no prompt.
+    With a `FanRegion`, ``prompts`` are in full-frame pixels and the session runs on the region's crop;
+    ``cine`` is then the full-frame cine (a mask file must lie on its grid)."""
     keys = session.structures
+    if region is not None:
+        prompts = map_prompts(prompts, region, region.shape)
     if prompts.points is not None or prompts.box is not None:
         session.add_new_points_or_box(prompts.frame, keys[0], prompts.points, prompts.labels, prompts.box)
     if prompts.mask:
-        lab = read_mask_frame(prompts.mask, prompts.mask_frame, session.cine)
+        lab = read_mask_frame(prompts.mask, prompts.mask_frame, cine if cine is not None else session.cine)
+        lab = region.crop(lab) if region is not None else lab
         found = [k for k in keys if structure_mask(lab, k).any()]
         if not found:
             raise PromptError(f"Mask file {prompts.mask} has none of {', '.join(keys)} on frame {prompts.mask_frame}.")
@@ -210,10 +223,12 @@ def apply_prompts(session, prompts: Prompts, device: str = "auto") -> None:
 def segment_cine(cine_path, output, model: Optional[str] = None, family: Optional[str] = None,
                  structures=("lv",), prompts: Optional[Prompts] = None, device: str = "auto",
                  precision: str = "auto", formats=("seq.nrrd",), overlay: bool = True, progress=None,
-                 loaded=None, read: Optional[dict] = None, record_paths: bool = False) -> dict:
+                 loaded=None, region="auto", keep_connected: bool = True, notify=None,
+                 read: Optional[dict] = None, record_paths: bool = False) -> dict:
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
-    ``model``. Returns {"result": cardiac analysis, "outdir", "session"}."""
-    from .io import read_cine
+    ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
+    connected-region rule (`echosam.consistency`); ``read`` the reader options. Returns {"result":
+    cardiac analysis, "outdir", "session" (on the region's crop), "region"}."""
     from .io.lock import folder_lock
     from .session import Session
     from .structures import parse_structures
@@ -224,55 +239,45 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     read = read_options(read)
     check_outdir(Path(output))
     with folder_lock(output):
-        cine = read_cine(cine_path, **read)
+        cine, fan, model_cine = prepare_cine(cine_path, region, notify, read)
         loaded = loaded or load(model, device, family)
-        s = Session(cine, loaded, structures=keys, precision=precision)
-        apply_prompts(s, prompts or Prompts(), device)
+        s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected)
+        apply_prompts(s, prompts or Prompts(), device, region=fan, cine=cine)
         s.segment(progress=progress)
         run = {"command": "segment", "cine": input_record(cine_path, record_paths), "record_paths": bool(record_paths),
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
-               "model_path": str(loaded.path) if loaded.path else None, "structures": keys,
-               "formats": formats, "overlay": bool(overlay)}
-        out = write_outputs(s, output, run, formats, overlay=overlay)
-    return dict(out, session=s)
-
-
-def read_run(outdir: Path) -> dict:
-    """run.json of a segment output, or an `EchoSAMError` saying it is missing or damaged."""
-    run_path = outdir / RUN_FILE
-    if not run_path.is_file() or not (outdir / "session").is_dir():
-        raise EchoSAMError(f"{outdir} is not an `echosam segment` output with a saved session (no {RUN_FILE} or "
-                           "session/); run `echosam segment` first.")
-    try:
-        run = json.loads(run_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EchoSAMError(f"{run_path} is damaged ({e}); start over by running `echosam segment` again.") from None
-    if not isinstance(run, dict) or not isinstance(run.get("model"), str) or not isinstance(run.get("formats", []), list):
-        raise EchoSAMError(f"{run_path} is damaged (not a run record of `echosam segment`); start over by running "
-                           "`echosam segment` again.")
-    return run
-
-
-def find_cine(outdir: Path, run: dict, cine_path=None) -> Path:
-    """The cine of a result: ``cine_path``, else the recorded full path, else the recorded base name next
-    to the result folder or in the current folder (the session's fingerprint then proves it is the one)."""
-    if cine_path:
-        return Path(cine_path)
-    recorded = run.get("cine")
-    if not isinstance(recorded, str) or not recorded:
-        raise EchoSAMError(f"{outdir} does not record its cine; give it with --cine.")
-    for cand in (Path(recorded), outdir.parent / Path(recorded).name, Path.cwd() / Path(recorded).name):
-        if cand.exists():
-            return cand
-    raise EchoSAMError(f"{outdir} records its cine only by name ({Path(recorded).name}) and no such file is next to "
-                       "it; give the cine with --cine PATH.")
+               "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
+               "overlay": bool(overlay), "region": fan.summary(), "keep_connected": bool(keep_connected)}
+        out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine)
+    return dict(out, session=s, region=fan)
 
 
 def correct(outdir, mask_path, frame: int, structure: str = "lv", cine_path=None, device: str = "auto",
             loaded=None, progress=None, read: Optional[dict] = None):
+    """`correct_outputs` returning only the session (on the region's crop)."""
+    return correct_outputs(outdir, mask_path, frame, structure, cine_path, device, loaded, progress, read)["session"]
+
+
+def _stored_region(outdir: Path, run: dict, shape_hw):
+    from .fan import FanRegion
+    if not run.get("region"):
+        return FanRegion.whole_frame(shape_hw)
+    try:
+        return FanRegion.load(outdir, run["region"], shape_hw)
+    except EchoSAMError:
+        raise
+    except Exception as e:           # a truncated fan_mask.png (PIL), a region record without its keys
+        raise EchoSAMError(f"The region stored in {outdir} is damaged ({type(e).__name__}); start over by running "
+                           "`echosam segment` again.") from None
+
+
+def correct_outputs(outdir, mask_path, frame: int, structure: str = "lv", cine_path=None, device: str = "auto",
+                    loaded=None, progress=None, read: Optional[dict] = None) -> dict:
     """Apply a corrected mask on ``frame`` to the saved session in ``outdir``, re-propagate (no encoder
     run: the saved embeddings are used) and republish every output, holding the folder's lock
-    throughout. ``read`` overrides the reader options recorded by `segment`. Returns the session."""
+    throughout. The region stored with the result (run.json + fan_mask.png) and its reader options are
+    reused (``read`` overrides them); the mask file is in full-frame pixels, on the cine's grid. Returns
+    {"result": the cardiac analysis of the labels written, "outdir", "session", "region"}."""
     from .io import read_cine
     from .io.atomic import follow_link
     from .io.lock import folder_lock
@@ -287,40 +292,22 @@ def correct(outdir, mask_path, frame: int, structure: str = "lv", cine_path=None
         cine = read_cine(find_cine(outdir, run, cine_path), **opts)
         if loaded is None:
             loaded = load(run.get("model_path") or run["model"], device, run.get("family"))
-        s = Session.load(outdir / "session", cine, loaded)
-        lab = read_mask_frame(mask_path, frame, cine)
+        fan = _stored_region(outdir, run, cine.shape[1:])
+        s = Session.load(outdir / "session", fan.crop_cine(cine), loaded)
+        lab = fan.crop(read_mask_frame(mask_path, frame, cine))
         key = get_structure(structure).key
         s.set_mask(frame, key, structure_mask(lab, key))
         s.propagate(progress=progress)
         fix = {"frame": int(frame), "structure": key, "mask": input_record(mask_path, run.get("record_paths", False))}
         run = dict(run, read=opts, corrections=list(run.get("corrections", [])) + [fix])
-        write_outputs(s, outdir, run, run.get("formats", ["seq.nrrd"]), overlay=run.get("overlay", True))
-    return s
-
-
-def _carry_over(src: Path, dst: Path, replaced) -> None:
-    """Copy (hard-link where possible) every entry of ``src`` but ``replaced`` into ``dst``: a report
-    published into a segment output keeps that output's other files."""
-    import shutil
-
-    def link_or_copy(a, b):
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
-
-    for entry in src.iterdir():
-        if entry.name in replaced or entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            shutil.copytree(entry, dst / entry.name, copy_function=link_or_copy)
-        else:
-            link_or_copy(entry, dst / entry.name)
+        out = write_outputs(s, outdir, run, run.get("formats", ["seq.nrrd"]), overlay=run.get("overlay", True),
+                            region=fan, cine=cine)
+    return dict(out, session=s, region=fan)
 
 
 def report_labels(labels_path, output, cine_path=None, read: Optional[dict] = None, record_paths: bool = False):
-    """EF / volumes / ED-ES of a label map file (spacing and times from ``cine_path`` if given), published
-    into ``output`` as a whole (other EchoSAM results already there are kept)."""
+    """EF / volumes / ED-ES of a label map file (spacing and times from ``cine_path`` if given, whose grid
+    the labels must lie on), published into ``output`` as a whole (other EchoSAM results there are kept)."""
     from . import cardiac
     from .io import read_cine, read_labels
     from .io.atomic import atomic_folder, follow_link
@@ -344,7 +331,7 @@ def report_labels(labels_path, output, cine_path=None, read: Optional[dict] = No
             info["cine"] = input_record(cine_path, record_paths)
         with atomic_folder(output) as tmp:
             if output.is_dir():
-                _carry_over(output, tmp, set(REPORT_FILES))
+                carry_over(output, tmp, set(REPORT_FILES))
             write_report(res, tmp, info=info, title=geo.name)
     return res
 

@@ -54,6 +54,7 @@ def cmd_segment(args) -> int:
                                 structures=args.structures, prompts=prompts_from_args(args), device=args.device,
                                 precision=args.precision, formats=args.formats.split(","),
                                 overlay=not args.no_overlay, progress=progress_for(args, "echosam"),
+                                region=args.region, keep_connected=not args.no_keep_connected,
                                 read=reading_options(args), record_paths=args.record_paths)
     _print_result(out["result"], args.output)
     return 0
@@ -63,9 +64,9 @@ def cmd_correct(args) -> int:
     read = {"slices_as_frames": True} if args.slices_as_frames else {}
     if args.fps is not None:
         read["fps"] = args.fps
-    s = pipeline.correct(args.outdir, args.mask, args.frame, args.structure, args.cine, args.device,
-                         progress=progress_for(args, "echosam"), read=read)
-    _print_result(pipeline.analyse_session(s), args.outdir)
+    out = pipeline.correct_outputs(args.outdir, args.mask, args.frame, args.structure, args.cine, args.device,
+                                   progress=progress_for(args, "echosam"), read=read)
+    _print_result(out["result"], args.outdir)
     return 0
 
 
@@ -119,6 +120,12 @@ def register(subparsers) -> None:
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--formats", default="seq.nrrd", help="label formats: seq.nrrd,nii.gz")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    p.add_argument("--region", default="auto",
+                   help="ultrasound region the model sees: auto (DICOM US region, else the fan detected from "
+                        "the pixels), off (whole frame), or x0,y0,x1,y1 (a box in cine pixels, inclusive)")
+    p.add_argument("--no-keep-connected", action="store_true",
+                   help="keep every connected component of a structure (default: drop stray components far "
+                        "from the prompt and from the previous frame's mask)")
     add_reading_options(p)
     p.add_argument("--record-paths", action="store_true", help=RECORD_HELP)
     add_common(p)
