@@ -168,6 +168,9 @@ def map_prompts(prompts: Prompts, region, shape_hw) -> Prompts:
         pts = region.to_crop_xy(pts)
     box = prompts.box
     if box is not None:
+        if any(not 0 <= round(v) < lim for v, lim in zip(box, (w, h, w, h))):
+            raise PromptError(f"Box {tuple(box)} is outside the {w}x{h} image; box corners are cine pixels "
+                              "(x = column, y = row) on the image.")
         if box[2] < x0 or box[0] > x1 or box[3] < y0 or box[1] > y1:
             raise PromptError(f"Box {tuple(box)} is outside {where}.")
         box = region.box_to_crop(box)
