@@ -41,8 +41,11 @@ def main(argv=None) -> int:
         key = f.name.split("_", 2)[-1]                 # eval_<model>_<set> -> <set>
         seen = {(r["method"], r["case"]) for r in by_set.get(key, [])}
         by_set.setdefault(key, []).extend(r for r in read_rows(f) if (r["method"], r["case"]) not in seen)
-    parts = [f"# {args.title}\n"]
+    parts = [f"# {args.title}\n", "Every table compares the methods on the same loops (the cases all of them ran on).\n"]
     for key, rows in by_set.items():
+        methods = {r["method"] for r in rows}
+        common = set.intersection(*({r["case"] for r in rows if r["method"] == m} for m in methods))
+        rows = [r for r in rows if r["case"] in common]
         parts.append(table(rows, title=f"{key} ({len({r['case'] for r in rows})} loops)"))
     Path(args.out).write_text("\n".join(parts))
     print("\n".join(parts))
