@@ -39,7 +39,7 @@ def segment(cine, region_cine, region, loaded, box=None):
 def check(labels, cine, region) -> dict:
     from echosam.cardiac import analyse
 
-    res = analyse(labels, cine.spacing, cine.frame_times)
+    res = analyse(labels, cine.spacing, cine.frame_times, frames=cine.frames, predicted=True)
     lv = labels == 1
     present = lv.reshape(len(lv), -1).any(1)
     cy = np.array([np.nonzero(f)[0].mean() if f.any() else np.nan for f in lv])
@@ -49,14 +49,15 @@ def check(labels, cine, region) -> dict:
     area_cm2 = lv.reshape(len(lv), -1).sum(1) * cine.spacing[0] * cine.spacing[1] / 100.0
     outside = int((labels[:, ~region.mask] > 0).sum()) if region.mask is not None else 0
     ef = float(res.ef_percent)
-    return {"ef_percent": round(ef, 1), "edv_ml": round(float(res.edv_ml), 1), "esv_ml": round(float(res.esv_ml), 1),
+    num = lambda x: round(float(x), 1) if np.isfinite(x) else None      # JSON has no NaN
+    return {"ef_percent": num(ef), "edv_ml": num(res.edv_ml), "esv_ml": num(res.esv_ml),
             "ed_frames": list(map(int, res.ed_frames)), "es_frames": list(map(int, res.es_frames)),
             "status": res.status, "labels_outside_fan": outside, "frames_with_lv": int(present.sum()),
             "frames_lv_on_heart": int(on_heart.sum()), "n_frames": int(len(lv)),
             "lv_area_cm2_range": [round(float(area_cm2.min()), 1), round(float(area_cm2.max()), 1)],
             "pass": {"no_label_outside_fan": outside == 0, "lv_on_heart_every_frame": bool(on_heart.all()),
                      "area_plausible": bool(area_cm2.min() >= 5 and area_cm2.max() <= 60),
-                     "ef_30_75": bool(30 <= ef <= 75)}}, area_cm2, res
+                     "ef_30_75": bool(np.isfinite(ef) and 30 <= ef <= 75)}}, area_cm2, res
 
 
 def main(argv=None) -> int:

@@ -108,3 +108,20 @@ def test_ed_on_frame_0_with_a_steep_first_step_is_kept():
     # the same loop entered mid-systole (frame 5 on) must not call its first frame ED
     ed_mid, _ = cardiac.detect_ed_es(v[5:], np.arange(25) / 30.0)
     assert 0 not in ed_mid
+
+
+def test_a_models_ef_outside_the_physiological_range_is_not_reported():
+    """An LV that shrinks to a sliver gives EF ~ 95 %: reported as implausible, with no EF, for a model's
+    labels; a user's own label map keeps its number."""
+    from echosam.cardiac import analyse
+
+    T, H, W = 40, 64, 64
+    labels = np.zeros((T, H, W), np.uint8)
+    yy, xx = np.mgrid[:H, :W]
+    for t in range(T):
+        r = 20 * (1 - 0.8 * t / (T - 1)) + 1
+        labels[t][((yy - 32) / 1.6) ** 2 + (xx - 32) ** 2 <= r ** 2] = 1
+    res = analyse(labels, (0.5, 0.5), np.arange(T) / 30.0, predicted=True)
+    assert res.status == "implausible EF" and np.isnan(res.ef_percent) and "physiological" in res.message
+    own = analyse(labels, (0.5, 0.5), np.arange(T) / 30.0)
+    assert own.ef_percent > 85

@@ -73,7 +73,7 @@ def score(folder: Path, screen, cine) -> dict:
     ef = report.get("ef_percent")
     ef = None if ef is None or not np.isfinite(ef) else float(ef)
     outside = int((labels[:, ~screen.fan] > 0).sum())
-    return {"dice": per, "ef": ef, "ef_true": float(ef_true), "outside_fan": outside,
+    return {"dice": per, "ef": ef, "ef_true": float(ef_true), "outside_fan": outside, "status": report.get("status"),
             "ed": report.get("ed_frames"), "es": report.get("es_frames"), "ed_true": cine.ed_frames,
             "es_true": cine.es_frames}
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
               "--structures", "lv"] + dev)
     r = score(out / "simulated_memsam", screen, cine)
     ef_txt = f"{r['ef']:.1f} % vs true {r['ef_true']:.1f} % (error {r['ef'] - r['ef_true']:+.1f} points)" \
-        if r["ef"] is not None else f"not reported (true {r['ef_true']:.1f} %)"
+        if r["ef"] is not None else f"not reported ({r['status']}; true {r['ef_true']:.1f} %)"
     print(f"   MemSAM, one box: mean LV Dice {r['dice'].get('lv', float('nan')):.3f}; EF {ef_txt}; "
           f"ED {r['ed']} (true {r['ed_true']}), ES {r['es']} (true {r['es_true']}); "
           f"labels outside the fan: {r['outside_fan']}")
@@ -122,7 +122,8 @@ def main(argv=None) -> int:
         ef = rep.get("ef_percent")
         ef = None if ef is None or not np.isfinite(ef) else float(ef)
         print(f"2) real SonoSite apical cine (pydicom-data, no truth): MemSAM from a box on frame 0: EF "
-              f"{'%.1f %%' % ef if ef is not None else 'not reported'}, ED frames {rep.get('ed_frames')}, "
+              f"{'%.1f %%' % ef if ef is not None else 'not reported (' + str(rep.get('status')) + ')'}, "
+              f"ED frames {rep.get('ed_frames')}, "
               f"ES frames {rep.get('es_frames')}; overlay in {out / 'real_memsam'}")
     print(f"labels, overlay videos, reports and LV curves written to {out}")
     return 0

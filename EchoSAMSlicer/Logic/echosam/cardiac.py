@@ -48,6 +48,7 @@ from .errors import EchoSAMError
 
 LV, MYO, LA = 1, 2, 3
 N_DISKS = 20
+EF_PHYSIOLOGICAL = (5.0, 85.0)   # percent: a model's EF outside this range is reported as implausible
 SUB = 3            # sub-pixels per pixel side for the disk slabs
 
 
@@ -90,7 +91,8 @@ class CardiacResult:
     ef_percent: float = float("nan")  # mean over beats
     edv_ml: float = float("nan")
     esv_ml: float = float("nan")
-    status: str = "no LV"             # "cycles", "single partial cycle", "too short", "no LV", "no plausible LV"
+    status: str = "no LV"             # "cycles", "single partial cycle", "too short", "no LV", "no plausible LV",
+    #                                   "implausible EF" (a model's EF outside EF_PHYSIOLOGICAL)
     message: str = ""
 
     def summary(self) -> dict:
@@ -378,4 +380,13 @@ def analyse(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), times_s: 
         res.ed_frames, res.es_frames = [e], [s]
         res.message = ("No full ED->ES beat found; EF from the global maximum and minimum volume "
                        "(single partial cycle): record a full cardiac cycle for a reliable EF.")
+    lo, hi = EF_PHYSIOLOGICAL
+    if predicted and np.isfinite(res.ef_percent) and not lo <= res.ef_percent <= hi:
+        # a model's LV that shrinks to a sliver (or never contracts) gives a number no heart has
+        res.message = (f"The segmented LV gives an EF of {res.ef_percent:.1f} %, outside the physiological "
+                       f"{lo:.0f}-{hi:.0f} %: the segmentation is probably wrong; no EF is reported. "
+                       "Check the labels (and the model or prompts).")
+        res.status = "implausible EF"
+        res.ef_percent = res.edv_ml = res.esv_ml = float("nan")
+        res.beats = []                                   # no per-beat numbers either
     return res
