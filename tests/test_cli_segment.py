@@ -47,7 +47,7 @@ def test_segment_report_correct(data, capsys):
     assert lab.shape == ph.labels.shape and lcine.same_grid(ph.cine)
     # the printed summary and report.json are the cardiac analysis of the labels written (whatever the
     # random-weight model found): same status, same EF, and the terminal shows that summary
-    res = cardiac.analyse(lab, ph.cine.spacing, ph.cine.frame_times)
+    res = cardiac.analyse(lab, ph.cine.spacing, ph.cine.frame_times, frames=ph.cine.frames, predicted=True)
     summary = json.loads((out / "report.json").read_text())["summary"]
     assert summary["status"] == res.status
     if np.isfinite(res.ef_percent):
