@@ -47,10 +47,40 @@ class Prompts:
     mask: Optional[str] = None
     mask_frame: int = 0
     seed_model: Optional[str] = None
+    seed_loaded: Optional[object] = None      # ``seed_model`` already loaded (batch workers keep one)
 
     @property
     def given(self) -> bool:
         return self.points is not None or self.box is not None or self.mask is not None
+
+
+def parse_points(text: str) -> tuple:
+    """``"x,y,1;x,y,0"`` (cine pixels, x = column; label 1 include, 0 exclude, default 1) -> points
+    (N, 2) float and labels (N,) int. The one text form of points: CLI options and batch manifests."""
+    pts, labs = [], []
+    for item in filter(None, (s.strip() for s in text.split(";"))):
+        parts = item.split(",")
+        if len(parts) not in (2, 3):
+            raise PromptError(f"Point {item!r} is not 'x,y' or 'x,y,label' (label 1 include, 0 exclude).")
+        try:
+            pts.append((float(parts[0]), float(parts[1])))
+            labs.append(int(parts[2]) if len(parts) == 3 else 1)
+        except ValueError:
+            raise PromptError(f"Point {item!r} has a non-numeric value; write points as 'x,y,1;x,y,0'.") from None
+    if not pts:
+        raise PromptError("--points is empty; write points as 'x,y,1;x,y,0' (cine pixels, x = column).")
+    return np.asarray(pts), np.asarray(labs)
+
+
+def parse_box(text: str) -> tuple:
+    """``"x0,y0,x1,y1"`` (cine pixels) -> a 4-tuple of floats. The one text form of a box."""
+    try:
+        v = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise PromptError(f"--box {text!r} must be four numbers x0,y0,x1,y1 (cine pixels).") from None
+    if len(v) != 4:
+        raise PromptError(f"--box {text!r} must be four numbers x0,y0,x1,y1 (cine pixels).")
+    return v
 
 
 # ---- inputs --------------------------------------------------------------------------------------
@@ -151,10 +181,10 @@ def apply_prompts(session, prompts: Prompts, device: str = "auto") -> None:
         for k in found:
             session.set_mask(prompts.mask_frame, k, structure_mask(lab, k))
     if session.prompted and not any(session.key_frames.values()):
-        if not prompts.seed_model:
+        if not (prompts.seed_model or prompts.seed_loaded):
             raise PromptError(f"{session.loaded.family} is a prompted model and no prompt was given: add --points, "
                               "--box or --mask, or --seed-model NAME (a prompt-free model) to seed it.")
-        session.seed_from_auto(prompts.frame, auto=load(prompts.seed_model, device))
+        session.seed_from_auto(prompts.frame, auto=prompts.seed_loaded or load(prompts.seed_model, device))
 
 
 def segment_cine(cine_path, output, model: Optional[str] = None, family: Optional[str] = None,

@@ -3,39 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from .. import pipeline
-from ..errors import PromptError
 from .common import add_common, progress_for
 
 
-# ---- argument values -------------------------------------------------------------------------------
-def parse_points(text: str) -> tuple:
-    """``"x,y,1;x,y,0"`` -> points (N, 2) float and labels (N,) int."""
-    pts, labs = [], []
-    for item in filter(None, (s.strip() for s in text.split(";"))):
-        parts = item.split(",")
-        if len(parts) not in (2, 3):
-            raise PromptError(f"Point {item!r} is not 'x,y' or 'x,y,label' (label 1 include, 0 exclude).")
-        try:
-            pts.append((float(parts[0]), float(parts[1])))
-            labs.append(int(parts[2]) if len(parts) == 3 else 1)
-        except ValueError:
-            raise PromptError(f"Point {item!r} has a non-numeric value; write points as 'x,y,1;x,y,0'.") from None
-    if not pts:
-        raise PromptError("--points is empty; write points as 'x,y,1;x,y,0' (cine pixels, x = column).")
-    return np.asarray(pts), np.asarray(labs)
-
-
-def parse_box(text: str) -> tuple:
-    try:
-        v = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        raise PromptError(f"--box {text!r} must be four numbers x0,y0,x1,y1 (cine pixels).") from None
-    if len(v) != 4:
-        raise PromptError(f"--box {text!r} must be four numbers x0,y0,x1,y1 (cine pixels).")
-    return v
+# ---- argument values (the text forms of points and boxes are pipeline's) ------------------------------
+parse_points = pipeline.parse_points
+parse_box = pipeline.parse_box
 
 
 def prompts_from_args(args) -> pipeline.Prompts:
