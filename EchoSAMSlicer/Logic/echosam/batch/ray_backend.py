@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections import Counter, deque
 
+from ..errors import EchoSAMError
 from .pool import check_setup, died_row
 from .runner import CaseRunner
 
@@ -53,8 +54,11 @@ def default_ray_workers(ray, threads: int, gpus_per_worker: float) -> int:
 
 def run_ray(cases, spec, workers=None, address=None, gpus_per_worker=None, max_attempts: int = 2):
     """Run ``cases`` on Ray actors; yields (case, row) in completion order (see the module doc)."""
-    import ray
-    from ray.exceptions import RayActorError
+    try:
+        import ray
+        from ray.exceptions import RayActorError
+    except ImportError:
+        raise EchoSAMError("--backend ray needs Ray: pip install 'echosam[scale]' (or pip install ray).") from None
 
     started = not ray.is_initialized()
     if started:

@@ -77,13 +77,15 @@ def cpu_count() -> int:
 
 
 def default_workers(device: str) -> int:
-    """One worker per GPU when the device is CUDA, else half the cores (at most 4) on CPU."""
-    if device != "cpu":
+    """One worker per GPU when the device is CUDA (one for ``cuda:N``), else half the cores (at most 4)."""
+    from ..device import resolve_device
+
+    dev = resolve_device(device)
+    if dev == "cuda":
         import torch
 
-        if torch.cuda.is_available() and device in ("auto", "cuda"):
-            return max(1, torch.cuda.device_count())
-    return max(1, min(4, cpu_count() // 2))
+        return max(1, torch.cuda.device_count())
+    return 1 if dev.startswith("cuda") else max(1, min(4, cpu_count() // 2))
 
 
 def model_identity(config: BatchConfig) -> dict:
@@ -137,10 +139,6 @@ def _backend_runs(config: BatchConfig, spec: WorkerSpec, todo: list, workers: in
         from .pool import run_pool
         return run_pool(todo, spec, workers)
     if config.backend == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise EchoSAMError("--backend ray needs Ray: pip install 'echosam[scale]' (or pip install ray).") from None
         from .ray_backend import run_ray
         return run_ray(todo, spec, workers=workers if config.workers else None, address=config.ray_address,
                        gpus_per_worker=config.gpus_per_worker)
