@@ -21,6 +21,7 @@ from echosam import cli
 from echosam.batch import BatchConfig, discover, read_summary_csv, run_batch, without_timing
 from echosam.batch.agreement import agreement
 from echosam.batch.state import STATE_DIR
+from echosam.batch.summary import have_pyarrow
 from echosam.errors import EchoSAMError
 
 
@@ -128,9 +129,11 @@ def test_echonet_tree_with_the_process_pool(echonet, reference):
     truth = {c.case_id: c.truth["ef"] for c in discover(echonet).cases}
     assert all(r["true_ef"] == pytest.approx(truth[r["case"]]) for r in rows)
 
-    import pyarrow.parquet as pq
-    table = pq.read_table(out / "summary.parquet").to_pylist()
-    assert without_timing(table) == without_timing(rows)
+    if have_pyarrow():                                   # the scale extra: the same table as Parquet
+        import pyarrow.parquet as pq
+        assert without_timing(pq.read_table(out / "summary.parquet").to_pylist()) == without_timing(rows)
+    else:
+        assert not (out / "summary.parquet").exists()
 
     # agreement.json: the five ok rows, by hand
     metrics = json.loads((out / "agreement.json").read_text())["ef"]
