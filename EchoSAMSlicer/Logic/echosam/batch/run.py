@@ -77,7 +77,9 @@ def cpu_count() -> int:
 
 
 def default_workers(device: str) -> int:
-    """One worker per GPU when the device is CUDA (one for ``cuda:N``), else half the cores (at most 4)."""
+    """One worker per GPU when the device is CUDA (one for ``cuda:N``); on CPU one per core, at most 4
+    (more processes with fewer threads each beat one process with many threads on small models, and
+    degrade far less on a machine whose cores are shared: bench/bench_batch.py)."""
     from ..device import resolve_device
 
     dev = resolve_device(device)
@@ -85,7 +87,7 @@ def default_workers(device: str) -> int:
         import torch
 
         return max(1, torch.cuda.device_count())
-    return 1 if dev.startswith("cuda") else max(1, min(4, cpu_count() // 2))
+    return 1 if dev.startswith("cuda") else max(1, min(4, cpu_count()))
 
 
 def model_identity(config: BatchConfig) -> dict:

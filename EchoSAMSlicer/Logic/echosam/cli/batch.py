@@ -102,7 +102,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (several GPUs: one worker per GPU)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes / Ray actors, each with its own model (default: one per GPU; on CPU "
-                        "half the cores, at most 4; Ray: the cluster's GPUs or CPUs)")
+                        "one per core, at most 4; Ray: the cluster's GPUs or CPUs)")
     p.add_argument("--threads-per-worker", type=int, default=None, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--backend", default="pool", choices=("pool", "ray", "inline"),
                    help="pool: processes on this machine; ray: Ray actors (pip install 'echosam[scale]'); "
