@@ -1,5 +1,5 @@
 # EchoSAMSlicer: two commands for a newcomer.
-#   make demo   - create .venv, install torch + the project, segment the bundled phantom cine
+#   make demo   - create .venv, install torch + the project, segment a simulated screen-capture echo and the real pydicom-data cine
 #   make test   - run the whole test suite
 #
 # segment_anything imports torchvision, so torch and torchvision must be a matching pair.
@@ -11,8 +11,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?=
 DEMO_OUT ?= demo_out
-# pip extras of the project: test (pytest, slicer-core, ...); CI adds scale (Ray, pyarrow) for the batch tests
-EXTRAS ?= test
+# pip extras of the project: test (pytest, slicer-core, ...), train (pymust); CI adds scale (Ray, pyarrow)
+EXTRAS ?= test,train
 
 .PHONY: setup demo test bench clean-venv
 
@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/echosam demo --out $(DEMO_OUT)
+	$(PY) -m training.demo --out $(DEMO_OUT)
 
 test: setup
 	$(PY) -m pytest -q

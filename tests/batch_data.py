@@ -11,7 +11,8 @@ import numpy as np
 
 OFFICIAL_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split")
 # what `echosam batch --no-overlay` passes (cli.batch.segment_options), so CLI and API runs share case keys
-OPTIONS = {"structures": "lv", "precision": "auto", "formats": ["seq.nrrd"], "overlay": False}
+OPTIONS = {"structures": "lv", "precision": "auto", "formats": ["seq.nrrd"], "overlay": False, "region": "auto",
+           "keep_connected": True}
 
 
 def prompt_free_model() -> str:

@@ -12,15 +12,10 @@ import pytest
 
 from training.simulator import cache
 from training.simulator.anatomy import heart_frame
-from training.simulator.scene import output_grid, rasterise, sample_params, simulate
+from training.simulator.scene import output_grid, rasterise, simulate
 from training.simulator.screen import render_screen, write_dicom
 
-
-def small(seed: int, n_frames: int = 8):
-    """A real case of the training distribution, shortened and on a smaller grid (fast on CPU)."""
-    sp = sample_params(seed)
-    probe = dataclasses.replace(sp.probe, n_samples=140, n_lines=80)
-    return dataclasses.replace(sp, n_frames=n_frames, height=96, probe=probe)
+from sim_fixtures import small
 
 
 @pytest.fixture(scope="module")

@@ -66,9 +66,11 @@ LOSSES = {"memsam": memsam_loss, "dice_ce": dice_ce_loss}
 
 
 def build_loss(cfg):
-    """``loss: {name: memsam | dice_ce, dice_weight: 0.8, pos_weight: 2.0}`` -> callable(logits, masks, labelled)."""
+    """``loss: {name: memsam | dice_ce, dice_weight: 0.8, pos_weight: 2.0, prompt_loss: false}`` ->
+    callable(logits, masks, labelled). ``prompt_loss`` (MemSAM): also supervise the frame-0 prompt decoding."""
     cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg or {})
     name = cfg.pop("name", "memsam")
+    cfg.pop("prompt_loss", None)          # read by the trainer (an extra supervised frame), not a loss argument
     if name not in LOSSES:
         raise ConfigError(f"Unknown loss {name!r}; choose from {', '.join(LOSSES)}.")
     fn = LOSSES[name]

@@ -17,8 +17,15 @@ from echosam.checkpoints import load_checkpoint, save_checkpoint
 from echosam.io.atomic import atomic_file
 from echosam.model_zoo import BUNDLED_DIR, MODELS_JSON, sha256_of
 
-NOTICE = ("Demonstration weights: a tiny model trained by the EchoSAMSlicer developers on SYNTHETIC phantom "
-          "cines only (echosam.phantom). Not trained on patient data; not for clinical use.")
+NOTICES = {
+    "phantom": ("Demonstration weights: a tiny model trained by the EchoSAMSlicer developers on SYNTHETIC phantom "
+                "cines only (echosam.phantom). Not trained on patient data; not for clinical use."),
+    "simulated": ("Research weights: a small model trained by the EchoSAMSlicer developers on SIMULATED "
+                  "echocardiography only (training.simulator: scatterers moving with a parametric heart, imaged "
+                  "through a phased-array convolution model with artefacts). Never trained on patient data; "
+                  "not a medical device; not for clinical decisions."),
+}
+NOTICE = NOTICES["phantom"]
 
 
 def main(argv=None) -> int:
@@ -30,7 +37,9 @@ def main(argv=None) -> int:
 
     loaded = load_checkpoint(a.checkpoint)
     prov = dict(loaded.meta.get("provenance") or {})
-    prov["notice"] = NOTICE
+    dataset = str(((prov.get("config") or {}).get("data") or {}).get("dataset", "phantom"))
+    prov["notice"] = NOTICES.get(dataset, NOTICE)
+    prov["training_data"] = {"dataset": dataset, "synthetic": True, "patient_data": False}
     if a.eval:
         prov["held_out_evaluation"] = Path(a.eval).read_text()
     out = save_checkpoint(loaded.model, loaded.family, loaded.config, BUNDLED_DIR / a.name,

@@ -79,6 +79,13 @@ def forward_batch(model, core, prompted: bool, batch: dict, device) -> torch.Ten
         if box is None and pts is None:
             pts = torch.full((images.shape[0], 1, 2), -1.0, device=device)
             labels = torch.full((images.shape[0], 1), -1, device=device, dtype=torch.int64)
+        if core.training and batch.get("prompt_loss"):
+            # no SAM weights at this size: the prompt decoder learns boxes/clicks from a direct loss on the
+            # frame-0 prompt decoding, prepended as an extra supervised frame (frame 0's mask)
+            logits, boot = model(images, pts, labels, box, with_prompt_logits=True)
+            batch["masks"] = torch.cat([batch["masks"][:, :1], batch["masks"]], dim=1)
+            batch["labelled"] = torch.cat([batch["labelled"][:, :1], batch["labelled"]], dim=1)
+            return torch.cat([boot[:, None], logits], dim=1)
         return model(images, pts, labels, box)
     pts = batch["point"].to(device, torch.float32)[:, None, :]
     labels = torch.where(pts[:, :, 0] >= 0, 1.0, -1.0).to(device)

@@ -254,6 +254,7 @@ class Trainer:
             losses, group_loss = [], 0.0
             self.opt.zero_grad(set_to_none=True)
             for m, batch in enumerate(loader):
+                batch["prompt_loss"] = bool(self.cfg["loss"].get("prompt_loss", False))
                 group_start = (m // self.accum) * self.accum
                 group_size = min(self.accum, n_micro - group_start)
                 last = m == group_start + group_size - 1

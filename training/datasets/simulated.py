@@ -32,11 +32,15 @@ def _ed_es(ed: list, es: list, n: int) -> tuple:
 
 class SimulatedSource:
     def __init__(self, root, n_cases=None, names=None, views=None, on_bad_sample: str = "stop"):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DatasetError(f"{self.root} is not a folder of simulated cases; make one with "
-                               f"python -m training.simulator.cache --out {self.root} --seeds 0:100")
-        files = sorted(self.root.glob("case_*.npz"))
+        """``root``: a folder of ``case_*.npz``, or several (a list, or comma-separated), used together."""
+        roots = [Path(r) for r in (root if isinstance(root, (list, tuple)) else str(root).split(","))]
+        self.root = roots[0] if len(roots) == 1 else Path(",".join(str(r) for r in roots))
+        files = []
+        for r in roots:
+            if not r.is_dir():
+                raise DatasetError(f"{r} is not a folder of simulated cases; make one with "
+                                   f"python -m training.simulator.cache --out {r} --seeds 0:100")
+            files += sorted(r.glob("case_*.npz"))
         if names:
             keep = set(names)
             files = [f for f in files if f.stem in keep]

@@ -24,10 +24,17 @@ from .scene import Ranges, sample_params, simulate
 GENERATOR = "echosam-sim-1"
 RANGES = {
     "train": Ranges(),
+    # the second training set: darker displays (more headroom) and dark surroundings, closer to what
+    # scanners export at low gain (checked against the pydicom-data apical cine's grey levels)
+    "train_dark": Ranges(headroom_db=(14.0, 40.0), dark_background_p=0.5),
     # held-out 'outside' set: every range widened past the training ranges
     "outside": Ranges(ef=(0.15, 0.80), heart_rate=(45.0, 130.0), fps=(20.0, 70.0), depth=(110.0, 210.0),
                       sector_deg=(55.0, 95.0), f0=(1.6, 3.8), dyn_range=(40.0, 75.0), height=(140, 300),
                       dilated_p=0.3),
+    # held-out, outside the ranges AND darker: headroom past both training sets' ranges
+    "outside_dark": Ranges(ef=(0.15, 0.80), heart_rate=(45.0, 130.0), fps=(20.0, 70.0), depth=(110.0, 210.0),
+                           sector_deg=(55.0, 95.0), f0=(1.6, 3.8), dyn_range=(40.0, 75.0), height=(140, 300),
+                           dilated_p=0.3, headroom_db=(10.0, 44.0), dark_background_p=0.5),
 }
 
 

@@ -37,6 +37,8 @@ class Ranges:
     max_frames: int = 64
     dilated_p: float = 0.2
     views: tuple = ("a4c", "a2c")
+    headroom_db: tuple = (8.0, 22.0)     # display top above typical tissue: more = a darker image
+    dark_background_p: float = 0.0
 
 
 @dataclass
@@ -96,7 +98,10 @@ def sample_params(seed: int, ranges: Ranges | None = None) -> SimParams:
         shadow_theta=float(rng.uniform(-0.45, 0.45)), shadow_width=float(rng.uniform(0.05, 0.15)),
         shadow_depth=float(rng.uniform(20, 60)),
         jitter=float(rng.uniform(0.05, 0.35)), texture=float(rng.uniform(0.3, 0.9)),
-        tint=float(rng.uniform(-0.05, 0.05)), headroom=float(rng.uniform(8.0, 22.0)))
+        tint=float(rng.uniform(-0.05, 0.05)), headroom=float(rng.uniform(*r.headroom_db)))
+    if r.dark_background_p and rng.random() < r.dark_background_p:
+        # lung and fat beside the heart: the fan's sides nearly black, as on many real scanners
+        look["background"] = float(look["myo"] * rng.uniform(0.01, 0.12))
     return SimParams(seed=int(seed), view=view, shape=shape, probe=probe, ef=ef, heart_rate=hr, fps=fps,
                      n_frames=n_frames, start_phase=float(rng.uniform(0, 1)), height=height, look=look)
 

@@ -61,11 +61,14 @@ def simulate_simus(seed: int, n_frames: int = 6, ranges: Ranges | None = None) -
     R, T = np.meshgrid(rr, tt, indexing="ij")
     gx, gy, px = output_grid(p, sp.height)
     fan = sector_mask(p, gx, gy)
-    das = None
+    das, n_rf = None, None
     frames, labels, env_all = [], [], []
     for t, fr, xy, e, b in tissue_frames(sp, xy0, motion, cv, background, rng, frame_ids=idx):
         rc = amp0 * np.sqrt(np.maximum(e, 0)) * np.where(b > 0.5, rng.standard_normal(len(e)), 1.0)
         rf, _ = pymust.simus(xy[:, 0] / 1000.0, xy[:, 1] / 1000.0, rc, delays, param)
+        # SIMUS sizes the RF to the deepest scatterer: keep the first frame's length so one DAS matrix serves all
+        n_rf = n_rf or rf.shape[0]
+        rf = np.pad(rf, ((0, max(n_rf - rf.shape[0], 0)), (0, 0)))[:n_rf]
         iq = pymust.rf2iq(rf, param)
         if das is None:
             das = pymust.dasmtx(iq, R * np.sin(T), R * np.cos(T), delays, param)

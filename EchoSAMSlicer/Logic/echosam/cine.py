@@ -11,6 +11,9 @@ Conventions (the same as Slicer's for a 2D frame stored as a one-slice volume):
 Colour frames become grey by the ITU-R BT.601 luma rule ``Y = 0.299 R + 0.587 G + 0.114 B``
 (alpha dropped): it keeps the B-mode brightness and makes colour annotations/Doppler overlays
 faint rather than dominant. Integer frames keep their dtype; the models resize and normalise a copy.
+Because grey loses which pixels were coloured (markers, ECG traces, coloured text, which are never
+part of the imaging fan), a colour cine also keeps ``metadata["colour_pixels"]``: an (H, W) bool map
+of the pixels that are saturated (chroma ``max(R,G,B) - min(R,G,B) >= COLOUR_CHROMA``) on any frame.
 """
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ from .errors import CineError
 
 LUMA_BT601 = np.array([0.299, 0.587, 0.114])
 DEFAULT_FPS = 30.0
+#: chroma (of 255) from which a pixel counts as coloured: JPEG/YBR 4:2:2 round-off on grey B-mode
+#: stays below ~20, screen markers and ECG traces are far above
+COLOUR_CHROMA = 48
 
 
 #: seconds per unit of a frame-time axis (NRRD/NIfTI/MRML index units); "" means seconds
@@ -55,6 +61,26 @@ def rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
         info = np.iinfo(rgb.dtype)
         return np.clip(np.rint(grey), info.min, info.max).astype(rgb.dtype)
     return grey.astype(np.float32)
+
+
+def colour_pixels(rgb: np.ndarray, min_chroma: float = COLOUR_CHROMA, chunk: int = 16) -> np.ndarray:
+    """(T, H, W, 3|4) or (H, W, 3|4) colour -> (H, W) bool: saturated (coloured) on any frame.
+
+    Chroma is ``max(R,G,B) - min(R,G,B)`` in 0..255 units (other integer types and floats in 0..1 are
+    scaled to that range). Works frame-chunk by chunk so memory stays flat on long loops."""
+    a = np.asarray(rgb)[..., :3]
+    if a.ndim == 3:
+        a = a[None]
+    if np.issubdtype(a.dtype, np.integer):
+        scale = 255.0 / float(np.iinfo(a.dtype).max)
+    else:
+        scale = 255.0 if float(np.nanmax(a)) <= 1.0 else 1.0
+    out = np.zeros(a.shape[1:3], dtype=bool)
+    for i in range(0, a.shape[0], chunk):
+        c = a[i:i + chunk]
+        chroma = (c.max(axis=-1).astype(np.float32) - c.min(axis=-1)) * scale
+        out |= (chroma >= min_chroma).any(axis=0)
+    return out
 
 
 def geometry_matrix(spacing: Sequence[float] = (1.0, 1.0), origin: Sequence[float] = (0.0, 0.0, 0.0),
@@ -130,7 +156,9 @@ class Cine:
         ``slices_as_frames`` is for callers that deliberately treat a 3D stack's slices as frames.
         """
         a = _as_thw(frames, slices_as_frames)
+        metadata = dict(metadata or {})
         if a.ndim == 4:
+            metadata.setdefault("colour_pixels", colour_pixels(a))
             a = rgb_to_grey(a)
         if a.dtype == bool:
             a = a.astype(np.uint8)
@@ -144,7 +172,7 @@ class Cine:
                 raise CineError(f"Frame rate must be positive, got {fps}.")
             frame_times = np.arange(a.shape[0]) / rate
         m = np.asarray(ijk_to_ras, dtype=float) if ijk_to_ras is not None else geometry_matrix(spacing, origin, directions)
-        return cls(np.ascontiguousarray(a), m, np.asarray(frame_times, dtype=float), name, dict(metadata or {}))
+        return cls(np.ascontiguousarray(a), m, np.asarray(frame_times, dtype=float), name, metadata)
 
     # ---- checks --------------------------------------------------------------------------
     def validate(self) -> None:

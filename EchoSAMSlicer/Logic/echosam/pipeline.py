@@ -12,11 +12,18 @@ Outputs are built in a temporary folder next to the output folder and swapped in
 so an error never leaves a half-written result (an existing folder stays as it was).
 Points/box prompts apply to the FIRST structure; a mask file (label map) seeds every listed structure
 present on its frame.
+
+The ultrasound region (`echosam.fan`, ``region="auto" | "off" | (x0, y0, x1, y1)``) comes first: the
+model sees only the fan's crop (0 outside the fan), prompts in full-frame pixels are mapped into the
+crop (`map_prompts`), and labels are mapped back onto the full frame (nothing outside the fan) before
+anything is written. ``run.json`` records the region (``region``: source, bbox, fan fraction, notice)
+and ``fan_mask.png`` holds its mask, so that `correct` reuses exactly the same crop.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -27,7 +34,7 @@ from .structures import get_structure
 
 RUN_FILE = "run.json"
 OUR_FILES = {"run.json", "session", "report.json", "report.csv", "lv_curve.png", "overlay.mp4",
-             "labels.seq.nrrd", "labels.nii.gz", "labels.nrrd", "labels.nii"}
+             "labels.seq.nrrd", "labels.nii.gz", "labels.nrrd", "labels.nii", "fan_mask.png"}
 LABEL_FORMATS = ("seq.nrrd", "nrrd", "nii.gz", "nii")
 # The demo weights were trained on phantom seeds 0-95 (validation 500000+, test 900000+): the demo
 # cine uses a seed none of them saw.
@@ -143,8 +150,11 @@ def check_formats(formats) -> list:
     return out
 
 
-def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bool = True) -> dict:
-    """Labels, overlay, report, run.json and the saved session into ``outdir``, swapped in atomically."""
+def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bool = True, region=None,
+                  cine=None) -> dict:
+    """Labels, overlay, report, run.json and the saved session into ``outdir``, swapped in atomically.
+    With a `FanRegion` (``region``) the session ran on the fan's crop: its labels are mapped back onto
+    ``cine`` (the full-frame cine) and the region's mask is saved next to run.json."""
     from . import cardiac
     from .io import write_labels, write_overlay
     from .io.atomic import atomic_folder
@@ -152,7 +162,8 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
 
     outdir = Path(outdir)
     check_outdir(outdir)
-    labels, cine = session.labels, session.cine
+    labels = session.labels if region is None else region.uncrop(session.labels)
+    cine = session.cine if cine is None else cine
     res = cardiac.analyse(labels, cine.spacing, cine.frame_times)
     with atomic_folder(outdir) as tmp:
         for fmt in formats:
@@ -162,19 +173,66 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
         info = dict(run, key_frames=session.key_frames, locked_frames=session.locked_frames)
         write_report(res, tmp, info=info, title=cine.name)
         session.save(tmp / "session")
+        if region is not None:
+            region.save(tmp)
         (tmp / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
     return {"result": res, "outdir": outdir}
 
 
 # ---- one cine ------------------------------------------------------------------------------------
-def apply_prompts(session, prompts: Prompts, device: str = "auto") -> None:
+def map_prompts(prompts: Prompts, region, shape_hw) -> Prompts:
+    """Prompts in full-frame cine pixels -> the same prompts in the region's crop pixels (points shifted,
+    the box shifted and clipped; a mask file is cropped when it is read, see `apply_prompts`).
+    A point off the frame, or a point/box off the fan's crop, is a PromptError."""
+    h, w = shape_hw
+    x0, y0, x1, y1 = region.bbox
+    where = f"the imaging fan's box (x {x0}..{x1}, y {y0}..{y1}); move it onto the fan, or use --region off"
+    pts = prompts.points
+    if pts is not None:
+        pts = np.asarray(pts, dtype=float).reshape(-1, 2)
+        for x, y in pts:
+            if not (0 <= round(x) < w and 0 <= round(y) < h):
+                raise PromptError(f"Point (x={x:g}, y={y:g}) is outside the {w}x{h} image; place it on the image.")
+            if not region.contains_xy(x, y):
+                raise PromptError(f"Point (x={x:g}, y={y:g}) is outside {where}.")
+        pts = region.to_crop_xy(pts)
+    box = prompts.box
+    if box is not None:
+        if box[2] < x0 or box[0] > x1 or box[3] < y0 or box[1] > y1:
+            raise PromptError(f"Box {tuple(box)} is outside {where}.")
+        box = region.box_to_crop(box)
+    return replace(prompts, points=pts, box=box)
+
+
+def prepare_cine(cine_path, region="auto", notify=None) -> tuple:
+    """(full-frame cine, `FanRegion`, the model's cine) of a cine file. A notice of the region (no fan
+    found) goes to ``notify`` (default: one line on stderr)."""
+    from .fan import prepare_region
+    from .io import read_cine
+
+    cine = read_cine(cine_path)
+    fan, model_cine = prepare_region(cine, region)
+    if fan.notice:
+        (notify or _to_stderr)(fan.notice)
+    return cine, fan, model_cine
+
+
+def _to_stderr(message: str) -> None:
+    print(f"echosam: {message}", file=sys.stderr)
+
+
+def apply_prompts(session, prompts: Prompts, device: str = "auto", region=None) -> None:
     """Put ``prompts`` into a session (points/box on the first structure, a mask file on each structure it
-    holds, else a seed from ``seed_model``). Nothing to do for a prompt-free model given no prompt."""
+    holds, else a seed from ``seed_model``). Nothing to do for a prompt-free model given no prompt.
+    With a `FanRegion`, ``prompts`` are in full-frame pixels and the session runs on the region's crop."""
     keys = session.structures
+    if region is not None:
+        prompts = map_prompts(prompts, region, region.shape)
     if prompts.points is not None or prompts.box is not None:
         session.add_new_points_or_box(prompts.frame, keys[0], prompts.points, prompts.labels, prompts.box)
     if prompts.mask:
-        lab = read_mask_frame(prompts.mask, prompts.mask_frame, session.cine.shape[1:])
+        lab = read_mask_frame(prompts.mask, prompts.mask_frame, region.shape if region else session.cine.shape[1:])
+        lab = region.crop(lab) if region is not None else lab
         found = [k for k in keys if structure_mask(lab, k).any()]
         if not found:
             raise PromptError(f"Mask file {prompts.mask} has none of {', '.join(keys)} on frame {prompts.mask_frame}.")
@@ -190,10 +248,11 @@ def apply_prompts(session, prompts: Prompts, device: str = "auto") -> None:
 def segment_cine(cine_path, output, model: Optional[str] = None, family: Optional[str] = None,
                  structures=("lv",), prompts: Optional[Prompts] = None, device: str = "auto",
                  precision: str = "auto", formats=("seq.nrrd",), overlay: bool = True, progress=None,
-                 loaded=None) -> dict:
+                 loaded=None, region="auto", keep_connected: bool = True, notify=None) -> dict:
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
-    ``model``. Returns {"result": cardiac analysis, "outdir", "session"}."""
-    from .io import read_cine
+    ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
+    connected-region rule (`echosam.consistency`). Returns {"result": cardiac analysis, "outdir",
+    "session" (on the region's crop), "region"}."""
     from .session import Session
     from .structures import parse_structures
 
@@ -201,22 +260,32 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
         [get_structure(s).key for s in structures]
     formats = check_formats(formats)
     check_outdir(Path(output))
-    cine = read_cine(cine_path)
+    cine, fan, model_cine = prepare_cine(cine_path, region, notify)
     loaded = loaded or load(model, device, family)
-    s = Session(cine, loaded, structures=keys, precision=precision)
-    apply_prompts(s, prompts or Prompts(), device)
+    s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected)
+    apply_prompts(s, prompts or Prompts(), device, region=fan)
     s.segment(progress=progress)
     run = {"command": "segment", "cine": str(Path(cine_path).resolve()), "model": model or str(loaded.path),
            "family": loaded.family, "model_path": str(loaded.path) if loaded.path else None, "structures": keys,
-           "formats": formats, "overlay": bool(overlay)}
-    out = write_outputs(s, output, run, formats, overlay=overlay)
-    return dict(out, session=s)
+           "formats": formats, "overlay": bool(overlay), "region": fan.summary(),
+           "keep_connected": bool(keep_connected)}
+    out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine)
+    return dict(out, session=s, region=fan)
 
 
 def correct(outdir, mask_path, frame: int, structure: str = "lv", cine_path=None, device: str = "auto",
             loaded=None, progress=None):
+    """`correct_outputs` returning only the session (on the region's crop)."""
+    return correct_outputs(outdir, mask_path, frame, structure, cine_path, device, loaded, progress)["session"]
+
+
+def correct_outputs(outdir, mask_path, frame: int, structure: str = "lv", cine_path=None, device: str = "auto",
+                    loaded=None, progress=None) -> dict:
     """Apply a corrected mask on ``frame`` to the saved session in ``outdir``, re-propagate (no encoder
-    run: the saved embeddings are used) and rewrite every output. Returns the session."""
+    run: the saved embeddings are used) and rewrite every output. The region stored with the result
+    (run.json + fan_mask.png) is reused; the mask file is in full-frame pixels. Returns {"result": the
+    cardiac analysis of the labels written, "outdir", "session", "region"}."""
+    from .fan import FanRegion
     from .io import read_cine
     from .session import Session
 
@@ -231,15 +300,18 @@ def correct(outdir, mask_path, frame: int, structure: str = "lv", cine_path=None
     cine = read_cine(cine_path or run["cine"])
     if loaded is None:
         loaded = load(run.get("model_path") or run["model"], device, run.get("family"))
-    s = Session.load(outdir / "session", cine, loaded)
-    lab = read_mask_frame(mask_path, frame, cine.shape[1:])
+    fan = FanRegion.load(outdir, run["region"], cine.shape[1:]) if run.get("region") else \
+        FanRegion.whole_frame(cine.shape[1:])
+    s = Session.load(outdir / "session", fan.crop_cine(cine), loaded)
+    lab = fan.crop(read_mask_frame(mask_path, frame, cine.shape[1:]))
     key = get_structure(structure).key
     s.set_mask(frame, key, structure_mask(lab, key))
     s.propagate(progress=progress)
     run = dict(run, corrections=list(run.get("corrections", [])) + [{"frame": int(frame), "structure": key,
                                                                        "mask": str(Path(mask_path).resolve())}])
-    write_outputs(s, outdir, run, run.get("formats", ["seq.nrrd"]), overlay=run.get("overlay", True))
-    return s
+    out = write_outputs(s, outdir, run, run.get("formats", ["seq.nrrd"]), overlay=run.get("overlay", True),
+                        region=fan, cine=cine)
+    return dict(out, session=s, region=fan)
 
 
 def report_labels(labels_path, output, cine_path=None):

@@ -9,9 +9,10 @@ Faults:
 - a worker that dies (killed, out of host memory) breaks the pool: the cases it was running with the
   others in flight are submitted again to a fresh pool; a case in flight at ``max_attempts`` breaks
   becomes an error row ("worker process died");
-- Ctrl-C / SIGTERM in the driver: workers ignore SIGINT (the driver decides), the driver sends them
-  SIGTERM, which stops their current case cleanly (the pipeline's temporary output is removed) and
-  ends them; the interrupt then propagates to the caller.
+- Ctrl-C / SIGTERM in the driver: workers ignore SIGINT (the driver decides); the driver terminates
+  them (SIGTERM, default action: a worker never lingers) and the interrupt propagates to the caller.
+  A case cut short leaves no result row and at most a hidden temporary folder next to its output
+  (never a half-written output folder: the pipeline publishes by rename).
 """
 from __future__ import annotations
 
@@ -29,13 +30,8 @@ MAX_PIDS = 4096
 _RUNNER = {}          # this worker process's state: index, spec, runner (loaded on the first case)
 
 
-def _stop(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 def _init_worker(spec, counter, pids) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C reaches the whole process group: the driver decides
     with counter.get_lock():
         index = counter.value
         counter.value += 1

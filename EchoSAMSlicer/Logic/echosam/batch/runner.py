@@ -112,8 +112,11 @@ class CaseRunner:
             if not Path(case.path).exists():
                 raise EchoSAMError(f"{case.input} does not exist.")
             row["input_sha256"] = content_sha256(case.path)
+            notices = []
             out = pipeline.segment_cine(case.path, Path(self.spec.out) / case.case_id, loaded=self.loaded,
-                                        prompts=self.prompts(case), device=self.device, **self.spec.options)
+                                        prompts=self.prompts(case), device=self.device, notify=notices.append,
+                                        **self.spec.options)
+            row["notice"] = " ".join(notices)
             s = out["result"].summary()
             ok = s["ef_percent"] is not None
             row.update(status="ok" if ok else "error", error="" if ok else s["message"],

@@ -24,16 +24,16 @@ def cmd_segment(args) -> int:
     out = pipeline.segment_cine(args.cine, args.output, model=args.model, family=args.family,
                                 structures=args.structures, prompts=prompts_from_args(args), device=args.device,
                                 precision=args.precision, formats=args.formats.split(","),
-                                overlay=not args.no_overlay, progress=progress_for(args, "echosam"))
+                                overlay=not args.no_overlay, progress=progress_for(args, "echosam"),
+                                region=args.region, keep_connected=not args.no_keep_connected)
     _print_result(out["result"], args.output)
     return 0
 
 
 def cmd_correct(args) -> int:
-    from .. import cardiac
-    s = pipeline.correct(args.outdir, args.mask, args.frame, args.structure, args.cine, args.device,
-                         progress=progress_for(args, "echosam"))
-    _print_result(cardiac.analyse(s.labels, s.cine.spacing, s.cine.frame_times), args.outdir)
+    out = pipeline.correct_outputs(args.outdir, args.mask, args.frame, args.structure, args.cine, args.device,
+                                   progress=progress_for(args, "echosam"))
+    _print_result(out["result"], args.outdir)
     return 0
 
 
@@ -66,6 +66,16 @@ def _print_result(res, outdir) -> None:
 
 
 # ---- registration --------------------------------------------------------------------------------------
+def add_region_arguments(p) -> None:
+    """``--region`` and ``--no-keep-connected``, shared by ``segment`` and ``batch``."""
+    p.add_argument("--region", default="auto",
+                   help="ultrasound region the model sees: auto (DICOM US region, else the fan detected from "
+                        "the pixels), off (whole frame), or x0,y0,x1,y1 (a box in cine pixels, inclusive)")
+    p.add_argument("--no-keep-connected", action="store_true",
+                   help="keep every connected component of a structure (default: drop stray components far "
+                        "from the prompt and from the previous frame's mask)")
+
+
 def register(subparsers) -> None:
     common = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     model_help = "Models.json name or weights file (default: Models.json's default model)"
@@ -86,6 +96,7 @@ def register(subparsers) -> None:
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--formats", default="seq.nrrd", help="label formats: seq.nrrd,nii.gz")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    add_region_arguments(p)
     add_common(p)
     p.set_defaults(func=cmd_segment)
 

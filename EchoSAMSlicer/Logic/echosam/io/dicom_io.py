@@ -11,6 +11,11 @@ the spacing is exact) and ``PixelSpacing`` (row, col) mm. The plane geometry als
 relative error) so that our own files round-trip the full IJK-to-RAS matrix; scanners rarely
 write them for US, and then the geometry is the spacing with identity directions.
 
+Reading keeps the ultrasound regions (``SequenceOfUltrasoundRegions``) in
+``metadata["us_regions"]``: one dict per item with ``x0, y0, x1, y1`` (RegionLocationMin/Max, pixel
+indices, inclusive), ``spatial_format`` (1 = 2D B-mode, 2 = M-mode, 3 = spectral, ...), ``data_type``
+and ``flags``; `echosam.fan` takes the imaging fan's bounds from the 2D one.
+
 Reading accepts every transfer syntax pydicom can decode (JPEG baseline/lossless through
 pylibjpeg, RLE natively, ...); YBR colour is converted to RGB by pydicom, then to grey (BT.601).
 """
@@ -116,6 +121,20 @@ def _spacing(ds) -> tuple[float, float] | None:
     return None
 
 
+def _regions(ds) -> list[dict]:
+    """The ultrasound regions' bounds as plain dicts (see the module docstring); [] when absent."""
+    out = []
+    for r in list(ds.get("SequenceOfUltrasoundRegions", []) or []):
+        try:
+            box = [int(r.get(k)) for k in ("RegionLocationMinX0", "RegionLocationMinY0",
+                                           "RegionLocationMaxX1", "RegionLocationMaxY1")]
+        except (TypeError, ValueError):
+            continue                                    # an item without its location: unusable
+        out.append(dict(zip(("x0", "y0", "x1", "y1"), box), spatial_format=int(r.get("RegionSpatialFormat", 0) or 0),
+                        data_type=int(r.get("RegionDataType", 0) or 0), flags=int(r.get("RegionFlags", 0) or 0)))
+    return out
+
+
 def _times(ds, n: int) -> np.ndarray | None:
     t0 = float(ds.get("FrameDelay", 0.0) or 0.0) / 1000.0
     vec = ds.get("FrameTimeVector")
@@ -154,7 +173,7 @@ def read_dicom(path: Path, slices_as_frames: bool = False) -> RawCine:
         raise CineError(f"Unexpected DICOM pixel array shape {arr.shape} for {n} frame(s).")
     sp = _spacing(ds)
     meta = {"format": "dicom", "sop_class": str(ds.get("SOPClassUID", "")), "spacing_known": sp is not None,
-            "photometric": str(ds.get("PhotometricInterpretation", ""))}
+            "photometric": str(ds.get("PhotometricInterpretation", "")), "us_regions": _regions(ds)}
     row_mm, col_mm = sp if sp is not None else (1.0, 1.0)
     m = np.eye(4)
     if "ImageOrientationPatient" in ds and len(ds.ImageOrientationPatient) == 6:

@@ -294,11 +294,13 @@ class MemSAM(nn.Module):
         return self._decode(feats.embedding, sparse, m), hidden
 
     # ---- the paper's per-video loop ------------------------------------------------------------------
-    def forward(self, images: torch.Tensor, points=None, point_labels=None, box=None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, points=None, point_labels=None, box=None,
+                with_prompt_logits: bool = False):
         """Released training/test loop: images ``(B,T,3,S,S)``, frame-0 points ``(B,P,2)`` + labels ``(B,P)``
         and/or a frame-0 box ``(B,4)`` xyxy (all None = SAM's no-prompt bootstrap) -> logits ``(B,T,1,S,S)``,
         every frame predicted from memory. The released loop takes points only; the box is the same
-        SAM prompt path the Session uses for a box."""
+        SAM prompt path the Session uses for a box. ``with_prompt_logits``: also return the frame-0
+        prompt decoding ``(B,1,S,S)`` (training without SAM weights supervises it directly)."""
         if images.ndim != 5:
             raise ModelError(f"MemSAM.forward expects (B, T, 3, S, S) clips, got {tuple(images.shape)}.")
         b, t = images.shape[:2]
@@ -324,7 +326,8 @@ class MemSAM(nn.Module):
                 if i == 0:
                     bank.clear()   # released: the bootstrap value only serves frame 0's readout
                 bank.add(fi.key, fi.shrinkage, value, permanent=(i == 0), frame=i)
-        return torch.stack(preds, dim=1)
+        out = torch.stack(preds, dim=1)
+        return (out, boot) if with_prompt_logits else out
 
     # ---- training split ---------------------------------------------------------------------------
     def set_paper_trainable(self) -> int:

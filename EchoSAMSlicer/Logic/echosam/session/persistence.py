@@ -59,6 +59,7 @@ def save_session(s, folder) -> Path:
     snap = s.snapshot()
     meta = {"format": FORMAT, "version": VERSION, "family": s.loaded.family, "structures": s.structures,
             "memory_cap": s.memory_cap, "threshold": s.threshold, "img_size": s.img_size,
+            "keep_connected": s.keep_connected,
             "cine_fingerprint": cine_fingerprint(s.cine), "model_fingerprint": model_fingerprint(s.loaded),
             "cine_shape": list(s.cine.frames.shape), "model_path": str(s.loaded.path) if s.loaded.path else None,
             "signatures": snap["results"]["signatures"]}
@@ -95,6 +96,7 @@ def load_session(cls, folder, cine, loaded, **kwargs):
                               f"({meta.get('family')}, {meta.get('model_path')}); load that model, or segment again.")
     kwargs.setdefault("memory_cap", meta["memory_cap"])
     kwargs.setdefault("threshold", meta["threshold"])
+    kwargs.setdefault("keep_connected", meta.get("keep_connected", True))
     s = cls(cine, loaded, structures=meta["structures"], **kwargs)
     with np.load(folder / "results.npz") as z:
         arrays = {k: z[k] for k in z.files}

@@ -18,6 +18,11 @@ working memory so memory stays flat on long loops). The key frame's bootstrap va
 logits, written only to predict the key frame again from memory) always deep-updates the hidden
 state, as the released loop does, whatever ``deep_update_at_eval`` says; later writes follow it.
 
+Every frame read out from memory goes through the connected-region rule (`echosam.consistency`,
+``connected_rule``; the identity when switched off) before it is stored or enters memory: stray
+components far from the prompt and from the previous frame's mask are dropped. Mask key frames
+(corrections, seeds) are never passed through it.
+
 Cancel is checked between frames: finished frames keep their new result and signature; the bank and
 hidden state at the stop are kept so the next propagate continues where it stopped.
 """
@@ -68,12 +73,15 @@ class Propagator:
 
     ``features``: a `features.FeatureCache` (complete); ``store``: the `store.PromptStore`;
     ``results``: the `results.Results` written to; ``transform``: `transforms.FrameTransform`;
-    ``memory_cap``: working-memory frames beyond the permanent key frame (None = unbounded).
+    ``memory_cap``: working-memory frames beyond the permanent key frame (None = unbounded);
+    ``connected_rule``: ``rule(key, logits, previous=, prompt=) -> logits`` applied to every memory
+    readout (`echosam.consistency.PromptedRule`), None for none.
     """
 
-    def __init__(self, model, features, store, results, transform, memory_cap) -> None:
+    def __init__(self, model, features, store, results, transform, memory_cap, connected_rule=None) -> None:
         self.model, self.features, self.store, self.results = model, features, store, results
         self.transform, self.memory_cap = transform, memory_cap
+        self.connected_rule = connected_rule
         self.device = features.device
         self.resume: dict = {}          # (structure, sig) -> (next position, bank, hidden, pending)
         self.key_cache: dict = {}       # (structure, frame, version[, "out"]) -> key-frame logits / output
@@ -135,9 +143,17 @@ class Propagator:
             if e.mask is None and self.model.key_frame_from_memory:
                 bank = MemoryBank(self.memory_cap)
                 hidden = self._push(bank, hidden, k, klog, permanent=True, deep_update=True)
-                klog, hidden = self.model.segment_from_memory(self.features.frame(k), bank, hidden)
+                klog, hidden = self.from_memory(key, k, bank, hidden, prompt=e)
             self.key_cache[ck] = (klog, hidden)
         return self.key_cache[ck]
+
+    def from_memory(self, key: str, t: int, bank, hidden, previous=None, prompt=None):
+        """Memory readout + decoder for frame ``t`` -> (logits (1,1,S,S), hidden), then the connected-region
+        rule against ``previous`` (the last frame's logits in propagation order) and/or ``prompt``."""
+        logits, hidden = self.model.segment_from_memory(self.features.frame(t), bank, hidden)
+        if self.connected_rule is not None:
+            logits = self.connected_rule(key, logits, previous=previous, prompt=prompt)
+        return logits, hidden
 
     def start_segment(self, key: str, k: int):
         """A fresh memory rebuilt from key frame ``k`` -> (key output logits, bank, hidden)."""
@@ -195,7 +211,8 @@ class Propagator:
                     t = frames[i]
                     if pending is not None:
                         hidden = self._push(bank, hidden, pending[0], pending[1])
-                    logits, hidden = self.model.segment_from_memory(self.features.frame(t), bank, hidden)
+                    previous = pending[1] if pending is not None else self.key_output(key, k)[0]
+                    logits, hidden = self.from_memory(key, t, bank, hidden, previous=previous)
                     pending = (t, logits)
                     if res.signature(key, t) != want[t]:
                         res.write(key, t, logits, want[t])

@@ -12,6 +12,8 @@
   binarises at 0.6 (reference/models.md §1.5); pass ``threshold=0.6`` to reproduce its numbers.
 - **Prompt-free** models (`prompt_free`): `segment` runs ``segment_video``; `seed_from_auto` turns a
   prompt-free result on one frame into key-frame masks of a prompted model (seeds, not locked).
+- **One region per prompt** (`echosam.consistency`, ``keep_connected=True``): stray components far
+  from the prompt and from the previous frame's mask are dropped, in propagation and prompt-free runs.
 - **Undo** restores the store and every frame result/label changed since the last prompt change.
 - **Persistence** (`persistence`): `save` / `load`, through the public `snapshot` / `restore`.
 
@@ -26,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ..cine import grey_0_255
+from ..consistency import PromptedRule, keep_connected_labels
 from ..errors import PromptError
 from ..models.fast import inference_context, optimise_for_inference
 from ..progress import CancelToken, no_progress
@@ -46,11 +49,14 @@ class Session:
     """See the module docstring and docs/engine_api.md ("Session")."""
 
     def __init__(self, cine, loaded, structures=None, memory_cap="config", embed_cache: str = "auto",
-                 threshold: Optional[float] = None, batch_size: int = 8, precision: str = "auto") -> None:
+                 threshold: Optional[float] = None, batch_size: int = 8, precision: str = "auto",
+                 keep_connected: bool = True) -> None:
         """``memory_cap``: working-memory frames beyond the permanent key frame ("config": the model
         config's ``memory_cap``, else DEFAULT_MEMORY_CAP; None = unbounded). ``threshold``: on sigmoid
         probabilities (None: the model config's, else 0.5). ``batch_size``: frames per encoder call.
-        ``precision``: "auto" = bf16 autocast on CUDA (fp16 on GPUs without bf16), fp32 on CPU; "fp32"."""
+        ``precision``: "auto" = bf16 autocast on CUDA (fp16 on GPUs without bf16), fp32 on CPU; "fp32".
+        ``keep_connected``: drop stray components far from the prompt and the previous frame's mask
+        (`echosam.consistency`; locked frames are never touched); False keeps every component."""
         if memory_cap == "config":
             memory_cap = getattr(loaded.config, "memory_cap", DEFAULT_MEMORY_CAP)
         if threshold is None:
@@ -73,8 +79,10 @@ class Session:
         self.prompts = PromptStore(self.n_frames, (self.height, self.width), self.structures)
         self.results = Results(self.prompts, self.transform, self.structures, self.n_frames, self.threshold)
         self.features = FeatureCache(self.model, self.grey, self.device, embed_cache, batch_size)
+        self.keep_connected = bool(keep_connected)
         self.propagator = Propagator(self.model, self.features, self.prompts, self.results, self.transform,
-                                     memory_cap)
+                                     memory_cap, PromptedRule(self.img_size, self.threshold, self.transform.point,
+                                                              enabled=self.keep_connected))
         self._history: list = []     # [(store snapshot, results Change)], oldest first
 
     def _check_structures(self, structures) -> list:
@@ -239,8 +247,8 @@ class Session:
         if self.prompted:
             raise PromptError(f"segment_auto() needs a prompt-free model (MediViSTA, MA-SAM); {self.loaded.family} "
                               "needs a prompt, or seed it with seed_from_auto(auto=<prompt-free model>).")
-        self.results.set_labels(auto_labels(self.loaded, self.grey, self.structures, progress, cancel,
-                                            self.precision))
+        labels = auto_labels(self.loaded, self.grey, self.structures, progress, cancel, self.precision)
+        self.results.set_labels(keep_connected_labels(labels, self.structures, enabled=self.keep_connected))
         return self.results.labels.copy()
 
     def seed_from_auto(self, frame: int = 0, auto=None, progress=None, cancel=None) -> list:

@@ -1,0 +1,154 @@
+"""The connected-region rule (`echosam.consistency`) on exact masks, on logits, and inside a session."""
+import numpy as np
+import pytest
+import torch
+
+from echosam.consistency import PromptedRule, keep_connected, keep_connected_labels
+from echosam.session.store import FramePrompt
+
+
+def disk(shape, cx, cy, r):
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    return (x - cx) ** 2 + (y - cy) ** 2 <= r * r
+
+
+S = (64, 64)
+MAIN = disk(S, 20, 20, 8)
+STRAY = disk(S, 52, 52, 4)
+
+
+def test_stray_blob_far_from_previous_mask_is_dropped():
+    prev = disk(S, 21, 20, 8)
+    assert np.array_equal(keep_connected(MAIN | STRAY, prev, margin=2), MAIN)
+
+
+def test_component_touching_the_dilated_previous_mask_is_kept():
+    near = disk(S, 34, 20, 3)                       # 3 px beyond the previous mask's edge
+    prev = disk(S, 20, 20, 10)
+    got = keep_connected(MAIN | near | STRAY, prev, margin=2)
+    assert np.array_equal(got, MAIN | near)
+    assert np.array_equal(keep_connected(MAIN | near | STRAY, prev, margin=0), MAIN)
+
+
+def test_prompt_point_or_box_anchors_a_smaller_component():
+    point = np.zeros(S, bool)
+    point[52, 52] = True                            # the user clicked the small blob
+    assert np.array_equal(keep_connected(MAIN | STRAY, point, margin=1), STRAY)
+    box = np.zeros(S, bool)
+    box[45:60, 45:60] = True
+    assert np.array_equal(keep_connected(MAIN | STRAY, box), STRAY)
+
+
+def test_nothing_qualifies_keeps_the_largest():
+    elsewhere = disk(S, 50, 10, 2)
+    assert np.array_equal(keep_connected(MAIN | STRAY, elsewhere), MAIN)
+    assert np.array_equal(keep_connected(MAIN | STRAY, None), MAIN)
+    assert not keep_connected(np.zeros(S, bool), None).any()
+
+
+def test_holes_filled_for_cavities_only():
+    ring = disk(S, 30, 30, 12) & ~disk(S, 30, 30, 5)
+    assert np.array_equal(keep_connected(ring, None, fill_holes=True), disk(S, 30, 30, 12))
+    assert np.array_equal(keep_connected(ring, None, fill_holes=False), ring)
+
+
+def test_prompt_free_rule_keeps_largest_and_the_tracked_component():
+    T = 4
+    lab = np.zeros((T,) + S, np.uint8)
+    small = disk(S, 50, 12, 4)
+    for t in range(T):
+        lab[t][MAIN] = 1
+        lab[t][disk(S, 50, 50, 3)] = 1              # a stray LV blob on every frame ...
+        lab[t][small] = 3                           # ... an LA that stays where it was
+        lab[t][disk(S, 10, 55, 5 + t)] = 3          # ... and a bigger LA blob appearing from frame 0
+        lab[t][disk(S, 40, 30, 2)] = 2              # a myocardium speck (largest of its structure: kept)
+    out = keep_connected_labels(lab, ["lv", "myo", "la"])
+    assert ((out == 1) == MAIN[None]).all()
+    # LA: frame 0 keeps only its largest blob (lower left); the small one never overlaps a kept mask
+    assert not (out[:, small] == 3).any() and (out[:, disk(S, 10, 55, 5)] == 3).all()
+    assert ((out == 2) == disk(S, 40, 30, 2)[None]).all()
+    assert np.array_equal(keep_connected_labels(lab, ["lv", "myo", "la"], enabled=False), lab)
+
+
+def test_prompt_free_rule_follows_a_moving_structure():
+    """A second component overlapping the previous frame's kept mask survives even when not the largest."""
+    lab = np.zeros((3,) + S, np.uint8)
+    lab[0][disk(S, 20, 20, 6)] = 1
+    lab[1][disk(S, 21, 20, 5)] = 1
+    lab[1][disk(S, 50, 50, 8)] = 1                  # bigger, new, far away: largest, kept too
+    out = keep_connected_labels(lab, ["lv"])
+    assert (out[1][disk(S, 21, 20, 5)] == 1).all() and (out[1][disk(S, 50, 50, 8)] == 1).all()
+
+
+def test_prompted_rule_on_logits():
+    rule = PromptedRule(img_size=64, threshold=0.5)
+    logits = torch.where(torch.from_numpy(MAIN | STRAY), 4.0, -4.0)[None, None]
+    prev = torch.where(torch.from_numpy(MAIN), 5.0, -5.0)[None, None]
+    out = rule("lv", logits, previous=prev)
+    assert out.shape == logits.shape and out.dtype == logits.dtype
+    assert np.array_equal(out[0, 0].numpy() >= 0, MAIN)
+    assert torch.equal(out[0, 0][torch.from_numpy(MAIN)], logits[0, 0][torch.from_numpy(MAIN)])
+    clicked = rule("lv", logits, prompt=FramePrompt(points=[(52.0, 52.0)], labels=[1]))
+    assert np.array_equal(clicked[0, 0].numpy() >= 0, STRAY)
+    excluded = rule("lv", logits, prompt=FramePrompt(points=[(52.0, 52.0)], labels=[0]))
+    assert np.array_equal(excluded[0, 0].numpy() >= 0, MAIN)       # an exclude point anchors nothing
+    boxed = rule("lv", logits, prompt=FramePrompt(box=(44.0, 44.0, 60.0, 60.0)))
+    assert np.array_equal(boxed[0, 0].numpy() >= 0, STRAY)
+    single = torch.where(torch.from_numpy(MAIN), 4.0, -4.0)[None, None]
+    assert rule("lv", single, previous=prev) is single             # nothing to change: same tensor
+    assert PromptedRule(64, enabled=False)("lv", logits, previous=prev) is logits
+
+
+# ---- inside a session --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def memsam_session_parts(small_phantom):
+    from echosam.checkpoints import LoadedModel
+    from echosam.models.registry import build_model, preset_config
+
+    torch.manual_seed(0)
+    cfg = preset_config("memsam", "tiny")
+    model = build_model("memsam", cfg).eval()
+    return small_phantom, LoadedModel(model, "memsam", cfg, {}, None, "cpu")
+
+
+def _fake_readout(model, S, main):
+    """Replace the model's memory readout by a confident ``main`` region (S x S) plus a stray corner blob
+    (the real memory still runs: values are encoded and the hidden state passed on)."""
+    blob = torch.from_numpy(disk((S, S), S - 6, S - 6, 3))
+    region = torch.from_numpy(main)
+    inner = model.segment_from_memory
+
+    def readout(feats, bank, hidden):
+        logits, hidden = inner(feats, bank, hidden)
+        return torch.where(region | blob, 8.0, -8.0).to(logits).reshape(logits.shape), hidden
+    model.segment_from_memory = readout
+    return inner
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_session_drops_a_stray_blob_and_never_touches_locked_frames(memsam_session_parts, keep):
+    from echosam.session import Session
+
+    ph, loaded = memsam_session_parts
+    lv = ph.labels == 1
+    S = loaded.config.sam.img_size
+    main = torch.nn.functional.interpolate(torch.from_numpy(lv[0].astype(np.float32))[None, None], size=(S, S),
+                                           mode="bilinear", align_corners=False)[0, 0].numpy() >= 0.5
+    inner = _fake_readout(loaded.model, S, main)
+    try:
+        s = Session(ph.cine, loaded, structures=["lv"], keep_connected=keep)
+        locked = lv[6].copy()
+        locked[-4:, -4:] = True                     # the user's correction may hold two regions: kept as is
+        s.set_mask(0, "lv", lv[0])
+        s.set_mask(6, "lv", locked)
+        lab = s.propagate()
+    finally:
+        loaded.model.segment_from_memory = inner
+    corner = np.zeros(lv.shape[1:], bool)
+    corner[-8:, -8:] = True
+    assert np.array_equal(lab[6] == 1, locked) and np.array_equal(lab[0] == 1, lv[0])
+    blob = [bool((lab[t][corner] == 1).any()) for t in range(ph.cine.n_frames)]
+    # frames 1-5 follow frame 0 (no corner region): the stray blob goes unless the rule is off; frames 7-11
+    # follow the user's frame 6, which holds a corner region, so the blob overlapping it stays
+    assert blob[1:6] == [not keep] * 5 and all(blob[7:])
+    assert all((lab[t] == 1)[~corner].sum() > 0 for t in range(ph.cine.n_frames))

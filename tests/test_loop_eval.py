@@ -1,0 +1,61 @@
+"""Whole-loop evaluation on a simulated case: the baselines and the scores, checked by hand."""
+from __future__ import annotations
+
+import numpy as np
+
+from sim_fixtures import small
+from training.datasets.clips import clip_prompt, mask_box
+from training.loop_eval import baseline_box, baseline_otsu, load_case, score, truth_boxes
+from training.simulator import cache
+
+
+def _case(tmp_path, monkeypatch, seed=21):
+    monkeypatch.setattr(cache, "sample_params", lambda s, ranges=None: small(s, n_frames=12))
+    cache.write_case(tmp_path, seed, "train")
+    return load_case(cache.case_path(tmp_path, seed))
+
+
+def test_box_copy_baseline_is_the_frame0_box_on_every_frame(tmp_path, monkeypatch):
+    case = _case(tmp_path, monkeypatch)
+    boxes = truth_boxes(case["labels"][0])
+    pred = baseline_box(case, boxes)
+    x0, y0, x1, y1 = (int(v) for v in boxes["lv"])
+    assert (pred[:, y0:y1 + 1, x0:x1 + 1] == 1).all()           # LV drawn last wins inside its box
+    row = score(pred, case)
+    # hand computation of the LV Dice on the last frame
+    t = len(pred) - 1
+    a, b = pred[t] == 1, case["labels"][t] == 1
+    hand = 2 * (a & b).sum() / (a.sum() + b.sum())
+    per_frame = [2 * ((pred[k] == 1) & (case["labels"][k] == 1)).sum() / ((pred[k] == 1).sum() + (case["labels"][k] == 1).sum())
+                 for k in range(len(pred))]
+    assert abs(row["dice_lv"] - np.mean(per_frame)) < 1e-9 and per_frame[-1] == hand
+    assert row["dice_lv"] < 0.95                                  # a box is not the cavity
+    assert np.isfinite(row["ef_true"]) and 10 < row["ef_true"] < 90
+
+
+def test_otsu_baseline_stays_inside_the_boxes_and_finds_the_dark_cavity(tmp_path, monkeypatch):
+    case = _case(tmp_path, monkeypatch)
+    boxes = truth_boxes(case["labels"][0])
+    pred = baseline_otsu(case, boxes)
+    inside = np.zeros(pred.shape[1:], bool)
+    for b in boxes.values():
+        x0, y0, x1, y1 = (int(round(v)) for v in b)
+        inside[y0:y1 + 1, x0:x1 + 1] = True
+    assert not pred[:, ~inside].any()
+    lv = pred == 1
+    assert case["frames"][lv].mean() < case["frames"][pred == 2].mean()
+    assert score(pred, case)["dice_lv"] > 0.5
+
+
+def test_prompt_boxes_follow_the_truth_and_the_myocardium_gets_its_exclude_point():
+    m = np.zeros((40, 50), bool)
+    m[10:20, 5:30] = True
+    rng = np.random.default_rng(0)
+    box, pts, labs = clip_prompt(m, "lv", train=False, rng=rng, mix={})
+    assert tuple(box) == (5, 10, 29, 19) and len(pts) == 0
+    box, pts, labs = clip_prompt(m, "myo", train=False, rng=rng, mix={})
+    assert labs.tolist() == [0] and tuple(pts[0]) == (17.0, 14.5)
+    for _ in range(20):                                          # jittered training boxes stay in the image
+        box, pts, labs = clip_prompt(m, "la", train=True, rng=rng, mix={"box": 1.0, "jitter": 0.2})
+        assert box[0] >= 0 and box[2] <= 49 and box[2] > box[0]
+    assert tuple(mask_box(np.zeros((3, 3), bool))) == (-1, -1, -1, -1)
