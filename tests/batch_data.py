@@ -12,21 +12,24 @@ import numpy as np
 OFFICIAL_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split")
 # what `echosam batch --no-overlay` passes (cli.batch.segment_options), so CLI and API runs share case keys
 OPTIONS = {"structures": "lv", "precision": "auto", "formats": ["seq.nrrd"], "overlay": False, "region": "auto",
-           "keep_connected": True}
+           "keep_connected": True, "read": {"slices_as_frames": False, "fps": None}}
+
+
+def _smallest(prompted: bool) -> str:
+    from echosam.model_zoo import load_registry
+
+    entries = [e for e in load_registry() if e.bundled and e.prompted == prompted]
+    return min(entries, key=lambda e: e.input_size).name
 
 
 def prompt_free_model() -> str:
-    """A bundled prompt-free model of Models.json (names change; the registry says which)."""
-    from echosam.model_zoo import load_registry
-
-    return next(e.name for e in load_registry() if e.bundled and not e.prompted)
+    """The smallest bundled prompt-free model of Models.json (names change; the registry says which)."""
+    return _smallest(False)
 
 
 def prompted_model() -> str:
-    from echosam.model_zoo import default_model_name, get_entry, load_registry
-
-    name = default_model_name()
-    return name if get_entry(name).prompted else next(e.name for e in load_registry() if e.bundled and e.prompted)
+    """The smallest bundled prompted model (MemSAM) of Models.json."""
+    return _smallest(True)
 
 
 def write_echonet_video(path: Path, seed: int, ef: float, n_frames: int = 20):

@@ -22,21 +22,26 @@ def test_stray_blob_far_from_previous_mask_is_dropped():
     assert np.array_equal(keep_connected(MAIN | STRAY, prev, margin=2), MAIN)
 
 
-def test_component_touching_the_dilated_previous_mask_is_kept():
-    near = disk(S, 34, 20, 3)                       # 3 px beyond the previous mask's edge
+def test_fragment_near_the_anchor_is_kept_a_drifting_one_is_not():
+    near = disk(S, 32, 20, 2)                       # a 1 px gap beyond MAIN's edge (x = 28)
     prev = disk(S, 20, 20, 10)
-    got = keep_connected(MAIN | near | STRAY, prev, margin=2)
-    assert np.array_equal(got, MAIN | near)
-    assert np.array_equal(keep_connected(MAIN | near | STRAY, prev, margin=0), MAIN)
+    assert np.array_equal(keep_connected(MAIN | near | STRAY, prev, margin=2), MAIN | near)
+    assert np.array_equal(keep_connected(MAIN | near | STRAY, prev, margin=1), MAIN)
+    # a blob that overlaps the previous mask but lies beyond the margin from the anchor: dropped (a kept
+    # fragment would otherwise become the next frame's reference and drift along)
+    drift = disk(S, 36, 20, 2)
+    wide = disk(S, 24, 20, 14)
+    assert (drift & wide).any()
+    assert np.array_equal(keep_connected(MAIN | drift, wide, margin=2), MAIN)
 
 
 def test_prompt_point_or_box_anchors_a_smaller_component():
     point = np.zeros(S, bool)
     point[52, 52] = True                            # the user clicked the small blob
-    assert np.array_equal(keep_connected(MAIN | STRAY, point, margin=1), STRAY)
+    assert np.array_equal(keep_connected(MAIN | STRAY, None, margin=1, prompt=point), STRAY)
     box = np.zeros(S, bool)
     box[45:60, 45:60] = True
-    assert np.array_equal(keep_connected(MAIN | STRAY, box), STRAY)
+    assert np.array_equal(keep_connected(MAIN | STRAY, None, prompt=box), STRAY)
 
 
 def test_nothing_qualifies_keeps_the_largest():
@@ -44,6 +49,15 @@ def test_nothing_qualifies_keeps_the_largest():
     assert np.array_equal(keep_connected(MAIN | STRAY, elsewhere), MAIN)
     assert np.array_equal(keep_connected(MAIN | STRAY, None), MAIN)
     assert not keep_connected(np.zeros(S, bool), None).any()
+    assert np.array_equal(keep_connected(STRAY, disk(S, 10, 10, 3)), STRAY)    # one component: kept as is
+
+
+def test_prompt_and_previous_mask_together():
+    """On a frame with both, the previous mask anchors and a component the prompt touches is kept too."""
+    point = np.zeros(S, bool)
+    point[52, 52] = True
+    got = keep_connected(MAIN | STRAY | disk(S, 52, 10, 3), disk(S, 20, 20, 8), margin=2, prompt=point)
+    assert np.array_equal(got, MAIN | STRAY)
 
 
 def test_holes_filled_for_cavities_only():
@@ -52,7 +66,7 @@ def test_holes_filled_for_cavities_only():
     assert np.array_equal(keep_connected(ring, None, fill_holes=False), ring)
 
 
-def test_prompt_free_rule_keeps_largest_and_the_tracked_component():
+def test_prompt_free_rule_anchors_on_frame_0s_largest_and_follows_it():
     T = 4
     lab = np.zeros((T,) + S, np.uint8)
     small = disk(S, 50, 12, 4)
@@ -71,13 +85,14 @@ def test_prompt_free_rule_keeps_largest_and_the_tracked_component():
 
 
 def test_prompt_free_rule_follows_a_moving_structure():
-    """A second component overlapping the previous frame's kept mask survives even when not the largest."""
+    """The component continuing the previous frame's structure is kept even when a bigger blob appears."""
     lab = np.zeros((3,) + S, np.uint8)
-    lab[0][disk(S, 20, 20, 6)] = 1
-    lab[1][disk(S, 21, 20, 5)] = 1
-    lab[1][disk(S, 50, 50, 8)] = 1                  # bigger, new, far away: largest, kept too
+    for t in range(3):
+        lab[t][disk(S, 20 + 2 * t, 20, 6 - t)] = 1
+    lab[1][disk(S, 50, 50, 8)] = 1                  # bigger, new, far away: dropped
     out = keep_connected_labels(lab, ["lv"])
-    assert (out[1][disk(S, 21, 20, 5)] == 1).all() and (out[1][disk(S, 50, 50, 8)] == 1).all()
+    for t in range(3):
+        assert np.array_equal(out[t] == 1, disk(S, 20 + 2 * t, 20, 6 - t))
 
 
 def test_prompted_rule_on_logits():
@@ -148,7 +163,7 @@ def test_session_drops_a_stray_blob_and_never_touches_locked_frames(memsam_sessi
     corner[-8:, -8:] = True
     assert np.array_equal(lab[6] == 1, locked) and np.array_equal(lab[0] == 1, lv[0])
     blob = [bool((lab[t][corner] == 1).any()) for t in range(ph.cine.n_frames)]
-    # frames 1-5 follow frame 0 (no corner region): the stray blob goes unless the rule is off; frames 7-11
-    # follow the user's frame 6, which holds a corner region, so the blob overlapping it stays
-    assert blob[1:6] == [not keep] * 5 and all(blob[7:])
+    # every propagated frame loses the stray corner blob unless the rule is off, also after the user's
+    # frame 6 whose corner region is kept there bit for bit: the next frames follow its main region
+    assert blob[6] and [blob[t] for t in range(ph.cine.n_frames) if t not in (0, 6)] == [not keep] * 10
     assert all((lab[t] == 1)[~corner].sum() > 0 for t in range(ph.cine.n_frames))

@@ -9,6 +9,7 @@ import torch
 from echosam import cli
 from echosam.checkpoints import LoadedModel, load_checkpoint, load_official, save_checkpoint
 from echosam.errors import ModelError
+from echosam.fan import prepare_region
 from echosam.io import read_labels, write_cine
 from echosam.models.memory import MemoryBank
 from echosam.models.protocols import CLIP, PROMPTED, ClipSegmenter, PromptedVideoModel
@@ -60,10 +61,11 @@ def test_every_family_declares_a_kind_and_implements_it():
 def test_family_runs_through_session_and_echosam_segment(family, files, ph, capsys):
     d = files
     loaded = load_checkpoint(d / f"{family}.safetensors")
-    s = Session(ph.cine, loaded, structures=("lv",))
+    region, crop = prepare_region(ph.cine)                # what `echosam segment` does first (echosam.fan)
+    s = Session(crop, loaded, structures=("lv",))
     if s.prompted:
-        s.add_box(0, "lv", _lv_box(ph))
-    lab = s.segment()
+        s.add_box(0, "lv", region.box_to_crop(_lv_box(ph)))
+    lab = region.uncrop(s.segment())
     assert lab.shape == ph.labels.shape and lab.dtype == np.uint8 and set(np.unique(lab)) <= {0, 1}
     if s.prompted:
         assert s.done_frames["lv"] == list(range(T))
@@ -101,7 +103,7 @@ def test_sam_prompts_each_frame_with_the_previous_masks_box(ph):
         for mlp in model.mask_decoder.output_hypernetworks_mlps:
             mlp.layers[-1].bias.normal_(0, 2.0)
     lm = LoadedModel(model, "sam", cfg, {}, None, "cpu")
-    s = Session(ph.cine, lm, structures=("lv",), memory_cap=1)
+    s = Session(ph.cine, lm, structures=("lv",), memory_cap=1, keep_connected=False)   # the adapter's rule alone
     box = _lv_box(ph)
     s.add_box(0, "lv", box)
     s.propagate()

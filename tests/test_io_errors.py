@@ -115,8 +115,11 @@ def test_nifti_3d_rules(tmp_path):
     arr = np.random.default_rng(2).integers(0, 255, (9, 20, 16)).astype(np.uint8)    # (T, H, W)
     img = sitk.GetImageFromArray(arr)
     img.SetSpacing((0.3, 0.2, 1.0))
-    for name in ("vol.nii.gz", "patient0001_4CH_half_sequence.nii.gz", "patient0001_4CH_half_sequence_gt.nii.gz"):
+    for name in ("vol.nii.gz", "patient0001_4CH_half_sequence.nii.gz"):
         sitk.WriteImage(img, str(tmp_path / name))
+    gt = sitk.GetImageFromArray(arr % 4)                            # a label map holds 0..3 only
+    gt.SetSpacing((0.3, 0.2, 1.0))
+    sitk.WriteImage(gt, str(tmp_path / "patient0001_4CH_half_sequence_gt.nii.gz"))
     with pytest.raises(CineError, match="3D volume with 9 slices.*--slices-as-frames"):
         read_cine(tmp_path / "vol.nii.gz")
     vol = read_cine(tmp_path / "vol.nii.gz", slices_as_frames=True, fps=50)
@@ -126,7 +129,7 @@ def test_nifti_3d_rules(tmp_path):
         assert c.spacing == pytest.approx((0.2, 0.3)) and c.fps == pytest.approx(50)
     from echosam.io import read_labels
     lab, geo = read_labels(tmp_path / "patient0001_4CH_half_sequence_gt.nii.gz")
-    np.testing.assert_array_equal(lab, arr)                       # CAMUS *_gt naming: slices are frames
+    np.testing.assert_array_equal(lab, arr % 4)                   # CAMUS *_gt naming: slices are frames
     assert lab.dtype == np.uint8 and geo.spacing == pytest.approx((0.2, 0.3))
 
 

@@ -183,7 +183,7 @@ def test_default_cache_location(monkeypatch):
     assert model_zoo.cache_dir() == Path.home() / ".cache" / "echosam" / "models"
     entry = model_zoo.get_entry(model_zoo.default_model_name())
     assert model_zoo.local_path(entry).parent == model_zoo.BUNDLED_DIR
-    assert "license: Apache-2.0" in entry.summary() and "64 px" in entry.summary()
+    assert "license: Apache-2.0" in entry.summary() and f"{entry.input_size} px" in entry.summary()
 
 
 def test_default_model_comes_from_models_json(tmp_path):

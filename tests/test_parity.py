@@ -132,7 +132,7 @@ def test_session_bootstrap_deep_updates_whatever_the_eval_switch(at_eval):
     _randomise(model.memory, 5)
     lm = LoadedModel(model, "memsam", cfg, {}, None, "cpu")
     ph = make_phantom(n_frames=3, seed=2, size=(64, 64))
-    s = Session(ph.cine, lm, structures=("lv",))
+    s = Session(ph.cine, lm, structures=("lv",), keep_connected=False)     # the released loop alone
     s.add_points(0, "lv", [[32.0, 32.0]], [1])
     s.propagate()
 

@@ -71,6 +71,7 @@ def build_loss(cfg):
     cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg or {})
     name = cfg.pop("name", "memsam")
     cfg.pop("prompt_loss", None)          # read by the trainer (an extra supervised frame), not a loss argument
+    cfg.pop("key_mask_p", None)           # read by the trainer (true-mask key frames), not a loss argument
     if name not in LOSSES:
         raise ConfigError(f"Unknown loss {name!r}; choose from {', '.join(LOSSES)}.")
     fn = LOSSES[name]

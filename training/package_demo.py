@@ -28,6 +28,18 @@ NOTICES = {
 NOTICE = NOTICES["phantom"]
 
 
+def _stages(prov: dict, depth: int = 0) -> list:
+    """The training configs of every stage, oldest first: a fine-tune's ``init_checkpoint`` carries the
+    previous stage's provenance."""
+    cfg = prov.get("config") or {}
+    init = (cfg.get("model") or {}).get("init_checkpoint")
+    earlier = []
+    if init and depth < 8 and Path(init).exists():
+        earlier = _stages(dict(load_checkpoint(init).meta.get("provenance") or {}), depth + 1)
+    return earlier + [{"name": cfg.get("name"), "config": cfg, "steps": prov.get("steps"),
+                       "metrics": prov.get("metrics")}]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="trained .safetensors (own format)")
@@ -40,6 +52,7 @@ def main(argv=None) -> int:
     dataset = str(((prov.get("config") or {}).get("data") or {}).get("dataset", "phantom"))
     prov["notice"] = NOTICES.get(dataset, NOTICE)
     prov["training_data"] = {"dataset": dataset, "synthetic": True, "patient_data": False}
+    prov["recipe"] = _stages(prov)
     if a.eval:
         prov["held_out_evaluation"] = Path(a.eval).read_text()
     out = save_checkpoint(loaded.model, loaded.family, loaded.config, BUNDLED_DIR / a.name,

@@ -81,8 +81,14 @@ def forward_batch(model, core, prompted: bool, batch: dict, device) -> torch.Ten
             labels = torch.full((images.shape[0], 1), -1, device=device, dtype=torch.int64)
         if core.training and batch.get("prompt_loss"):
             # no SAM weights at this size: the prompt decoder learns boxes/clicks from a direct loss on the
-            # frame-0 prompt decoding, prepended as an extra supervised frame (frame 0's mask)
-            logits, boot = model(images, pts, labels, box, with_prompt_logits=True)
+            # frame-0 prompt decoding, prepended as an extra supervised frame (frame 0's mask); with
+            # probability ``key_mask_p`` frame 0's memory comes from the true mask (XMem-style), so the
+            # propagation learns from a good key frame while the decoder is still learning prompts
+            key = None
+            if float(batch.get("key_mask_p", 0.0)) > float(torch.rand(())):
+                m0 = batch["masks"][:, 0].to(device)
+                key = torch.where(m0 == 1, 10.0, -10.0)[:, None].float()
+            logits, boot = model(images, pts, labels, box, with_prompt_logits=True, key_mask_logits=key)
             batch["masks"] = torch.cat([batch["masks"][:, :1], batch["masks"]], dim=1)
             batch["labelled"] = torch.cat([batch["labelled"][:, :1], batch["labelled"]], dim=1)
             return torch.cat([boot[:, None], logits], dim=1)

@@ -90,7 +90,7 @@ class CardiacResult:
     ef_percent: float = float("nan")  # mean over beats
     edv_ml: float = float("nan")
     esv_ml: float = float("nan")
-    status: str = "no LV"             # "cycles", "single partial cycle", "too short" or "no LV"
+    status: str = "no LV"             # "cycles", "single partial cycle", "too short", "no LV", "no plausible LV"
     message: str = ""
 
     def summary(self) -> dict:
@@ -298,11 +298,33 @@ def detect_ed_es(volume: np.ndarray, times_s: np.ndarray, min_cycle_s: float = 0
     return sorted(set(int(i) for i in ed)), sorted(set(int(i) for i in es))
 
 
+MIN_IMAGE_STD = 0.5          # grey levels (uint8 cines): below this a cine shows nothing
+
+
+def implausible_lv(frames: Optional[np.ndarray], labels: np.ndarray, predicted: bool = False) -> Optional[str]:
+    """Why no LV measured on ``frames`` (T, H, W) can be trusted, or None. A cine without an image
+    (one grey value, e.g. all black) has no LV whatever a model outputs; nor does a ``predicted`` loop
+    where the LV is found in fewer than half the frames (a cavity does not vanish during a heartbeat;
+    a user's label map may annotate only some frames, e.g. ED and ES)."""
+    if frames is not None:
+        f = np.asarray(frames)
+        if f.size == 0 or np.ptp(f) == 0 or (f.dtype == np.uint8 and float(f.std()) < MIN_IMAGE_STD):
+            return "the cine shows no image (its frames are one flat grey)"
+    present = (np.asarray(labels) == 1).reshape(len(labels), -1).any(1)
+    if predicted and present.any() and present.mean() < 0.5:
+        return f"the LV is found in only {int(present.sum())} of {len(labels)} frames"
+    return None
+
+
 def analyse(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), times_s: Optional[np.ndarray] = None,
-            min_cycle_s: float = 0.4, smooth_s: float = 0.04) -> CardiacResult:
+            min_cycle_s: float = 0.4, smooth_s: float = 0.04, frames: Optional[np.ndarray] = None,
+            predicted: bool = False) -> CardiacResult:
     """Full LV analysis of a (T, H, W) label map: curves, ED/ES per beat and EF (see module doc).
 
-    ``spacing`` is (row_mm, col_mm); ``times_s`` (T,) frame times (default 30 fps).
+    ``spacing`` is (row_mm, col_mm); ``times_s`` (T,) frame times (default 30 fps). ``frames`` (the
+    cine's (T, H, W) pixels, when known) and the labels (``predicted``: a model's output) are checked by
+    `implausible_lv` first: without a
+    plausible LV the status is "no plausible LV" and no EF, EDV or ESV is reported.
     """
     labels = _check_labels(labels)
     T = labels.shape[0]
@@ -315,6 +337,11 @@ def analyse(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), times_s: 
     v = res.volume_al_ml
     if not np.any(v > 0):
         res.message = "No LV cavity (label 1) in any frame; EF cannot be computed."
+        return res
+    why = implausible_lv(frames, labels, predicted)
+    if why:
+        res.status = "no plausible LV"
+        res.message = f"No plausible LV: {why}; no EF is reported. Check the cine (and the model or prompts)."
         return res
     if T < 2 or float(times[-1] - times[0]) < min_cycle_s / 4:
         # one frame (or a few ms) holds no contraction: a volume, but no ED/ES and no EF

@@ -102,8 +102,11 @@ def _resolve_pair(path: Path) -> tuple[Path, Path]:
 
 # ---- own format -------------------------------------------------------------------------------
 def save_checkpoint(model, family: str, config, path, classes: Optional[list] = None,
-                    provenance: Optional[dict] = None, only_trainable: bool = False) -> Path:
-    """Write ``path`` (.safetensors) and its ``.json`` atomically; returns the .safetensors path."""
+                    provenance: Optional[dict] = None, only_trainable: bool = False,
+                    base: Optional[str] = None) -> Path:
+    """Write ``path`` (.safetensors) and its ``.json`` atomically; returns the .safetensors path.
+    ``only_trainable`` writes a partial checkpoint, which loads only on top of ``base`` (the full
+    weights it was fine-tuned from: a file name next to it, a path or a Models.json name)."""
     from safetensors.torch import save_file
 
     weights, meta_path = _resolve_pair(Path(path))
@@ -116,6 +119,7 @@ def save_checkpoint(model, family: str, config, path, classes: Optional[list] = 
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "family": family,
         "config": config.to_dict(), "classes": list(classes if classes is not None else getattr(config, "classes", [])),
         "intensity": getattr(config, "intensity", None), "partial": bool(only_trainable),
+        **({"base": str(base)} if only_trainable and base else {}),
         "echosam_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "provenance": dict(provenance or {}),
     }
@@ -171,7 +175,9 @@ def load_checkpoint(path, device: str = "cpu", base_state: Optional[Mapping] = N
     """Build the model an own-format checkpoint describes and load its weights strictly.
 
     ``base_state`` (e.g. an official SAM state dict) fills the frozen keys of a partial
-    (``only_trainable``) checkpoint.
+    (``only_trainable``) checkpoint; without it, the base weights its JSON names (``base``: a file next
+    to it, a path, or a Models.json name) do. A partial checkpoint with neither is refused: its missing
+    tensors would be random and the results silently wrong.
     """
     from .models.registry import check_model, get_family
     from .models.sam import fit_state_dict_to_model, load_state_dict_strict
@@ -179,6 +185,7 @@ def load_checkpoint(path, device: str = "cpu", base_state: Optional[Mapping] = N
     weights, _ = _resolve_pair(Path(path))
     meta = read_checkpoint_meta(path)
     spec = get_family(meta["family"])
+    check_config_sizes(meta["config"], weights.name)
     try:
         config = spec.config_cls.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
@@ -188,7 +195,7 @@ def load_checkpoint(path, device: str = "cpu", base_state: Optional[Mapping] = N
     state = read_safetensors(weights)
     if meta.get("partial"):
         if base_state is None:
-            full = model.state_dict()
+            full = _base_weights(meta, weights, spec, config, model)
         else:
             full = fit_state_dict_to_model(spec.convert_official(base_state, config), model)
         full.update(state)
@@ -198,6 +205,50 @@ def load_checkpoint(path, device: str = "cpu", base_state: Optional[Mapping] = N
     return LoadedModel(model=model, family=spec.name, config=config, meta=meta, path=weights, device=str(device))
 
 
+MAX_CONFIG_INT = 65536
+
+
+def check_config_sizes(config: Mapping, name: str) -> None:
+    """Refuse a config that declares absurd sizes before any tensor is allocated (a JSON with
+    ``embed_dim`` 131072 would ask for hundreds of GB): every integer must be in 0..65536 (the family's
+    config then checks its own rules, e.g. `SamConfig` sizes and parameter count)."""
+    def walk(d, where):
+        items = d.items() if isinstance(d, Mapping) else enumerate(d) if isinstance(d, (list, tuple)) else ()
+        for k, v in items:
+            key = f"{where}.{k}" if where else str(k)
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, int) and not 0 <= v <= MAX_CONFIG_INT:
+                raise CheckpointError(f"{name}: config value {key} = {v} is outside 0..{MAX_CONFIG_INT}; refused "
+                                      "(a damaged or hostile model file).")
+            if isinstance(v, float) and not (v == v and abs(v) <= 1e6):
+                raise CheckpointError(f"{name}: config value {key} = {v} is not a usable number; refused.")
+            walk(v, key)
+    walk(config, "")
+
+
+def _base_weights(meta: dict, weights: Path, spec, config, model) -> dict:
+    """The full state dict a partial checkpoint sits on, from the base its JSON names."""
+    from .models.sam import fit_state_dict_to_model
+
+    base = meta.get("base")
+    if not base:
+        raise CheckpointError(f"{weights.name} is a partial checkpoint (only the fine-tuned tensors) that names no base "
+                              "weights, so its other tensors would be random; refused. Save it with its base "
+                              "(\"base\" in its JSON) or as a full checkpoint.")
+    path = weights.parent / str(base)
+    if not path.is_file():
+        from .model_zoo import resolve_model
+        path = resolve_model(str(base))
+    if checkpoint_kind(path) == "official":
+        return fit_state_dict_to_model(spec.convert_official(read_official_state_dict(path), config), model)
+    base_meta = read_checkpoint_meta(path)
+    if base_meta.get("partial") or base_meta.get("family") != spec.name:
+        raise CheckpointError(f"The base {Path(path).name} of partial checkpoint {weights.name} is not a full "
+                              f"{spec.name} checkpoint; refused.")
+    return dict(read_safetensors(_resolve_pair(Path(path))[0]))
+
+
 # ---- official PyTorch files -------------------------------------------------------------------
 def read_official_state_dict(path) -> dict:
     """Read a ``.pth`` state dict safely (``weights_only=True``), unwrapping ``state_dict``/``model``
@@ -205,14 +256,20 @@ def read_official_state_dict(path) -> dict:
     import torch
 
     path = _existing_file(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):   # a zip archive or a pickle stream
+        raise CheckpointError(f"{path.name} is not a PyTorch checkpoint (its bytes are neither a torch zip archive nor "
+                              "a pickle); it may be truncated or another kind of file. Download or copy it again.")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+        if "Unsupported global" in msg or "GLOBAL " in msg:
             raise CheckpointError(f"{path.name} contains Python objects that would run code when loaded; refused for "
                                   "safety. Re-save it as a plain state_dict (torch.save(model.state_dict(), ...)).") from None
-        raise CheckpointError(f"{path.name} is not a PyTorch checkpoint or is corrupt ({msg.splitlines()[0]}).") from None
+        raise CheckpointError(f"{path.name} is not a PyTorch checkpoint or is corrupt (its pickle data cannot be read). "
+                              "Download or copy it again.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path.name} is truncated or not a PyTorch checkpoint ({first}). "

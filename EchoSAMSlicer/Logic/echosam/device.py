@@ -27,8 +27,10 @@ def resolve_device(device: str = "auto") -> str:
         return "cuda" if torch.cuda.is_available() else "mps" if _has_mps(torch) else "cpu"
     try:
         dev = torch.device(str(device))
-    except RuntimeError:
-        raise ModelError(f"Unknown device {device!r}; choose one of {', '.join(DEVICES)}.") from None
+    except (RuntimeError, ValueError, TypeError):
+        dev = None
+    if dev is None or dev.type not in DEVICES:
+        raise ModelError(f"Unknown device {device!r}; choose one of {', '.join(DEVICES)} (cuda:N for one GPU).")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelError("CUDA was requested but no CUDA GPU is available to PyTorch; choose cpu (slower) or auto.")
     if dev.type == "mps" and not _has_mps(torch):

@@ -18,8 +18,10 @@ No Qt, no torch: the Slicer module and the CLI drive downloads with a progress c
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -64,6 +66,7 @@ class ModelEntry:
         if missing:
             raise ModelError(f"Models.json entry {d.get('name', '?')!r} lacks {', '.join(missing)}.")
         kw = {k: v for k, v in d.items() if k in known}
+        check_entry(kw)
         kw["family"] = family_name(kw["family"])
         kw["classes"] = tuple(kw.get("classes", ("lv",)))
         return cls(**kw, extra={k: v for k, v in d.items() if k not in known})
@@ -82,6 +85,37 @@ class ModelEntry:
     def summary(self) -> str:
         """One line for a model chooser: title, input size, license."""
         return f"{self.title} - {self.input_size} px input - license: {self.license or 'unknown'}"
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def plain_file_name(value, what: str, name: str) -> str:
+    """``value`` when it is a plain file name (no folder part, not absolute, not ``.``/``..``)."""
+    text = str(value)
+    if (not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text or Path(text).is_absolute()
+            or Path(text).name != text or os.path.isabs(text) or ":" in text):
+        raise ModelError(f"Models.json entry {name!r}: {what} {text!r} must be a plain file name (no folders); "
+                         "the registry is damaged, reinstall the extension.")
+    return text
+
+
+def check_entry(d: dict) -> None:
+    """The registry schema, checked when Models.json is loaded: plain file names (weights and config),
+    https URLs, and a 64-hex-digit sha256 for every downloadable entry."""
+    name = str(d.get("name", "?"))
+    plain_file_name(d.get("file", ""), "file", name)
+    if d.get("config"):
+        plain_file_name(d["config"], "config", name)
+    url = str(d.get("url") or "")
+    if url and not url.lower().startswith("https://"):
+        raise ModelError(f"Models.json entry {name!r}: url {url!r} must be an https:// address.")
+    sha = str(d.get("sha256") or "").strip().lower()
+    if (url or not d.get("bundled")) and not _SHA256.fullmatch(sha):
+        raise ModelError(f"Models.json entry {name!r}: a downloadable model needs a sha256 of 64 hex digits "
+                         f"(got {sha or 'none'!r}).")
+    if sha and not _SHA256.fullmatch(sha):
+        raise ModelError(f"Models.json entry {name!r}: sha256 {sha!r} is not 64 hex digits.")
 
 
 # ---- the registry ------------------------------------------------------------------------------
@@ -103,6 +137,14 @@ def default_model_name(path: Optional[Path] = None) -> str:
         raise ModelError(f"Model registry {Path(path) if path else MODELS_JSON} has no valid 'default' model; "
                          "reinstall the extension.")
     return str(name)
+
+
+def phantom_demo_model_name(path: Optional[Path] = None) -> str:
+    """The model of ``echosam demo`` (the phantom check): Models.json's ``phantom_demo``, a model trained on
+    the phantom it is checked on; the registry ``default`` when the key is absent."""
+    data = _read_registry(path)
+    name = data.get("phantom_demo")
+    return str(name) if name in {m.get("name") for m in data.get("models", [])} else default_model_name(path)
 
 
 def load_registry(path: Optional[Path] = None) -> list[ModelEntry]:
@@ -133,8 +175,9 @@ def cache_dir() -> Path:
 
 
 def local_path(entry: ModelEntry) -> Path:
-    """Where this entry's weights file is (or will be after download)."""
-    return (BUNDLED_DIR if entry.bundled else cache_dir()) / entry.file
+    """Where this entry's weights file is (or will be after download): always inside the bundled
+    folder or the cache (the file name is checked again here, for entries built in code)."""
+    return (BUNDLED_DIR if entry.bundled else cache_dir()) / plain_file_name(entry.file, "file", entry.name)
 
 
 def is_available(entry: ModelEntry) -> bool:
@@ -157,8 +200,9 @@ def resolve_model(name_or_path, registry: Optional[list] = None) -> Path:
         return path
     if entry.bundled:
         raise CheckpointError(f"Bundled weights {path.name} are missing from {path.parent}; reinstall the extension.")
-    raise CheckpointError(f"Weights of {entry.name!r} are not downloaded yet ({path}). Download them "
-                          f"(`echosam download {entry.name}` or the Download button), or select a file you already have.")
+    raise CheckpointError(f"Weights of {entry.name!r} are not downloaded yet ({path}). Download them with "
+                          f"`echosam download {entry.name}` (or the Download button in Slicer), or pass a file you "
+                          "already have with --model FILE.")
 
 
 # ---- integrity -----------------------------------------------------------------------------------
@@ -214,8 +258,14 @@ def download(entry: ModelEntry, progress: ProgressCallback = no_progress, cancel
                 out.write(chunk)
                 done += len(chunk)
                 progress(done, max(total, done), f"{entry.name}: {done / 1e6:.1f} MB")
+        if total and done != total:
+            raise ModelError(f"Download of {entry.name} from {entry.url} was cut short: {done} of {total} bytes "
+                             "arrived; nothing was kept. Try again.")
         verify_sha256(tmp, entry.sha256)
         os.replace(tmp, dest)
+    except http.client.HTTPException as exc:       # IncompleteRead, bad status line: not OSErrors
+        raise ModelError(f"Download of {entry.name} from {entry.url} was cut short ({type(exc).__name__}); nothing "
+                         "was kept. Try again.") from None
     except OSError as exc:
         raise ModelError(f"Could not download {entry.name} from {entry.url}: {exc}. Check the network "
                          "(or a proxy), or download the file yourself and select it.") from None
@@ -235,7 +285,7 @@ def use_existing_file(path, entry: ModelEntry, copy: bool = True) -> Path:
     verify_sha256(src, entry.sha256)
     if not copy:
         return src.resolve()
-    dest = cache_dir() / entry.file
+    dest = cache_dir() / plain_file_name(entry.file, "file", entry.name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.resolve() != src.resolve():
         tmp = dest.with_name(f".{dest.name}.part")

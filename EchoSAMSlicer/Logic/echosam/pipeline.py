@@ -8,8 +8,13 @@
 - `report_labels`: the clinical table (EF, volumes, ED/ES) of an existing label map.
 - `run_demo`: a phantom cine segmented with the bundled demo model, Dice and EF vs the truth.
 
-Outputs are built in a temporary folder next to the output folder and swapped in only when complete,
-so an error never leaves a half-written result (an existing folder stays as it was).
+Every result folder is built whole in a temporary folder next to it and published at once
+(`io.atomic.atomic_folder`), so an error, Ctrl-C, SIGTERM or a crash never leaves a half-written
+result, and an existing folder stays as it was. The output is checked (`outputs.check_outdir`) before
+any work. A command on an existing result folder holds its lock (`io.lock.folder_lock`) from the first
+read to the publish: a second command on the same folder is refused, never silently overwrites.
+Inputs are recorded by base name only unless ``record_paths`` (`outputs.input_record`); ``read`` holds
+the reader options (``slices_as_frames``, ``fps``) of every cine read, and `correct` reuses them.
 Points/box prompts apply to the FIRST structure; a mask file (label map) seeds every listed structure
 present on its frame.
 
@@ -32,10 +37,8 @@ import numpy as np
 from .errors import EchoSAMError, PromptError
 from .structures import get_structure
 
-RUN_FILE = "run.json"
-OUR_FILES = {"run.json", "session", "report.json", "report.csv", "lv_curve.png", "overlay.mp4",
-             "labels.seq.nrrd", "labels.nii.gz", "labels.nrrd", "labels.nii", "fan_mask.png"}
-LABEL_FORMATS = ("seq.nrrd", "nrrd", "nii.gz", "nii")
+from .outputs import (LABEL_FORMATS, OUR_FILES, RUN_FILE, carry_over, check_formats, check_outdir,  # noqa: F401
+                      find_cine, input_record, read_options, read_run)
 # The demo weights were trained on phantom seeds 0-95 (validation 500000+, test 900000+): the demo
 # cine uses a seed none of them saw.
 DEMO_SEED = 424242
@@ -61,52 +64,34 @@ class Prompts:
         return self.points is not None or self.box is not None or self.mask is not None
 
 
-def parse_points(text: str) -> tuple:
-    """``"x,y,1;x,y,0"`` (cine pixels, x = column; label 1 include, 0 exclude, default 1) -> points
-    (N, 2) float and labels (N,) int. The one text form of points: CLI options and batch manifests."""
-    pts, labs = [], []
-    for item in filter(None, (s.strip() for s in text.split(";"))):
-        parts = item.split(",")
-        if len(parts) not in (2, 3):
-            raise PromptError(f"Point {item!r} is not 'x,y' or 'x,y,label' (label 1 include, 0 exclude).")
-        try:
-            pts.append((float(parts[0]), float(parts[1])))
-            labs.append(int(parts[2]) if len(parts) == 3 else 1)
-        except ValueError:
-            raise PromptError(f"Point {item!r} has a non-numeric value; write points as 'x,y,1;x,y,0'.") from None
-    if not pts:
-        raise PromptError("--points is empty; write points as 'x,y,1;x,y,0' (cine pixels, x = column).")
-    return np.asarray(pts), np.asarray(labs)
-
-
-def parse_box(text: str) -> tuple:
-    """``"x0,y0,x1,y1"`` (cine pixels) -> a 4-tuple of floats. The one text form of a box."""
-    try:
-        v = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        raise PromptError(f"--box {text!r} must be four numbers x0,y0,x1,y1 (cine pixels).") from None
-    if len(v) != 4:
-        raise PromptError(f"--box {text!r} must be four numbers x0,y0,x1,y1 (cine pixels).")
-    return v
-
-
 # ---- inputs --------------------------------------------------------------------------------------
-def read_mask_frame(path, frame: int, shape_hw: tuple) -> np.ndarray:
-    """One (H, W) label frame from a label file (.seq.nrrd/.nrrd/.nii.gz, (T,H,W) or one frame) or .npy."""
+def read_mask_frame(path, frame: int, cine) -> np.ndarray:
+    """One (H, W) label frame from a label file (.seq.nrrd/.nrrd/.nii.gz, (T,H,W) or one frame) or an
+    integer .npy array, checked by the one label-map validator (`io.labelmap`): values within the
+    structure table, and the cine's grid (size, geometry, frame count)."""
+    from .io.labelmap import check_label_values, check_same_grid
+
     p = Path(path)
-    if not p.exists():
+    if not p.is_file():
         raise PromptError(f"Mask file {p} does not exist.")
-    if p.suffix == ".npy":
-        lab = np.load(p, allow_pickle=False)
+    if p.suffix.lower() == ".npy":
+        try:
+            lab = np.load(p, allow_pickle=False)
+        except ValueError:
+            raise PromptError(f"Mask file {p.name} holds Python objects (a pickled array), not a label map; refused. "
+                              "Save the mask as an integer array (numpy.save(path, mask.astype('uint8'))).") from None
+        except (OSError, EOFError):
+            raise PromptError(f"Mask file {p.name} is truncated or not a .npy array; save it again.") from None
+        lab = check_label_values(lab, p.name)
+        if lab.ndim == 2:
+            lab = lab[None]
+        if lab.ndim != 3 or tuple(lab.shape[1:]) != tuple(cine.shape[1:]) or lab.shape[0] not in (1, cine.n_frames):
+            raise PromptError(f"Mask file {p.name} has shape {lab.shape}; it must be (H, W), (1, H, W) or (T, H, W) "
+                              f"with T = {cine.n_frames} and (H, W) = {tuple(cine.shape[1:])} (the cine grid).")
     else:
         from .io import read_labels
-        lab, _ = read_labels(p)
-    lab = np.asarray(lab)
-    if lab.ndim == 2:
-        lab = lab[None]
-    if lab.ndim != 3 or tuple(lab.shape[1:]) != tuple(shape_hw):
-        raise PromptError(f"Mask file {p.name} has shape {lab.shape}; it must be (H, W) or (T, H, W) with "
-                          f"(H, W) = {tuple(shape_hw)} (the cine grid).")
+        lab, lab_cine = read_labels(p)
+        check_same_grid(lab_cine, cine, f"Mask file {p.name}", single_frame_ok=True)
     if lab.shape[0] == 1:
         return lab[0]
     if not 0 <= frame < lab.shape[0]:
@@ -131,31 +116,17 @@ def load(model: Optional[str], device: str = "auto", family: Optional[str] = Non
 
 
 # ---- output folder -------------------------------------------------------------------------------
-def check_outdir(outdir: Path) -> None:
-    outdir = Path(outdir)
-    if outdir.exists():
-        if not outdir.is_dir():
-            raise EchoSAMError(f"{outdir} exists and is not a folder; give a folder for the results.")
-        foreign = [p.name for p in outdir.iterdir() if p.name not in OUR_FILES]
-        if foreign:
-            raise EchoSAMError(f"{outdir} holds files that are not EchoSAM results ({', '.join(sorted(foreign)[:3])}); "
-                               "choose a new or empty folder.")
-
-
-def check_formats(formats) -> list:
-    out = [f.strip().lstrip(".") for f in formats if f.strip()]
-    for f in out:
-        if f not in LABEL_FORMATS:
-            raise EchoSAMError(f"Label format {f!r}: choose from {', '.join(LABEL_FORMATS)}.")
-    return out
+def analyse_labels(labels, cine):
+    """The cardiac analysis of a model's labels on ``cine`` (checked for a plausible LV on its pixels)."""
+    from . import cardiac
+    return cardiac.analyse(labels, cine.spacing, cine.frame_times, frames=cine.frames, predicted=True)
 
 
 def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bool = True, region=None,
                   cine=None) -> dict:
-    """Labels, overlay, report, run.json and the saved session into ``outdir``, swapped in atomically.
+    """Labels, overlay, report, run.json and the saved session into ``outdir``, published as a whole.
     With a `FanRegion` (``region``) the session ran on the fan's crop: its labels are mapped back onto
     ``cine`` (the full-frame cine) and the region's mask is saved next to run.json."""
-    from . import cardiac
     from .io import write_labels, write_overlay
     from .io.atomic import atomic_folder
     from .report import write_report
@@ -164,7 +135,7 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
     check_outdir(outdir)
     labels = session.labels if region is None else region.uncrop(session.labels)
     cine = session.cine if cine is None else cine
-    res = cardiac.analyse(labels, cine.spacing, cine.frame_times)
+    res = analyse_labels(labels, cine)
     with atomic_folder(outdir) as tmp:
         for fmt in formats:
             write_labels(labels, cine, tmp / f"labels.{fmt.lstrip('.')}")
@@ -198,19 +169,22 @@ def map_prompts(prompts: Prompts, region, shape_hw) -> Prompts:
         pts = region.to_crop_xy(pts)
     box = prompts.box
     if box is not None:
+        if any(not 0 <= round(v) < lim for v, lim in zip(box, (w, h, w, h))):
+            raise PromptError(f"Box {tuple(box)} is outside the {w}x{h} image; box corners are cine pixels "
+                              "(x = column, y = row) on the image.")
         if box[2] < x0 or box[0] > x1 or box[3] < y0 or box[1] > y1:
             raise PromptError(f"Box {tuple(box)} is outside {where}.")
         box = region.box_to_crop(box)
     return replace(prompts, points=pts, box=box)
 
 
-def prepare_cine(cine_path, region="auto", notify=None) -> tuple:
-    """(full-frame cine, `FanRegion`, the model's cine) of a cine file. A notice of the region (no fan
-    found) goes to ``notify`` (default: one line on stderr)."""
+def prepare_cine(cine_path, region="auto", notify=None, read: Optional[dict] = None) -> tuple:
+    """(full-frame cine, `FanRegion`, the model's cine) of a cine file read with the reader options
+    ``read``. A notice of the region (no fan found) goes to ``notify`` (default: one line on stderr)."""
     from .fan import prepare_region
     from .io import read_cine
 
-    cine = read_cine(cine_path)
+    cine = read_cine(cine_path, **read_options(read))
     fan, model_cine = prepare_region(cine, region)
     if fan.notice:
         (notify or _to_stderr)(fan.notice)
@@ -221,17 +195,18 @@ def _to_stderr(message: str) -> None:
     print(f"echosam: {message}", file=sys.stderr)
 
 
-def apply_prompts(session, prompts: Prompts, device: str = "auto", region=None) -> None:
+def apply_prompts(session, prompts: Prompts, device: str = "auto", region=None, cine=None) -> None:
     """Put ``prompts`` into a session (points/box on the first structure, a mask file on each structure it
     holds, else a seed from ``seed_model``). Nothing to do for a prompt-free model given no prompt.
-    With a `FanRegion`, ``prompts`` are in full-frame pixels and the session runs on the region's crop."""
+    With a `FanRegion`, ``prompts`` are in full-frame pixels and the session runs on the region's crop;
+    ``cine`` is then the full-frame cine (a mask file must lie on its grid)."""
     keys = session.structures
     if region is not None:
         prompts = map_prompts(prompts, region, region.shape)
     if prompts.points is not None or prompts.box is not None:
         session.add_new_points_or_box(prompts.frame, keys[0], prompts.points, prompts.labels, prompts.box)
     if prompts.mask:
-        lab = read_mask_frame(prompts.mask, prompts.mask_frame, region.shape if region else session.cine.shape[1:])
+        lab = read_mask_frame(prompts.mask, prompts.mask_frame, cine if cine is not None else session.cine)
         lab = region.crop(lab) if region is not None else lab
         found = [k for k in keys if structure_mask(lab, k).any()]
         if not found:
@@ -242,91 +217,126 @@ def apply_prompts(session, prompts: Prompts, device: str = "auto", region=None) 
         if not (prompts.seed_model or prompts.seed_loaded):
             raise PromptError(f"{session.loaded.family} is a prompted model and no prompt was given: add --points, "
                               "--box or --mask, or --seed-model NAME (a prompt-free model) to seed it.")
-        session.seed_from_auto(prompts.frame, auto=prompts.seed_loaded or load(prompts.seed_model, device))
+        seed = prompts.seed_loaded or load(prompts.seed_model, device)
+        if seed.prompted:
+            raise PromptError(f"--seed-model {prompts.seed_model} is a prompted model ({seed.family}); a seed model must "
+                              "be prompt-free (medivista or masam), e.g. echosam-demo-masam-tiny.")
+        session.seed_from_auto(prompts.frame, auto=seed)
 
 
 def segment_cine(cine_path, output, model: Optional[str] = None, family: Optional[str] = None,
                  structures=("lv",), prompts: Optional[Prompts] = None, device: str = "auto",
                  precision: str = "auto", formats=("seq.nrrd",), overlay: bool = True, progress=None,
-                 loaded=None, region="auto", keep_connected: bool = True, notify=None) -> dict:
+                 loaded=None, region="auto", keep_connected: bool = True, notify=None,
+                 read: Optional[dict] = None, record_paths: bool = False) -> dict:
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
     ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
-    connected-region rule (`echosam.consistency`). Returns {"result": cardiac analysis, "outdir",
-    "session" (on the region's crop), "region"}."""
+    connected-region rule (`echosam.consistency`); ``read`` the reader options. Returns {"result":
+    cardiac analysis, "outdir", "session" (on the region's crop), "region"}."""
+    from .io.lock import folder_lock
     from .session import Session
     from .structures import parse_structures
 
     keys = [s.key for s in parse_structures(structures)] if isinstance(structures, str) else \
         [get_structure(s).key for s in structures]
     formats = check_formats(formats)
+    read = read_options(read)
     check_outdir(Path(output))
-    cine, fan, model_cine = prepare_cine(cine_path, region, notify)
-    loaded = loaded or load(model, device, family)
-    s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected)
-    apply_prompts(s, prompts or Prompts(), device, region=fan)
-    s.segment(progress=progress)
-    run = {"command": "segment", "cine": str(Path(cine_path).resolve()), "model": model or str(loaded.path),
-           "family": loaded.family, "model_path": str(loaded.path) if loaded.path else None, "structures": keys,
-           "formats": formats, "overlay": bool(overlay), "region": fan.summary(),
-           "keep_connected": bool(keep_connected)}
-    out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine)
+    with folder_lock(output):
+        cine, fan, model_cine = prepare_cine(cine_path, region, notify, read)
+        loaded = loaded or load(model, device, family)
+        s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected)
+        apply_prompts(s, prompts or Prompts(), device, region=fan, cine=cine)
+        s.segment(progress=progress)
+        run = {"command": "segment", "cine": input_record(cine_path, record_paths), "record_paths": bool(record_paths),
+               "read": read, "model": model or str(loaded.path), "family": loaded.family,
+               "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
+               "overlay": bool(overlay), "region": fan.summary(), "keep_connected": bool(keep_connected)}
+        out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine)
     return dict(out, session=s, region=fan)
 
 
 def correct(outdir, mask_path, frame: int, structure: str = "lv", cine_path=None, device: str = "auto",
-            loaded=None, progress=None):
+            loaded=None, progress=None, read: Optional[dict] = None):
     """`correct_outputs` returning only the session (on the region's crop)."""
-    return correct_outputs(outdir, mask_path, frame, structure, cine_path, device, loaded, progress)["session"]
+    return correct_outputs(outdir, mask_path, frame, structure, cine_path, device, loaded, progress, read)["session"]
+
+
+def _stored_region(outdir: Path, run: dict, shape_hw):
+    from .fan import FanRegion
+    if not run.get("region"):
+        return FanRegion.whole_frame(shape_hw)
+    try:
+        return FanRegion.load(outdir, run["region"], shape_hw)
+    except EchoSAMError:
+        raise
+    except Exception as e:           # a truncated fan_mask.png (PIL), a region record without its keys
+        raise EchoSAMError(f"The region stored in {outdir} is damaged ({type(e).__name__}); start over by running "
+                           "`echosam segment` again.") from None
 
 
 def correct_outputs(outdir, mask_path, frame: int, structure: str = "lv", cine_path=None, device: str = "auto",
-                    loaded=None, progress=None) -> dict:
+                    loaded=None, progress=None, read: Optional[dict] = None) -> dict:
     """Apply a corrected mask on ``frame`` to the saved session in ``outdir``, re-propagate (no encoder
-    run: the saved embeddings are used) and rewrite every output. The region stored with the result
-    (run.json + fan_mask.png) is reused; the mask file is in full-frame pixels. Returns {"result": the
-    cardiac analysis of the labels written, "outdir", "session", "region"}."""
-    from .fan import FanRegion
+    run: the saved embeddings are used) and republish every output, holding the folder's lock
+    throughout. The region stored with the result (run.json + fan_mask.png) and its reader options are
+    reused (``read`` overrides them); the mask file is in full-frame pixels, on the cine's grid. Returns
+    {"result": the cardiac analysis of the labels written, "outdir", "session", "region"}."""
     from .io import read_cine
+    from .io.atomic import follow_link
+    from .io.lock import folder_lock
     from .session import Session
 
-    outdir = Path(outdir)
-    run_path = outdir / RUN_FILE
-    if not run_path.exists() or not (outdir / "session").exists():
-        raise EchoSAMError(f"{outdir} is not an `echosam segment` output with a saved session (no {RUN_FILE} or "
-                           "session/); run `echosam segment` first.")
-    run = json.loads(run_path.read_text())
-    if not (cine_path or run.get("cine")):
-        raise EchoSAMError(f"{outdir} does not record its cine; give it with --cine.")
-    cine = read_cine(cine_path or run["cine"])
-    if loaded is None:
-        loaded = load(run.get("model_path") or run["model"], device, run.get("family"))
-    fan = FanRegion.load(outdir, run["region"], cine.shape[1:]) if run.get("region") else \
-        FanRegion.whole_frame(cine.shape[1:])
-    s = Session.load(outdir / "session", fan.crop_cine(cine), loaded)
-    lab = fan.crop(read_mask_frame(mask_path, frame, cine.shape[1:]))
-    key = get_structure(structure).key
-    s.set_mask(frame, key, structure_mask(lab, key))
-    s.propagate(progress=progress)
-    run = dict(run, corrections=list(run.get("corrections", [])) + [{"frame": int(frame), "structure": key,
-                                                                       "mask": str(Path(mask_path).resolve())}])
-    out = write_outputs(s, outdir, run, run.get("formats", ["seq.nrrd"]), overlay=run.get("overlay", True),
-                        region=fan, cine=cine)
+    outdir = follow_link(Path(outdir))
+    read_run(outdir)
+    check_outdir(outdir)
+    with folder_lock(outdir):
+        run = read_run(outdir)           # again, under the lock: what another run published counts
+        opts = read_options(dict(run.get("read") or {}, **{k: v for k, v in (read or {}).items() if v is not None}))
+        cine = read_cine(find_cine(outdir, run, cine_path), **opts)
+        if loaded is None:
+            loaded = load(run.get("model_path") or run["model"], device, run.get("family"))
+        fan = _stored_region(outdir, run, cine.shape[1:])
+        s = Session.load(outdir / "session", fan.crop_cine(cine), loaded)
+        lab = fan.crop(read_mask_frame(mask_path, frame, cine))
+        key = get_structure(structure).key
+        s.set_mask(frame, key, structure_mask(lab, key))
+        s.propagate(progress=progress)
+        fix = {"frame": int(frame), "structure": key, "mask": input_record(mask_path, run.get("record_paths", False))}
+        run = dict(run, read=opts, corrections=list(run.get("corrections", [])) + [fix])
+        out = write_outputs(s, outdir, run, run.get("formats", ["seq.nrrd"]), overlay=run.get("overlay", True),
+                            region=fan, cine=cine)
     return dict(out, session=s, region=fan)
 
 
-def report_labels(labels_path, output, cine_path=None):
-    """EF / volumes / ED-ES of a label map file (spacing and times from ``cine_path`` if given)."""
+def report_labels(labels_path, output, cine_path=None, read: Optional[dict] = None, record_paths: bool = False):
+    """EF / volumes / ED-ES of a label map file (spacing and times from ``cine_path`` if given, whose grid
+    the labels must lie on), published into ``output`` as a whole (other EchoSAM results there are kept)."""
     from . import cardiac
     from .io import read_cine, read_labels
-    from .report import write_report
+    from .io.atomic import atomic_folder, follow_link
+    from .io.labelmap import check_same_grid
+    from .io.lock import folder_lock
+    from .report import REPORT_FILES, write_report
 
-    labels, geo = read_labels(labels_path)
-    if cine_path:
-        geo = read_cine(cine_path)
-        if geo.shape != labels.shape:
-            raise EchoSAMError(f"Labels {labels.shape} and cine {geo.shape} differ in size; give the cine they belong to.")
-    res = cardiac.analyse(labels, geo.spacing, geo.frame_times)
-    write_report(res, output, info={"labels": str(Path(labels_path).resolve())}, title=geo.name)
+    read = read_options(read)
+    output = follow_link(Path(output))
+    check_outdir(output)
+    with folder_lock(output):
+        labels, geo = read_labels(labels_path, slices_as_frames=read["slices_as_frames"])
+        frames = None
+        if cine_path:
+            cine = read_cine(cine_path, **read)
+            check_same_grid(geo, cine, f"Labels {Path(labels_path).name}")
+            geo, frames = cine, cine.frames
+        res = cardiac.analyse(labels, geo.spacing, geo.frame_times, frames=frames)
+        info = {"labels": input_record(labels_path, record_paths)}
+        if cine_path:
+            info["cine"] = input_record(cine_path, record_paths)
+        with atomic_folder(output) as tmp:
+            if output.is_dir():
+                carry_over(output, tmp, set(REPORT_FILES))
+            write_report(res, tmp, info=info, title=geo.name)
     return res
 
 
@@ -348,8 +358,12 @@ def run_demo(out=None, device: str = "auto", model: Optional[str] = None, n_fram
     from .phantom import make_phantom
     from .session import Session
 
+    from .model_zoo import phantom_demo_model_name
+
     ph = make_phantom(n_frames=n_frames, seed=seed, size=(128, 128))
-    loaded = loaded or load(model, device)
+    if out:
+        check_outdir(Path(out))
+    loaded = loaded or load(model or phantom_demo_model_name(), device)
     keys = [k for k in ("lv", "myo", "la") if k in (loaded.classes or ["lv"])] if loaded.prompted else None
     s = Session(ph.cine, loaded, structures=keys)
     if s.prompted:
@@ -363,8 +377,10 @@ def run_demo(out=None, device: str = "auto", model: Optional[str] = None, n_fram
     dice = 2 * inter / np.maximum(truth.reshape(len(lab), -1).sum(1) + pred.reshape(len(lab), -1).sum(1), 1)
     res = cardiac.analyse(lab, ph.cine.spacing, ph.cine.frame_times)
     if out:
-        write_outputs(s, out, {"command": "demo", "model": model or str(loaded.path), "family": loaded.family,
-                               "model_path": str(loaded.path) if loaded.path else None, "structures": s.structures,
-                               "formats": ["seq.nrrd"], "overlay": True, "cine": None})
+        from .io.lock import folder_lock
+        with folder_lock(out):
+            write_outputs(s, out, {"command": "demo", "model": model or str(loaded.path), "family": loaded.family,
+                                   "model_path": str(loaded.path) if loaded.path else None, "structures": s.structures,
+                                   "formats": ["seq.nrrd"], "overlay": True, "cine": None})
     return {"mean_dice": float(dice.mean()), "dice": dice, "ef_estimated": float(res.ef_percent),
             "ef_true": float(ph.true_ef), "result": res, "session": s, "phantom": ph}

@@ -59,7 +59,7 @@ def plot_lv_curve(res: CardiacResult, path, title: str = "LV volume") -> Path:
     if res.es_frames:
         ax.plot(t[res.es_frames], res.volume_al_ml[res.es_frames], "v", color="#7f7f7f", label="ES")
     ef = "n/a" if not np.isfinite(res.ef_percent) else f"{res.ef_percent:.1f} %"
-    ax.set_title(f"{title}: EF {ef} ({res.status})", fontsize=10)
+    ax.set_title(f"{title}: EF {ef} ({res.status})", fontsize=10, parse_math=False)   # a name may hold $...$
     ax.set_xlabel("time (s)")
     ax.set_ylabel("volume (ml)")
     ax.grid(alpha=0.3)
@@ -72,7 +72,8 @@ def plot_lv_curve(res: CardiacResult, path, title: str = "LV volume") -> Path:
 
 
 def write_report(res: CardiacResult, outdir, info: Optional[dict] = None, title: str = "LV volume") -> list:
-    """Write report.json, report.csv and lv_curve.png into ``outdir``; returns the paths."""
+    """Write report.json, report.csv and lv_curve.png into ``outdir`` (a folder being built: callers
+    publish the whole result folder at once, `pipeline`); returns the paths."""
     outdir = Path(outdir)
     paths = [outdir / n for n in REPORT_FILES]
     with atomic_file(paths[0]) as tmp:
@@ -85,7 +86,7 @@ def write_report(res: CardiacResult, outdir, info: Optional[dict] = None, title:
 
 def format_summary(res: CardiacResult) -> str:
     """One short human-readable block for the terminal."""
-    if res.status in ("no LV", "too short"):
+    if res.status in ("no LV", "too short", "no plausible LV"):
         return res.message
     lines = [f"EF {res.ef_percent:.1f} %  EDV {res.edv_ml:.1f} ml  ESV {res.esv_ml:.1f} ml  ({res.status})"]
     shown = 6  # a long loop has dozens of beats: the full table is in report.csv

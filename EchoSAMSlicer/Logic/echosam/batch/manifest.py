@@ -33,7 +33,7 @@ from typing import Optional
 
 from ..errors import EchoSAMError
 from ..io import cine_stem, is_cine_file
-from ..pipeline import parse_box, parse_points
+from ..prompt_text import parse_box, parse_points
 
 PATH_COLUMNS = ("path", "file", "cine", "filename", "video")
 TRUTH_COLUMNS = {"ef": ("ef", "true_ef", "ef_true"), "edv": ("edv", "true_edv", "edv_true"),

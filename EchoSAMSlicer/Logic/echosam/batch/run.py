@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import EchoSAMError
+from ..io.lock import folder_lock
 from ..progress import no_progress
 from .agreement import write_agreement
 from .manifest import Manifest, discover
@@ -171,6 +172,15 @@ def run_batch(input_spec, out, config: Optional[BatchConfig] = None, split: Opti
     if out.exists() and not out.is_dir():
         raise EchoSAMError(f"{out} exists and is not a folder; give a folder for the batch results.")
     manifest = discover(input_spec, split, exclude=out)
+    if config.shard:                # shards of one manifest share the output folder by design
+        return _run(manifest, out, config, t0, progress, log)
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):          # one batch per output folder (another one refuses at once)
+        return _run(manifest, out, config, t0, progress, log)
+
+
+def _run(manifest: Manifest, out: Path, config: BatchConfig, t0: float, progress: Callable,
+         log: Callable) -> BatchResult:
     ident = model_identity(config)
     key = options_key(ident)
     store = CaseStore(out)

@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import EchoSAMError, is_out_of_memory
+from ..prompt_text import parse_box, parse_points
 from .state import content_sha256, stat_signature
 
 
@@ -96,9 +97,9 @@ class CaseRunner:
         from .. import pipeline
 
         p = case.prompt
-        pts, labs = pipeline.parse_points(p["points"]) if p.get("points") else (None, None)
+        pts, labs = parse_points(p["points"]) if p.get("points") else (None, None)
         return pipeline.Prompts(frame=int(p.get("frame", self.spec.seed_frame)), points=pts, labels=labs,
-                                box=pipeline.parse_box(p["box"]) if p.get("box") else None,
+                                box=parse_box(p["box"]) if p.get("box") else None,
                                 mask=p.get("mask_path"), mask_frame=int(p.get("mask_frame", 0)),
                                 seed_model=self.spec.seed_model, seed_loaded=self.seed)
 

@@ -6,7 +6,7 @@ import signal
 import sys
 
 from ..errors import EchoSAMError
-from .common import add_common
+from .common import add_common, add_reading_options, reading_options
 from .segment import add_region_arguments
 
 
@@ -22,7 +22,7 @@ def segment_options(args) -> dict:
     """The `pipeline.segment_cine` options this batch passes to every case (part of each case's key)."""
     return {"structures": args.structures, "precision": args.precision,
             "formats": [f for f in args.formats.split(",") if f.strip()], "overlay": not args.no_overlay,
-            "region": args.region, "keep_connected": not args.no_keep_connected}
+            "region": args.region, "keep_connected": not args.no_keep_connected, "read": reading_options(args)}
 
 
 def config_from_args(args):
@@ -102,6 +102,7 @@ def register(subparsers) -> None:
     p.add_argument("--formats", default="seq.nrrd", help="label formats: seq.nrrd,nii.gz")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4 per case")
     add_region_arguments(p)
+    add_reading_options(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (several GPUs: one worker per GPU)")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes / Ray actors, each with its own model (default: one per GPU; on CPU "

@@ -23,3 +23,15 @@ def progress_for(args: argparse.Namespace, desc: str) -> Callable[..., None]:
     if getattr(args, "quiet", False):
         return no_progress
     return tqdm_progress(desc)
+
+
+def add_reading_options(parser: argparse.ArgumentParser) -> None:
+    """The reader options every command that reads a cine accepts (the same names everywhere)."""
+    parser.add_argument("--slices-as-frames", action="store_true",
+                        help="read a 3D volume's slices as the frames of a cine")
+    parser.add_argument("--fps", type=float, default=None, help="frame rate in Hz, overriding the file's timing")
+
+
+def reading_options(args: argparse.Namespace) -> dict:
+    """``--slices-as-frames`` / ``--fps`` as the ``read`` dict of `echosam.pipeline`."""
+    return {"slices_as_frames": bool(getattr(args, "slices_as_frames", False)), "fps": getattr(args, "fps", None)}

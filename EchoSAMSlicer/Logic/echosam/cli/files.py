@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import EchoSAMError
-from .common import add_common
+from .common import add_common, add_reading_options
 
 
 def register(subparsers) -> None:
@@ -49,9 +49,7 @@ def register(subparsers) -> None:
 
 
 def _reading_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--slices-as-frames", action="store_true",
-                   help="read a 3D volume's slices as the frames of a cine")
-    p.add_argument("--fps", type=float, default=None, help="frame rate in Hz, overriding the file's timing")
+    add_reading_options(p)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -82,7 +80,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     out = Path(args.output)
     format_for_writing(out, labels=args.labels)          # fail before reading when OUT is unusable
     if args.labels:
-        labels, cine = read_labels(args.input)
+        labels, cine = read_labels(args.input, slices_as_frames=args.slices_as_frames)
         write_labels(labels, cine, out)
     else:
         cine = read_cine(args.input, slices_as_frames=args.slices_as_frames, fps=args.fps)

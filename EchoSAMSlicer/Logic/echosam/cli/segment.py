@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import argparse
 
-from .. import pipeline
-from .common import add_common, progress_for
+from .. import pipeline, prompt_text
+from .common import add_common, add_reading_options, progress_for, reading_options
+
+RECORD_HELP = ("record full input paths in run.json/report.json (default: base names only; clinical paths "
+               "often carry patient names)")
 
 
-# ---- argument values (the text forms of points and boxes are pipeline's) ------------------------------
-parse_points = pipeline.parse_points
-parse_box = pipeline.parse_box
+# ---- argument values (the text forms of points and boxes: echosam.prompt_text) ------------------------
+parse_points = prompt_text.parse_points
+parse_box = prompt_text.parse_box
 
 
 def prompts_from_args(args) -> pipeline.Prompts:
@@ -25,27 +28,32 @@ def cmd_segment(args) -> int:
                                 structures=args.structures, prompts=prompts_from_args(args), device=args.device,
                                 precision=args.precision, formats=args.formats.split(","),
                                 overlay=not args.no_overlay, progress=progress_for(args, "echosam"),
-                                region=args.region, keep_connected=not args.no_keep_connected)
+                                region=args.region, keep_connected=not args.no_keep_connected,
+                                read=reading_options(args), record_paths=args.record_paths)
     _print_result(out["result"], args.output)
     return 0
 
 
 def cmd_correct(args) -> int:
+    read = {"slices_as_frames": True} if args.slices_as_frames else {}
+    if args.fps is not None:
+        read["fps"] = args.fps
     out = pipeline.correct_outputs(args.outdir, args.mask, args.frame, args.structure, args.cine, args.device,
-                                   progress=progress_for(args, "echosam"))
+                                   progress=progress_for(args, "echosam"), read=read)
     _print_result(out["result"], args.outdir)
     return 0
 
 
 def cmd_report(args) -> int:
-    _print_result(pipeline.report_labels(args.labels, args.output, args.cine), args.output)
+    _print_result(pipeline.report_labels(args.labels, args.output, args.cine, read=reading_options(args),
+                                         record_paths=args.record_paths), args.output)
     return 0
 
 
 def cmd_demo(args) -> int:
     out = pipeline.run_demo(args.out, device=args.device, model=args.model)
     ph, res, s = out["phantom"], out["result"], out["session"]
-    print(f"EchoSAM demo: model '{args.model or s.loaded.path.stem}' (tiny, trained on synthetic phantom cines "
+    print(f"EchoSAM demo: model '{args.model or s.loaded.path.stem}' (trained on synthetic phantom cines "
           "only; not for clinical use)")
     how = "one click in the LV on frame 0, propagated by memory" if s.prompted else "prompt-free, whole loop"
     print(f"cine: unseen phantom, {ph.cine.n_frames} frames, {ph.cine.shape[1]}x{ph.cine.shape[2]} px, "
@@ -97,6 +105,8 @@ def register(subparsers) -> None:
     p.add_argument("--formats", default="seq.nrrd", help="label formats: seq.nrrd,nii.gz")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
     add_region_arguments(p)
+    add_reading_options(p)
+    p.add_argument("--record-paths", action="store_true", help=RECORD_HELP)
     add_common(p)
     p.set_defaults(func=cmd_segment)
 
@@ -104,6 +114,8 @@ def register(subparsers) -> None:
     p.add_argument("labels", help="label map (.seq.nrrd, .nii.gz): 1 LV, 2 myocardium, 3 LA")
     p.add_argument("--cine", default=None, help="cine whose spacing and frame times to use")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    add_reading_options(p)
+    p.add_argument("--record-paths", action="store_true", help=RECORD_HELP)
     add_common(p)
     p.set_defaults(func=cmd_report)
 
@@ -112,8 +124,9 @@ def register(subparsers) -> None:
     p.add_argument("--mask", required=True, help="label file holding the corrected mask")
     p.add_argument("--frame", type=int, required=True, help="frame the correction is on")
     p.add_argument("--structure", default="lv", help="structure corrected (lv, myo, la)")
-    p.add_argument("--cine", default=None, help="the cine, if it moved since `segment`")
+    p.add_argument("--cine", default=None, help="the cine, if it moved since `segment` (or only its name was recorded)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_reading_options(p)
     add_common(p)
     p.set_defaults(func=cmd_correct)
 

@@ -21,6 +21,7 @@ from ..cine import Cine, geometry_matrix
 from ..errors import CineError
 from .atomic import atomic_file
 from .common import check_labels
+from .labelmap import check_label_values
 from .overlay import render_overlay
 from .registry import (FORMATS, format_for_reading, format_for_writing, is_cine_file, reading, supported_extensions,
                        write_with)
@@ -89,6 +90,8 @@ def read_labels(path: str | os.PathLike, slices_as_frames: bool = False) -> tupl
     Returns ``(labels (T, H, W) uint8, cine)`` where ``cine.frames`` is the same label array and
     carries the geometry and frame times; ``cine.metadata['structures']`` lists the structures
     named in the file (NRRD key-value pairs), if any. ``slices_as_frames`` as in `read_cine`.
+    A file that is not a label map (a grey image: other values, a scalar-volume node class) is a
+    `CineError` (`labelmap.check_label_values`).
     """
     from .nrrd_io import label_structures
 
@@ -100,13 +103,9 @@ def read_labels(path: str | os.PathLike, slices_as_frames: bool = False) -> tupl
         raw = fmt.read_labels(path, slices_as_frames)
     lab = np.asarray(raw.frames)
     if lab.ndim != 3:
-        raise CineError(f"{path.name} is not a single-channel label map (shape {lab.shape}).")
-    if not np.issubdtype(lab.dtype, np.integer):
-        if not (np.isfinite(lab).all() and np.array_equal(lab, np.round(lab))):
-            raise CineError(f"{path.name} holds non-integer values; it is an image, not a label map.")
-    if lab.min() < 0 or lab.max() > 255:
-        raise CineError(f"Label values in {path.name} are outside 0..255 ({lab.min()}..{lab.max()}).")
-    raw.frames = lab.astype(np.uint8)
+        raise CineError(f"{path.name} is not a single-channel label map (shape {lab.shape}); it looks like a colour "
+                        "image. Give the label file.")
+    raw.frames = check_label_values(lab, path.name, str(raw.metadata.get("node_class", "")))
     cine = _to_cine(raw, path, None, fmt.name)
     cine.metadata["structures"] = label_structures(raw.metadata.get("header", {}))
     return cine.frames, cine

@@ -21,6 +21,7 @@ pylibjpeg, RLE natively, ...); YBR colour is converted to RGB by pydicom, then t
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -150,21 +151,59 @@ def _times(ds, n: int) -> np.ndarray | None:
     return None
 
 
+def _has_preamble(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(128)
+        return f.read(4) == b"DICM"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_pixel_bytes(ds, path: Path) -> None:
+    """Declared pixel size against the size limit (before decoding), and native pixel data against it."""
+    from .limits import check_bytes
+
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    declared = (int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * n * int(ds.get("SamplesPerPixel", 1) or 1)
+                * max(1, int(ds.get("BitsAllocated", 8) or 8) // 8))
+    check_bytes(declared, path.name)
+    ts = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in dir(ds) else None
+    if ts is not None and not getattr(ts, "is_compressed", False):
+        stored = len(ds.PixelData)
+        if stored < declared:
+            raise CineError(f"{path.name} is truncated: {stored} of {declared} bytes of pixel data. "
+                            "Copy or export it again.")
+
+
 def read_dicom(path: Path, slices_as_frames: bool = False) -> RawCine:
     """Read a (multi-frame) DICOM image into (T, H, W[, 3]) frames with spacing, geometry, times."""
     import pydicom
 
-    ds = pydicom.dcmread(str(path))
-    if "PixelData" not in ds:
-        kind = ds.get("SOPClassUID")
-        what = getattr(kind, "name", None) or str(kind or "unknown SOP class")
-        raise CineError(f"This DICOM file holds no image ({what}); choose the ultrasound cine file of the series.")
-    try:
-        arr = ds.pixel_array
-    except (RuntimeError, NotImplementedError) as exc:
-        ts = ds.file_meta.get("TransferSyntaxUID", "unknown")
-        raise CineError(f"Cannot decode DICOM pixel data (transfer syntax {getattr(ts, 'name', ts)}): {exc}. "
-                        "Install pylibjpeg/pylibjpeg-libjpeg or re-export uncompressed.") from exc
+    with warnings.catch_warnings():            # pydicom warns about every oddity; the errors below say what matters
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(str(path))
+        except Exception as exc:               # struct.error, EOFError, InvalidDicomError... on a cut file
+            if path.stat().st_size < 132 or _has_preamble(path):
+                raise CineError(f"{path.name} is truncated or damaged: it ends inside its DICOM header "
+                                f"({_first_line(exc)}). Copy or export it again.") from None
+            raise
+        if "PixelData" not in ds:
+            if "Rows" in ds or "SOPClassUID" not in ds or "Image" in getattr(ds.get("SOPClassUID"), "name", ""):
+                raise CineError(f"{path.name} is truncated: it ends before its pixel data. Copy or export it again.")
+            kind = ds.get("SOPClassUID")
+            what = getattr(kind, "name", None) or str(kind or "unknown SOP class")
+            raise CineError(f"This DICOM file holds no image ({what}); choose the ultrasound cine file of the series.")
+        _check_pixel_bytes(ds, path)
+        try:
+            arr = ds.pixel_array
+        except (RuntimeError, NotImplementedError) as exc:
+            ts = ds.file_meta.get("TransferSyntaxUID", "unknown")
+            raise CineError(f"Cannot decode DICOM pixel data (transfer syntax {getattr(ts, 'name', ts)}): {exc}. "
+                            "Install pylibjpeg/pylibjpeg-libjpeg or re-export uncompressed.") from exc
     n = int(ds.get("NumberOfFrames", 1) or 1)
     colour = int(ds.get("SamplesPerPixel", 1)) > 1
     if n == 1:

@@ -48,24 +48,40 @@ def _matrix(img, n_spatial: int) -> np.ndarray:
     return ras_matrix(m)
 
 
-def _check_complete(path: Path, img) -> None:
-    """ITK fills a truncated NIfTI silently; compare the stored bytes with what the header promises."""
+def _check_complete(path: Path) -> None:
+    """Before any pixel is read: the header's declared size must pass the size limit (`limits`), and the
+    stored bytes must hold what the header promises (ITK fills a truncated NIfTI silently) and no more
+    (a gzip bomb is streamed with a bounded count, never inflated in memory)."""
     import gzip
 
-    pixel_bytes = int(np.prod(img.GetSize())) * img.GetNumberOfComponentsPerPixel() * img.GetSizeOfPixelComponent()
-    offset = int(float(img.GetMetaData("vox_offset"))) if img.HasMetaDataKey("vox_offset") else 352
+    import SimpleITK as sitk
+
+    from .limits import check_bytes, human
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = reader.GetSize()
+    comp_bytes = sitk.Image([1] * len(size), reader.GetPixelID()).GetSizeOfPixelComponent()
+    pixel_bytes = int(np.prod(np.asarray(size, dtype=object))) * reader.GetNumberOfComponents() * comp_bytes
+    check_bytes(pixel_bytes, path.name)
+    offset = int(float(reader.GetMetaData("vox_offset"))) if reader.HasMetaDataKey("vox_offset") else 352
+    expected = offset + pixel_bytes
     if path.name.lower().endswith(".gz"):
-        stored = 0
+        stored, cap = 0, expected + (1 << 20)
         try:
             with gzip.open(path, "rb") as f:
-                while chunk := f.read(1 << 22):
+                while stored <= cap and (chunk := f.read(1 << 22)):
                     stored += len(chunk)
         except (EOFError, OSError) as exc:
             raise CineError(f"{path.name} is truncated or corrupt ({exc}); export it again.") from exc
+        if stored > cap:
+            raise CineError(f"{path.name} inflates to more than the {human(expected)} its header declares; refused "
+                            "(a damaged or hostile file). Re-export it.")
     else:
         stored = path.stat().st_size
-    if stored < offset + pixel_bytes:
-        raise CineError(f"{path.name} is truncated: {stored} bytes for {offset + pixel_bytes} expected; "
+    if stored < expected:
+        raise CineError(f"{path.name} is truncated: {stored} bytes for {expected} expected; "
                         "export it again.")
 
 
@@ -73,8 +89,8 @@ def read_nifti(path: Path, slices_as_frames: bool = False) -> RawCine:
     """Read a NIfTI cine into (T, H, W[, C]) frames; see the module docstring for the rules."""
     import SimpleITK as sitk
 
+    _check_complete(path)
     img = sitk.ReadImage(str(path))
-    _check_complete(path, img)
     dim, size = img.GetDimension(), img.GetSize()
     arr = sitk.GetArrayFromImage(img)          # (t, z, y, x[, c]) / (z, y, x[, c]) / (y, x[, c])
     meta = {"format": "nifti"}

@@ -94,10 +94,49 @@ def _frame_times(hdr: dict, ax: int, n: int) -> np.ndarray | None:
     return None
 
 
-def read_nrrd(path: Path, slices_as_frames: bool = False) -> RawCine:
-    """Read a NRRD/NHDR/.seq.nrrd file into (T, H, W[, C]) frames with RAS geometry."""
+_TYPE_BYTES = {1: ("char", "int8", "uchar", "uint8", "signed char", "unsigned char", "int8_t", "uint8_t"),
+               2: ("short", "ushort", "int16", "uint16", "short int", "unsigned short", "int16_t", "uint16_t"),
+               4: ("int", "uint", "int32", "uint32", "float", "unsigned int", "int32_t", "uint32_t")}
+
+
+def _item_bytes(type_name: str) -> int:
+    t = str(type_name).lower()
+    return next((n for n, names in _TYPE_BYTES.items() if t in names), 8)
+
+
+def check_declared_size(path: Path) -> None:
+    """Refuse, before any pixel is read, a NRRD whose header declares more than the size limit or
+    whose compressed data inflates beyond what the header declares (`limits`)."""
     import nrrd
 
+    from .limits import check_bytes, check_inflated
+
+    hdr = nrrd.read_header(str(path))
+    sizes = [int(v) for v in np.atleast_1d(hdr.get("sizes", []))]
+    declared = _item_bytes(hdr.get("type", "")) * int(np.prod(np.asarray(sizes, dtype=object))) if sizes else 0
+    check_bytes(declared, path.name)
+    encoding = str(hdr.get("encoding", "raw")).lower()
+    if encoding not in ("gzip", "gz", "bzip2", "bz2"):
+        return
+    data_file = hdr.get("data file") or hdr.get("datafile")
+    if data_file:
+        with open(path.parent / str(data_file), "rb") as f:
+            check_inflated(f, declared, encoding, path.name)
+        return
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+        end = next((i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := head.find(sep)) >= 0), None)
+        if end is None:
+            return                      # no data section: pynrrd reports the broken header
+        f.seek(end)
+        check_inflated(f, declared, encoding, path.name)
+
+
+def read_nrrd(path: Path, slices_as_frames: bool = False) -> RawCine:
+    """Read a NRRD/NHDR/.seq.nrrd file into (T, H, W[, C]) frames with RAS geometry (sizes checked first)."""
+    import nrrd
+
+    check_declared_size(path)
     data, hdr = nrrd.read(str(path), index_order="F")   # array axes follow header axes
     dim = int(hdr["dimension"])
     kinds = [str(k).lower() for k in hdr.get("kinds", ["domain"] * dim)]

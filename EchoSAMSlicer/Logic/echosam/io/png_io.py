@@ -17,6 +17,7 @@ import numpy as np
 
 from ..cine import Cine, geometry_matrix
 from ..errors import CineError
+from .limits import check_bytes
 from .common import RawCine, geometry_record, parse_geometry_record, to_uint8
 
 SIDECAR = "cine.json"
@@ -45,6 +46,11 @@ def read_png_folder(folder: Path, slices_as_frames: bool = False) -> RawCine:
                    key=_natural_key)
     if not files:
         raise CineError(f"The folder {folder} holds no .png frames; give a folder of frame_0000.png, ... files.")
+    declared = 0
+    for p in files:                     # sizes from the PNG headers before any pixel is decoded
+        with Image.open(p) as im:
+            declared += im.size[0] * im.size[1] * max(len(im.getbands()), 3)
+    check_bytes(declared, folder.name)
     frames = []
     for p in files:
         with Image.open(p) as im:

@@ -137,6 +137,9 @@ def reading(path: Path, fmt: Format) -> Iterator[None]:
         raise
     except MemoryError:
         raise
+    except PermissionError:
+        raise CineError(f"Cannot read {path}: permission denied. Check the file's permissions (or copy it "
+                        "somewhere you can read it).") from None
     except Exception as exc:   # pynrrd, SimpleITK, pydicom, PyAV, Pillow, gzip each raise their own types
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CineError(f"Cannot read {path.name} as {fmt.name}: {detail}. The file may be truncated or not a valid "

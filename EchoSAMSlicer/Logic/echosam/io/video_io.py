@@ -20,6 +20,7 @@ import numpy as np
 
 from ..cine import Cine
 from ..errors import CineError
+from .limits import check_bytes
 from .common import RawCine, geometry_record, parse_geometry_record, to_uint8
 
 CONTAINERS = {".avi": ("avi", "ffv1"), ".mp4": ("mp4", "libx264")}
@@ -79,8 +80,14 @@ def read_video(path: Path, slices_as_frames: bool = False) -> RawCine:
                             "missing) or hold audio only; choose a complete video of the echo cine.")
         stream = container.streams.video[0]
         grey = (stream.codec_context.pix_fmt or "").startswith("gray")
-        frames = [f.to_ndarray(format="gray" if grey else "rgb24") for f in container.decode(stream)]
         expected = int(stream.frames or 0)
+        per_frame = int(stream.codec_context.width or 0) * int(stream.codec_context.height or 0) * (1 if grey else 3)
+        check_bytes(per_frame * expected, path.name)
+        frames, total = [], 0
+        for f in container.decode(stream):        # a stream may hold more frames than it declares
+            frames.append(f.to_ndarray(format="gray" if grey else "rgb24"))
+            total += frames[-1].nbytes
+            check_bytes(total, path.name, "decoded frames")
         rate = stream.average_rate or stream.guessed_rate
         comment = container.metadata.get("comment", "")
     if not frames:

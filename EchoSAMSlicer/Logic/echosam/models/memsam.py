@@ -295,12 +295,14 @@ class MemSAM(nn.Module):
 
     # ---- the paper's per-video loop ------------------------------------------------------------------
     def forward(self, images: torch.Tensor, points=None, point_labels=None, box=None,
-                with_prompt_logits: bool = False):
+                with_prompt_logits: bool = False, key_mask_logits: Optional[torch.Tensor] = None):
         """Released training/test loop: images ``(B,T,3,S,S)``, frame-0 points ``(B,P,2)`` + labels ``(B,P)``
         and/or a frame-0 box ``(B,4)`` xyxy (all None = SAM's no-prompt bootstrap) -> logits ``(B,T,1,S,S)``,
         every frame predicted from memory. The released loop takes points only; the box is the same
         SAM prompt path the Session uses for a box. ``with_prompt_logits``: also return the frame-0
-        prompt decoding ``(B,1,S,S)`` (training without SAM weights supervises it directly)."""
+        prompt decoding ``(B,1,S,S)`` (training without SAM weights supervises it directly).
+        ``key_mask_logits`` ``(B,1,S,S)``: encode frame 0's memory from this mask instead of the prompt
+        decoding, as the Session does for a mask key frame (XMem-style training from the true mask)."""
         if images.ndim != 5:
             raise ModelError(f"MemSAM.forward expects (B, T, 3, S, S) clips, got {tuple(images.shape)}.")
         b, t = images.shape[:2]
@@ -313,7 +315,8 @@ class MemSAM(nn.Module):
         f0 = frame(0)
         hidden = self.init_hidden(b)
         boot = self.decode_prompt(f0, points, point_labels, box)
-        value, hidden = self.encode_value(images[:, 0], f0, boot, hidden, deep_update=True)
+        key = boot if key_mask_logits is None else key_mask_logits.to(boot.dtype)
+        value, hidden = self.encode_value(images[:, 0], f0, key, hidden, deep_update=True)
         bank = MemoryBank(self.config.memory_cap)
         bank.add(f0.key, f0.shrinkage, value, permanent=True, frame=0)
         preds = []

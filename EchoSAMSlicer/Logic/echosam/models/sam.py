@@ -48,12 +48,32 @@ class SamConfig:
 
     def __post_init__(self) -> None:
         self.global_attn_indexes = tuple(int(i) for i in self.global_attn_indexes)
+        self.check_sizes()
         if self.img_size % self.patch_size:
             raise ModelError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}.")
         if self.embed_dim % self.num_heads:
             raise ModelError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}.")
         if any(i >= self.depth for i in self.global_attn_indexes):
             raise ModelError(f"global_attn_indexes {self.global_attn_indexes} exceed depth {self.depth}.")
+
+    def check_sizes(self) -> None:
+        """Every size positive and within what a SAM-style model uses (ViT-H: 1280 wide, 32 deep, 1024 px),
+        with headroom, and at most 3e9 encoder parameters: a config file cannot make us allocate 200 GB."""
+        limits = {"img_size": 4096, "patch_size": 64, "embed_dim": 4096, "depth": 128, "num_heads": 128,
+                  "out_chans": 4096, "decoder_depth": 32, "decoder_heads": 64, "decoder_mlp_dim": 16384,
+                  "iou_head_hidden_dim": 4096, "mask_in_chans": 1024}
+        for name, top in limits.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+                raise ModelError(f"SAM config {name} = {v!r} must be an integer in 1..{top}.")
+        if isinstance(self.window_size, bool) or not isinstance(self.window_size, int) or not 0 <= self.window_size <= 1024:
+            raise ModelError(f"SAM config window_size = {self.window_size!r} must be an integer in 0..1024.")
+        if not 0 < float(self.mlp_ratio) <= 16:
+            raise ModelError(f"SAM config mlp_ratio = {self.mlp_ratio!r} must be in (0, 16].")
+        params = self.depth * (4 + 2 * float(self.mlp_ratio)) * self.embed_dim ** 2
+        if params > 3e9:
+            raise ModelError(f"SAM config declares about {params / 1e9:.0f} billion encoder parameters "
+                             f"(embed_dim {self.embed_dim}, depth {self.depth}); refused.")
 
     @property
     def tokens(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,8 @@ def save_session(s, folder) -> Path:
             "keep_connected": s.keep_connected,
             "cine_fingerprint": cine_fingerprint(s.cine), "model_fingerprint": model_fingerprint(s.loaded),
             "cine_shape": list(s.cine.frames.shape), "model_path": str(s.loaded.path) if s.loaded.path else None,
-            "signatures": snap["results"]["signatures"]}
+            "signatures": snap["results"]["signatures"],
+            "feature_shapes": {k: list(v.shape) for k, v in (snap["features"] or {}).items()}}
     with atomic_folder(folder) as tmp:
         (tmp / "session.json").write_text(json.dumps(meta, indent=1) + "\n")
         (tmp / "prompts.json").write_text(json.dumps(snap["prompts"]) + "\n")
@@ -72,10 +74,44 @@ def save_session(s, folder) -> Path:
     return folder
 
 
-def load_session(cls, folder, cine, loaded, **kwargs):
-    """Rebuild a session saved by `save_session` on the same cine and model (checked by fingerprint)."""
-    from safetensors.torch import load_file
+class SessionDamagedError(PromptError):
+    """A saved session folder is incomplete or corrupt."""
 
+
+def damaged(folder, what: str) -> SessionDamagedError:
+    return SessionDamagedError(f"The saved session in {folder} is damaged ({what}); start over by running "
+                               "`echosam segment` again on the cine.")
+
+
+def _check_arrays(folder, arrays: dict, structures: list, cine, img_size) -> None:
+    if "labels" not in arrays or tuple(arrays["labels"].shape) != tuple(cine.frames.shape):
+        raise damaged(folder, f"results.npz labels {getattr(arrays.get('labels'), 'shape', None)} are not "
+                              f"{tuple(cine.frames.shape)}")
+    for k in structures:
+        frames, logits = arrays.get(f"frames_{k}"), arrays.get(f"logits_{k}")
+        if frames is None or logits is None or frames.ndim != 1 or logits.ndim != 3 or len(frames) != len(logits):
+            raise damaged(folder, f"results.npz lacks usable {k} results")
+        if len(frames) and (frames.min() < 0 or frames.max() >= cine.n_frames):
+            raise damaged(folder, f"results.npz has {k} results for frames outside the cine")
+        if img_size and len(logits) and tuple(logits.shape[1:]) != (int(img_size), int(img_size)):
+            raise damaged(folder, f"results.npz {k} logits are {tuple(logits.shape[1:])}, not {img_size}x{img_size}")
+
+
+def _check_features(folder, feats: dict, meta: dict, n_frames: int) -> None:
+    shapes = meta.get("feature_shapes")
+    for name, t in feats.items():
+        if t.ndim < 1 or t.shape[0] != n_frames:
+            raise damaged(folder, f"embeddings {name} cover {t.shape[0] if t.ndim else 0} frames, not {n_frames}")
+        if shapes is not None and list(t.shape) != list(shapes.get(name, [])):
+            raise damaged(folder, f"embeddings {name} have shape {list(t.shape)}, not {shapes.get(name)}")
+    if shapes is not None and set(shapes) != set(feats):
+        raise damaged(folder, "embeddings.safetensors lacks some of its tensors")
+
+
+def load_session(cls, folder, cine, loaded, **kwargs):
+    """Rebuild a session saved by `save_session` on the same cine and model (checked by fingerprint).
+    Every file is checked before use; a missing key, a corrupt or truncated file, or arrays of the wrong
+    shape raise `SessionDamagedError` (a `PromptError`) saying how to start over."""
     folder = Path(folder)
     path = folder / "session.json"
     if not path.exists():
@@ -84,24 +120,59 @@ def load_session(cls, folder, cine, loaded, **kwargs):
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PromptError(f"{path} is corrupt ({e}); run `echosam segment` again.") from None
-    if meta.get("format") != FORMAT or int(meta.get("version", 0)) > VERSION:
+        raise damaged(folder, f"session.json is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise damaged(folder, "session.json is not a JSON object")
+    if meta.get("format") != FORMAT or not isinstance(meta.get("version", 0), int) or meta.get("version", 0) > VERSION:
         raise PromptError(f"{path} is not a session file this EchoSAM can read (format {meta.get('format')!r}, "
                           f"version {meta.get('version')}).")
+    missing = [k for k in ("cine_fingerprint", "model_fingerprint", "memory_cap", "threshold", "structures",
+                           "signatures") if k not in meta]
+    if missing:
+        raise damaged(folder, f"session.json lacks {', '.join(missing)}")
     if meta["cine_fingerprint"] != cine_fingerprint(cine):
         raise CineError(f"The session in {folder} was made on another cine (shape {meta.get('cine_shape')}, or "
                         "different pixels/timing/geometry); load it with the cine it was segmented from.")
     if meta["model_fingerprint"] != model_fingerprint(loaded):
         raise CheckpointError(f"The session in {folder} was made with other model weights "
                               f"({meta.get('family')}, {meta.get('model_path')}); load that model, or segment again.")
+    try:
+        return _load_checked(cls, folder, meta, cine, loaded, kwargs)
+    except SessionDamagedError:
+        raise
+    except (PromptError, KeyError, ValueError, TypeError, IndexError, OSError, EOFError, RuntimeError,
+            zipfile.BadZipFile) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise damaged(folder, f"{type(e).__name__}: {detail}") from None
+    except Exception as e:           # safetensors raises its own SafetensorError type
+        if "safetensor" in type(e).__name__.lower():
+            raise damaged(folder, f"embeddings.safetensors cannot be read: {e}") from None
+        raise
+
+
+def _load_checked(cls, folder: Path, meta: dict, cine, loaded, kwargs):
+    from safetensors.torch import load_file
+
     kwargs.setdefault("memory_cap", meta["memory_cap"])
     kwargs.setdefault("threshold", meta["threshold"])
     kwargs.setdefault("keep_connected", meta.get("keep_connected", True))
     s = cls(cine, loaded, structures=meta["structures"], **kwargs)
-    with np.load(folder / "results.npz") as z:
+    for name in ("prompts.json", "results.npz"):
+        if not (folder / name).is_file():
+            raise damaged(folder, f"{name} is missing")
+    try:
+        prompts = json.loads((folder / "prompts.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise damaged(folder, f"prompts.json is not valid JSON: {e}") from None
+    with np.load(folder / "results.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
+    _check_arrays(folder, arrays, list(meta["structures"]), cine, meta.get("img_size"))
     emb = folder / "embeddings.safetensors"
-    s.restore({"prompts": json.loads((folder / "prompts.json").read_text()),
-               "results": {"signatures": meta["signatures"], "arrays": arrays},
-               "features": load_file(str(emb)) if emb.exists() else None})
+    feats = load_file(str(emb)) if emb.exists() else None
+    if feats is not None:
+        _check_features(folder, feats, meta, cine.n_frames)
+    elif meta.get("feature_shapes"):
+        raise damaged(folder, "embeddings.safetensors is missing")
+    s.restore({"prompts": prompts, "results": {"signatures": meta["signatures"], "arrays": arrays},
+               "features": feats})
     return s

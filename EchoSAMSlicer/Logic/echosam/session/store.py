@@ -55,9 +55,18 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
 
 
-def rle_to_mask(rle: dict) -> np.ndarray:
+def rle_to_mask(rle: dict, shape_hw: Optional[tuple] = None) -> np.ndarray:
+    """Inverse of `mask_to_rle`. The declared size is checked against ``shape_hw`` (the cine's (H, W))
+    before anything is allocated: a 250-byte mask claiming 50000 x 100000 pixels is refused, not decoded."""
     h, w = (int(v) for v in rle["size"])
+    if shape_hw is not None and (h, w) != tuple(shape_hw):
+        raise PromptError(f"A stored mask is {h}x{w} but the cine is {shape_hw[0]}x{shape_hw[1]}; the prompts file "
+                          "is corrupt.")
+    if h <= 0 or w <= 0:
+        raise PromptError(f"A stored mask has size {h}x{w}; the prompts file is corrupt.")
     counts = np.asarray(rle["counts"], dtype=np.int64)
+    if counts.ndim != 1 or len(counts) > h * w + 1:
+        raise PromptError("A stored mask has more runs than pixels; the prompts file is corrupt.")
     if counts.sum() != h * w or (counts < 0).any():
         raise PromptError(f"A stored mask's run lengths do not add up to {h}x{w}; the prompts file is corrupt.")
     values = np.arange(len(counts)) % 2 == 1
@@ -271,7 +280,7 @@ class PromptStore:
         for item in d.get("prompts", []):
             f, k = item["frame"], item["structure"]
             if "mask" in item:
-                tmp.set_mask(f, k, rle_to_mask(item["mask"]), seed=bool(item.get("seed", False)))
+                tmp.set_mask(f, k, rle_to_mask(item["mask"], self.shape_hw), seed=bool(item.get("seed", False)))
             if "box" in item:
                 tmp.add_box(f, k, item["box"])
             if "points" in item:

@@ -39,6 +39,6 @@ def restore_labels(step: dict, labels: np.ndarray) -> tuple:
     for t in frames:
         row = np.zeros(out.shape[1:], np.uint8)
         for s, rle in step["frames"][str(t)].items():
-            row[rle_to_mask(rle)] = get_structure(s).label
+            row[rle_to_mask(rle, out.shape[1:])] = get_structure(s).label
         out[t] = row
     return out, frames
