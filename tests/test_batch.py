@@ -1,26 +1,17 @@
 """`echosam batch` on a fake EchoNet-Dynamic tree (phantom AVIs, official FileList.csv, one corrupt
 video) with the process pool: error rows, the mirrored output tree, the summary (CSV = Parquet), EF
-agreement against a hand computation, resuming (skip, --retry-failed, changed content), a killed
-worker, and a batch interrupted (Ctrl-C) then killed (SIGKILL) whose rerun gives the same summary."""
-import csv
+agreement against a hand computation, resuming (skip, --retry-failed, changed content), prompts from a
+manifest and a seed model. Faults (killed worker, interrupted and killed batch): test_batch_faults.py."""
 import json
-import multiprocessing as mp
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from batch_data import OPTIONS, make_echonet, prompt_free_model, prompted_model, subprocess_env, write_echonet_video
+from batch_data import OPTIONS, make_echonet, prompt_free_model, prompted_model, write_echonet_video
 from echosam import cli
 from echosam.batch import BatchConfig, discover, read_summary_csv, run_batch, without_timing
 from echosam.batch.agreement import agreement
-from echosam.batch.state import STATE_DIR
 from echosam.batch.summary import have_pyarrow
 from echosam.errors import EchoSAMError
 
@@ -194,50 +185,3 @@ def test_prompts_from_the_manifest_and_a_seed_model(tmp_path):
                                                           backend="inline"))
     assert [r["status"] for r in seeded.rows] == ["ok", "ok"] and seeded.metrics is None
     assert json.loads(seeded.rows[0]["options"])["seed_model"] == prompt_free_model()
-
-
-# ---- faults -------------------------------------------------------------------------------------------
-def test_a_killed_worker_loses_only_its_cases(echonet, reference, tmp_path):
-    killed = []
-
-    def progress(done, total, message=""):
-        if done == 1 and not killed:
-            victim = mp.active_children()[0]
-            os.kill(victim.pid, signal.SIGKILL)
-            killed.append(victim.pid)
-
-    res = run_batch(echonet, tmp_path / "out", config(workers=2, backend="pool"), progress=progress)
-    assert killed and res.pending == 0
-    assert without_timing(res.rows) == without_timing(read_summary_csv(reference[0] / "summary.csv"))
-
-
-def _rows(out: Path) -> int:
-    folder = out / STATE_DIR / "cases"
-    return len([p for p in folder.glob("*.json")]) if folder.is_dir() else 0
-
-
-def _start_and_stop(argv, out, rows_before, stop):
-    proc = subprocess.Popen([sys.executable, "-m", "echosam.cli"] + argv, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 120
-    while _rows(out) <= rows_before and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    stop(proc)
-    proc.communicate(timeout=120)
-    return proc.returncode
-
-
-def test_interrupted_then_killed_batch_reruns_to_the_same_summary(echonet, reference, tmp_path):
-    out = tmp_path / "out"
-    argv = ["batch", str(echonet), "-o", str(out), "--model", prompt_free_model(), "--no-overlay", "--workers", "2",
-            "--threads-per-worker", "1", "-q"]
-    rc = _start_and_stop(argv, out, 0, lambda p: p.send_signal(signal.SIGINT))          # Ctrl-C
-    assert rc == 130 and 1 <= _rows(out) < 6 and not (out / "summary.csv").exists()
-    n = _rows(out)
-    rc = _start_and_stop(argv, out, n, lambda p: os.killpg(p.pid, signal.SIGKILL))     # the job is killed
-    assert rc == -signal.SIGKILL and _rows(out) < 6
-    assert cli.main(argv + ["--backend", "inline"]) == 0                              # the rerun finishes the job
-    assert without_timing(read_summary_csv(out / "summary.csv")) == without_timing(
-        read_summary_csv(reference[0] / "summary.csv"))
-    with open(out / "summary.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 6

@@ -149,15 +149,27 @@ def _backend_runs(config: BatchConfig, spec: WorkerSpec, todo: list, workers: in
 
 
 def _run_inline(todo: list, spec: WorkerSpec):
-    from .pool import check_setup
-    from .runner import CaseRunner
+    """This process as the one worker; its thread settings are restored afterwards."""
+    import torch
 
+    from .pool import check_setup
+    from .runner import THREAD_VARS, CaseRunner
+
+    saved = torch.get_num_threads(), {v: os.environ.get(v) for v in THREAD_VARS}
     try:
-        runner = CaseRunner(spec)
-    except Exception as exc:      # noqa: BLE001 - the same message as a pool worker's
-        check_setup({"setup_error": " ".join(str(exc).split()) or type(exc).__name__})
-    for case in todo:
-        yield case, runner.run(case)
+        try:
+            runner = CaseRunner(spec)
+        except Exception as exc:      # noqa: BLE001 - the same message as a pool worker's
+            check_setup({"setup_error": " ".join(str(exc).split()) or type(exc).__name__})
+        for case in todo:
+            yield case, runner.run(case)
+    finally:
+        torch.set_num_threads(saved[0])
+        for var, value in saved[1].items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def run_batch(input_spec, out, config: Optional[BatchConfig] = None, split: Optional[str] = None,

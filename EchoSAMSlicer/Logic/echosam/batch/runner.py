@@ -42,10 +42,13 @@ class WorkerSpec:
     options: dict = field(default_factory=dict)
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def configure_threads(threads: int) -> None:
     """``threads`` intra-op threads (OpenMP/MKL and torch), one inter-op thread, for this process."""
     n = str(max(1, int(threads)))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in THREAD_VARS:
         os.environ[var] = n
     import torch
 
