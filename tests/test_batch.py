@@ -185,3 +185,17 @@ def test_prompts_from_the_manifest_and_a_seed_model(tmp_path):
                                                           backend="inline"))
     assert [r["status"] for r in seeded.rows] == ["ok", "ok"] and seeded.metrics is None
     assert json.loads(seeded.rows[0]["options"])["seed_model"] == prompt_free_model()
+
+
+def test_no_lv_is_an_error_row_and_one_batch_per_output_folder(tmp_path):
+    from echosam.io.lock import FolderBusyError, folder_lock
+    from echosam.io.video_io import write_video
+
+    (tmp_path / "in").mkdir()
+    write_video(np.zeros((16, 112, 112, 3), np.uint8), tmp_path / "in" / "blank.avi", 30, ".avi")
+    res = run_batch(tmp_path / "in", tmp_path / "out", config(backend="inline"))
+    (row,) = res.rows
+    assert row["status"] == "error" and "LV" in row["error"] and row["ef_percent"] is None and res.failed == 1
+    with folder_lock(tmp_path / "out"):                  # another batch holds the output folder
+        with pytest.raises(FolderBusyError):
+            run_batch(tmp_path / "in", tmp_path / "out", config(backend="inline", retry_failed=True))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 from ..errors import EchoSAMError
@@ -35,10 +34,6 @@ def config_from_args(args):
                        shard=parse_shard(args.shard) if args.shard else None, summary_only=args.summary_only)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def cmd_batch(args) -> int:
     from ..batch import run_batch
     from ..progress import no_progress, tqdm_progress
@@ -50,12 +45,8 @@ def cmd_batch(args) -> int:
         from tqdm.auto import tqdm
         tqdm.write(f"echosam: {message}", file=sys.stderr)
 
-    previous = signal.signal(signal.SIGTERM, _interrupt)    # Slurm / kill: stop like Ctrl-C
-    try:
-        res = run_batch(args.input, args.output, config_from_args(args), split=args.split, progress=progress,
-                        log=log)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # SIGTERM (Slurm, kill) arrives as an interrupt like Ctrl-C (echosam.cli.main): the workers are stopped
+    res = run_batch(args.input, args.output, config_from_args(args), split=args.split, progress=progress, log=log)
     print_result(res, args.output)
     return 0
 
