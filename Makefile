@@ -11,6 +11,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?=
 DEMO_OUT ?= demo_out
+# pip extras of the project: test (pytest, slicer-core, ...), train (pymust); CI adds scale (Ray, pyarrow)
+EXTRAS ?= test,train
 
 .PHONY: setup demo test bench clean-venv
 
@@ -18,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_INDEX) $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[test,train]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $@
 
 setup: $(VENV)/.installed
@@ -32,6 +34,7 @@ test: setup
 bench: setup
 	$(PY) bench/bench_models.py
 	$(PY) bench/bench_session.py
+	$(PY) bench/bench_batch.py
 
 clean-venv:
 	rm -rf $(VENV)

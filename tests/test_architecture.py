@@ -95,3 +95,25 @@ def test_one_source_per_rule():
     assert where('"ms": 1e-3') == ["cine.py"]
     assert where('"out of memory" in') == ["errors.py"] and where("OutOfMemoryError") == ["errors.py"]
     assert where('in ("memsam", "sam")') == []
+
+
+def test_ray_is_an_optional_extra():
+    """The engine never needs Ray: only batch/ray_backend.py imports it, inside a function, and importing
+    the batch package and the CLI loads neither Ray nor torch."""
+    import re
+    import subprocess
+    import sys
+
+    for p in _modules():
+        top = [n for n in ast.parse(p.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in top if isinstance(n, ast.ImportFrom) and n.level == 0]
+        assert not [x for x in names if x == "ray" or x.startswith("ray.")], p
+    users = sorted(str(p.relative_to(ENGINE)) for p in _modules()
+                   if re.search(r"^\s*(import ray|from ray)\b", p.read_text(), re.M))
+    assert users == ["batch/ray_backend.py"]
+    code = ("import sys, echosam.batch, echosam.batch.ray_backend, echosam.batch.pool, echosam.cli; "
+            "bad = [m for m in ('ray', 'torch') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    env = dict(__import__("os").environ, PYTHONPATH=str(ENGINE.parent))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -57,6 +57,7 @@ class Prompts:
     mask: Optional[str] = None
     mask_frame: int = 0
     seed_model: Optional[str] = None
+    seed_loaded: Optional[object] = None      # ``seed_model`` already loaded (batch workers keep one)
 
     @property
     def given(self) -> bool:
@@ -213,10 +214,10 @@ def apply_prompts(session, prompts: Prompts, device: str = "auto", region=None, 
         for k in found:
             session.set_mask(prompts.mask_frame, k, structure_mask(lab, k))
     if session.prompted and not any(session.key_frames.values()):
-        if not prompts.seed_model:
+        if not (prompts.seed_model or prompts.seed_loaded):
             raise PromptError(f"{session.loaded.family} is a prompted model and no prompt was given: add --points, "
                               "--box or --mask, or --seed-model NAME (a prompt-free model) to seed it.")
-        seed = load(prompts.seed_model, device)
+        seed = prompts.seed_loaded or load(prompts.seed_model, device)
         if seed.prompted:
             raise PromptError(f"--seed-model {prompts.seed_model} is a prompted model ({seed.family}); a seed model must "
                               "be prompt-free (medivista or masam), e.g. echosam-demo-masam-tiny.")

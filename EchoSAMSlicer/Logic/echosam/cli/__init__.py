@@ -1,7 +1,8 @@
 """The ``echosam`` command (console script ``echosam = echosam.cli:main``; also ``python -m echosam.cli``).
 
-One module per subcommand group, imported plainly: `files` (info, convert, phantom) and `segment`
-(segment, report, correct, demo; the work itself is `echosam.pipeline`). Each exposes
+One module per subcommand group, imported plainly: `files` (info, convert, phantom), `segment`
+(segment, report, correct, demo; the work itself is `echosam.pipeline`) and `batch` (many cines;
+the work is `echosam.batch`). Each exposes
 ``register(subparsers)``, which adds its parsers and sets ``func(args) -> int`` on them.
 
 Exit codes: 0 success, 2 user error (an `EchoSAMError`, printed as one line
@@ -21,10 +22,10 @@ from typing import Optional, Sequence
 
 from .. import __version__
 from ..errors import CancelledError, EchoSAMError, is_out_of_memory
-from . import files, models, segment
+from . import batch, files, models, segment
 from .common import add_common, progress_for
 
-COMMAND_MODULES = (files, segment, models)
+COMMAND_MODULES = (files, segment, models, batch)
 EXIT_INTERNAL = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130

@@ -3,42 +3,16 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-from .. import pipeline
-from ..errors import PromptError
+from .. import pipeline, prompt_text
 from .common import add_common, add_reading_options, progress_for, reading_options
 
 RECORD_HELP = ("record full input paths in run.json/report.json (default: base names only; clinical paths "
                "often carry patient names)")
 
 
-# ---- argument values -------------------------------------------------------------------------------
-def parse_points(text: str) -> tuple:
-    """``"x,y,1;x,y,0"`` -> points (N, 2) float and labels (N,) int."""
-    pts, labs = [], []
-    for item in filter(None, (s.strip() for s in text.split(";"))):
-        parts = item.split(",")
-        if len(parts) not in (2, 3):
-            raise PromptError(f"Point {item!r} is not 'x,y' or 'x,y,label' (label 1 include, 0 exclude).")
-        try:
-            pts.append((float(parts[0]), float(parts[1])))
-            labs.append(int(parts[2]) if len(parts) == 3 else 1)
-        except ValueError:
-            raise PromptError(f"Point {item!r} has a non-numeric value; write points as 'x,y,1;x,y,0'.") from None
-    if not pts:
-        raise PromptError("--points is empty; write points as 'x,y,1;x,y,0' (cine pixels, x = column).")
-    return np.asarray(pts), np.asarray(labs)
-
-
-def parse_box(text: str) -> tuple:
-    try:
-        v = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        raise PromptError(f"--box {text!r} must be four numbers x0,y0,x1,y1 (cine pixels).") from None
-    if len(v) != 4:
-        raise PromptError(f"--box {text!r} must be four numbers x0,y0,x1,y1 (cine pixels).")
-    return v
+# ---- argument values (the text forms of points and boxes: echosam.prompt_text) ------------------------
+parse_points = prompt_text.parse_points
+parse_box = prompt_text.parse_box
 
 
 def prompts_from_args(args) -> pipeline.Prompts:
@@ -100,6 +74,16 @@ def _print_result(res, outdir) -> None:
 
 
 # ---- registration --------------------------------------------------------------------------------------
+def add_region_arguments(p) -> None:
+    """``--region`` and ``--no-keep-connected``, shared by ``segment`` and ``batch``."""
+    p.add_argument("--region", default="auto",
+                   help="ultrasound region the model sees: auto (DICOM US region, else the fan detected from "
+                        "the pixels), off (whole frame), or x0,y0,x1,y1 (a box in cine pixels, inclusive)")
+    p.add_argument("--no-keep-connected", action="store_true",
+                   help="keep every connected component of a structure (default: drop stray components far "
+                        "from the prompt and from the previous frame's mask)")
+
+
 def register(subparsers) -> None:
     common = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     model_help = "Models.json name or weights file (default: Models.json's default model)"
@@ -120,12 +104,7 @@ def register(subparsers) -> None:
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--formats", default="seq.nrrd", help="label formats: seq.nrrd,nii.gz")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
-    p.add_argument("--region", default="auto",
-                   help="ultrasound region the model sees: auto (DICOM US region, else the fan detected from "
-                        "the pixels), off (whole frame), or x0,y0,x1,y1 (a box in cine pixels, inclusive)")
-    p.add_argument("--no-keep-connected", action="store_true",
-                   help="keep every connected component of a structure (default: drop stray components far "
-                        "from the prompt and from the previous frame's mask)")
+    add_region_arguments(p)
     add_reading_options(p)
     p.add_argument("--record-paths", action="store_true", help=RECORD_HELP)
     add_common(p)

@@ -23,7 +23,8 @@ from .atomic import atomic_file
 from .common import check_labels
 from .labelmap import check_label_values
 from .overlay import render_overlay
-from .registry import FORMATS, format_for_reading, format_for_writing, reading, supported_extensions, write_with
+from .registry import (FORMATS, format_for_reading, format_for_writing, is_cine_file, reading, supported_extensions,
+                       write_with)
 
 OVERLAY_SUFFIXES = (".mp4", ".avi", ".gif")
 
@@ -35,6 +36,11 @@ def _stem(path: Path) -> str:
             if s != "/" and name.lower().endswith(s):
                 return name[: -len(s)]
     return path.stem or name
+
+
+def cine_stem(path: str | os.PathLike) -> str:
+    """A cine file's name without its format's suffix (``a.seq.nrrd`` -> ``a``, ``b.nii.gz`` -> ``b``)."""
+    return _stem(Path(path))
 
 
 def _to_cine(raw, path: Path, fps: Optional[float], fmt_name: str) -> Cine:
@@ -136,5 +142,5 @@ def write_overlay(cine: Cine, labels: np.ndarray, path: str | os.PathLike, fps: 
     return path
 
 
-__all__ = ["read_cine", "write_cine", "read_labels", "write_labels", "write_overlay", "render_overlay",
-           "supported_extensions", "FORMATS"]
+__all__ = ["read_cine", "cine_stem", "is_cine_file", "write_cine", "read_labels", "write_labels", "write_overlay",
+           "render_overlay", "supported_extensions", "FORMATS"]

@@ -80,6 +80,12 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
+def is_cine_file(path: Path) -> bool:
+    """True for a file whose name (or DICOM preamble) gives a cine format `read_cine` reads; used to
+    find the cines of a folder (PNG frame folders are folders, not files)."""
+    return path.is_file() and (_by_suffix(path) is not None or is_dicom_file(path))
+
+
 def _by_suffix(path: Path) -> Optional[Format]:
     name = path.name.lower()
     best, best_len = None, 0
