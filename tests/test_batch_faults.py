@@ -77,7 +77,8 @@ def test_interrupted_then_killed_batch_reruns_to_the_same_summary(echonet, refer
     assert rc == 130 and 1 <= _rows(out) < 5 and not (out / "summary.csv").exists()
     n = _rows(out)
     rc = _start_and_stop(argv, out, n, lambda p: os.killpg(p.pid, signal.SIGKILL))     # the job is killed
-    assert rc == -signal.SIGKILL and _rows(out) < 5
+    # killed mid-run (on fast cores the remaining cases may all have finished just before the kill)
+    assert rc == -signal.SIGKILL and n <= _rows(out) <= 5
     assert cli.main(argv + ["--backend", "inline"]) == 0                              # the rerun finishes the job
     assert without_timing(read_summary_csv(out / "summary.csv")) == without_timing(
         read_summary_csv(reference[0] / "summary.csv"))
