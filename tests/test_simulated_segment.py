@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from echosam.metrics import dice as _dice
 
 from sim_fixtures import small
 from training.datasets.clips import mask_box
@@ -24,10 +25,6 @@ def screen_dicom(tmp_path_factory):
     path = tmp_path_factory.mktemp("sim") / "a4c.dcm"
     write_dicom(screen, path, with_region=False, seed=SEED)
     return path, screen
-
-
-def _dice(a, b):
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
 def _box_baseline(truth, box):

@@ -38,11 +38,6 @@ def _segment(argv: list) -> None:
         raise SystemExit(f"echosam {' '.join(argv)} failed with exit code {code}")
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    s = pred.sum() + truth.sum()
-    return 1.0 if s == 0 else float(2 * (pred & truth).sum() / s)
-
-
 def simulated_case(out: Path) -> tuple:
     from training.datasets.clips import mask_box
     from training.simulator.scene import sample_params, simulate
@@ -60,13 +55,14 @@ def simulated_case(out: Path) -> tuple:
 def score(folder: Path, screen, cine) -> dict:
     from echosam.cardiac import analyse
     from echosam.io import read_labels
+    from echosam.metrics import dice
 
     labels, _ = read_labels(folder / "labels.seq.nrrd")
     truth = screen.labels
     per = {}
     for key, lab in (("lv", 1), ("myo", 2), ("la", 3)):
         if (labels == lab).any():
-            per[key] = float(np.mean([_dice(labels[t] == lab, truth[t] == lab) for t in range(len(truth))]))
+            per[key] = float(np.mean([dice(labels[t] == lab, truth[t] == lab) for t in range(len(truth))]))
     times = np.arange(len(truth)) / cine.fps
     ef_true = analyse(truth, screen.spacing, times).ef_percent
     report = json.loads((folder / "report.json").read_text())["summary"]
