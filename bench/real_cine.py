@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-LV_BOX = (305, 95, 415, 280)          # x0, y0, x1, y1 on frame 0 (diastole: the mitral valve is open)
+from training.demo import REAL_LV_BOX as LV_BOX   # x0, y0, x1, y1 on frame 0 (diastole: the mitral valve is open)
 HEART_BOX = (230, 60, 470, 400)       # where the heart is on this cine (screen text lies outside it)
 
 

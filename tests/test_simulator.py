@@ -112,3 +112,27 @@ def test_cache_is_resumable_and_skips_whole_cases(tmp_path, monkeypatch):
     assert os.stat(cache.case_path(tmp_path, 11)).st_mtime_ns == stamp
     z = np.load(cache.case_path(tmp_path, 12))
     assert z["frames"].shape[0] == 6 and json.loads(str(z["params"]))["seed"] == 12
+
+
+def test_scanner_default_display_set_is_darker_with_walls_still_brighter_than_blood():
+    """train_real: the display top far above typical tissue and dark surroundings, as scanners export at
+    default settings: the fan's median grey falls well below the default set's, while the myocardium stays
+    brighter than the blood it lines (the labels stay learnable)."""
+    from sim_fixtures import small
+    from training.simulator.scene import sample_params
+
+    medians = {}
+    for name in ("train", "train_real"):
+        vals = []
+        for seed in (11, 12, 13):
+            sp = sample_params(seed, cache.RANGES[name])
+            base = small(seed, n_frames=2)
+            sp = dataclasses.replace(sp, n_frames=2, height=base.height,
+                                     probe=dataclasses.replace(sp.probe, n_samples=base.probe.n_samples, n_lines=80))
+            c = simulate(sp)
+            f, lab = c.frames.astype(float), c.labels
+            vals.append(np.median(f[:, c.fan]))
+            if name == "train_real":
+                assert f[lab == 2].mean() > f[lab == 1].mean() + 5
+        medians[name] = np.mean(vals)
+    assert medians["train_real"] < 0.6 * medians["train"], medians

@@ -102,3 +102,35 @@ def test_prompt_free_family_trains(tmp_path, family):
     assert summary["global_step"] == 4 and 0.0 <= summary["best_val_dice"] <= 1.0
     loaded = load_checkpoint(summary["final"])
     assert loaded.classes == ["lv", "myo", "la"] and loaded.family == family
+
+
+def test_every_frame_prompts_follow_each_frame():
+    """Prompt pre-training: each frame's prompt is that frame's own box; a frame without the structure
+    keeps a valid prompt (P constant) but loses its supervision."""
+    from training.datasets.clips import every_frame_prompts, mask_box
+
+    masks = np.zeros((3, 32, 32), np.int64)
+    masks[0, 4:10, 5:20] = 1
+    masks[1, 12:30, 2:9] = 1                                     # frame 2: structure absent
+    labelled = np.array([True, True, True])
+    boxes, pts, labs = every_frame_prompts(masks, labelled, "myo", False, np.random.default_rng(0), {"box": 1.0})
+    assert np.allclose(boxes[0], mask_box(masks[0] == 1)) and np.allclose(boxes[1], mask_box(masks[1] == 1))
+    assert np.allclose(boxes[2], boxes[0]) and labelled.tolist() == [True, True, False]
+    # the myocardium's box carries its exclude point at the box centre (echosam.structures)
+    assert pts.shape == (3, 1, 2) and labs.tolist() == [[0], [0], [0]]
+    assert np.allclose(pts[1, 0], [(boxes[1][0] + boxes[1][2]) / 2, (boxes[1][1] + boxes[1][3]) / 2])
+
+
+def test_prompt_pretraining_bf16_on_cpu_learns(tmp_path):
+    """data.prompt.every_frame: every frame is decoded from its own box (no memory); CPU bf16 autocast
+    trains (the loss falls) and the exported weights decode a box in the engine."""
+    cfg = _cfg(tmp_path, "prompt", sets=["data.splits={train: {seed: 0, n_cases: 1}}", "data.augment=false",
+                                         "optim.lr=0.002", "data.supervision=full", "train.epochs=12",
+                                         "train.val_every=0", "train.precision=bf16", "data.clip_frames=4",
+                                         "data.prompt={box: 1.0, every_frame: true}"])
+    summary = Trainer(cfg).run()
+    steps = np.loadtxt(tmp_path / "prompt" / "steps.csv", delimiter=",", skiprows=1)
+    assert summary["global_step"] == 12
+    assert steps[-3:, 2].mean() < 0.9 * steps[:3, 2].mean()
+    loaded = load_checkpoint(tmp_path / "prompt" / "final.safetensors")
+    assert loaded.prompted

@@ -69,6 +69,8 @@ def forward_batch(model, core, prompted: bool, batch: dict, device) -> torch.Ten
     images = prepare_images(core, batch["frames"], device)
     if not prompted:
         return model(images)
+    if "box" in batch and batch["box"].ndim == 3:
+        return decode_every_frame(core, images, batch, device)
     if "box" in batch:
         box = batch["box"].to(device, torch.float32)
         box = box if bool((box[:, 0] >= 0).all()) else None
@@ -96,6 +98,22 @@ def forward_batch(model, core, prompted: bool, batch: dict, device) -> torch.Ten
     pts = batch["point"].to(device, torch.float32)[:, None, :]
     labels = torch.where(pts[:, :, 0] >= 0, 1.0, -1.0).to(device)
     return model(images, pts, labels)
+
+
+def decode_every_frame(core, images: torch.Tensor, batch: dict, device) -> torch.Tensor:
+    """Prompt pre-training (``data.prompt.every_frame``): every frame decoded from its own prompt,
+    no memory -> logits (B, T, 1, S, S). Trains the encoder and the prompt decoding as SAM's own
+    training does; the memory stage starts from these weights."""
+    b, t = images.shape[:2]
+    feats = core.encode(images.flatten(0, 1))
+    box = batch["box"].to(device, torch.float32).flatten(0, 1)
+    pts = batch["points"].to(device, torch.float32).flatten(0, 1)
+    labels = batch["point_labels"].to(device).flatten(0, 1)
+    box = box if bool((box[:, 0] >= 0).all()) else None
+    if pts.shape[1] == 0:
+        pts = labels = None       # a clip without the structure: no prompt, and no frame is supervised
+    logits = core.decode_prompt(feats, points=pts, point_labels=labels, box=box)
+    return logits.view(b, t, *logits.shape[1:])
 
 
 def logits_to_labels(logits: torch.Tensor, prompted: bool, threshold: float = 0.5) -> torch.Tensor:

@@ -168,6 +168,34 @@ def clip_prompt(fg: np.ndarray, key: str, train: bool, rng: np.random.Generator,
     return (box.astype(np.float32), np.array(pts, np.float32).reshape(-1, 2), np.array(labs, np.int64))
 
 
+def every_frame_prompts(masks: np.ndarray, labelled: np.ndarray, key: str, train: bool, rng: np.random.Generator,
+                        mix: dict) -> tuple:
+    """A prompt on EVERY frame of a clip, for pre-training the prompt decoding on single frames (the
+    SAM stage the papers inherit from SAM's weights): boxes (T, 4), points (T, P, 2), labels (T, P).
+    One prompt mode per clip keeps P constant; a frame without the structure gets another frame's
+    prompt and loses its supervision (``labelled`` is cleared in place)."""
+    T = len(masks)
+    modes = [m for m in PROMPT_MODES if float(mix.get(m, 0.0)) > 0] or ["box"]
+    if train:
+        p = np.array([float(mix[m]) for m in modes])
+        mode = modes[int(rng.choice(len(modes), p=p / p.sum()))]
+    else:
+        mode = "box"
+    one = {mode: 1.0, "jitter": float(mix.get("jitter", 0.08))}
+    prompts = [None] * T
+    for t in range(T):
+        fg = (masks[t] >= 1) & (masks[t] != IGNORE)
+        if labelled[t] and fg.any():
+            prompts[t] = clip_prompt(fg, key, train, rng, one)
+        else:
+            labelled[t] = False
+    fallback = next((q for q in prompts if q is not None), None)
+    if fallback is None:            # the structure is on no frame: box -1, no points (nothing is supervised)
+        return np.full((T, 4), -1.0, np.float32), np.zeros((T, 0, 2), np.float32), np.zeros((T, 0), np.int64)
+    prompts = [q if q is not None else fallback for q in prompts]
+    return (np.stack([q[0] for q in prompts]), np.stack([q[1] for q in prompts]), np.stack([q[2] for q in prompts]))
+
+
 def resize_clip(frames: np.ndarray, masks: np.ndarray, size: int) -> tuple:
     """Frames bilinear with antialias (as the models' ``prepare_frames``), masks nearest, to size x size."""
     import torch
@@ -269,6 +297,9 @@ class ClipDataset:
         point = random_click(fg, rng) if self.train else fixed_click(fg)
         box, pts, labs = (clip_prompt(fg, self.classes[structure], self.train, rng, self.prompt_mix) if self.prompted
                           else (None, None, None))
+        if self.prompted and self.prompt_mix.get("every_frame"):
+            box, pts, labs = every_frame_prompts(masks, labelled, self.classes[structure], self.train, rng,
+                                                 self.prompt_mix)
         ed_pos = int(np.flatnonzero(idx == seq.ed)[0]) if seq.ed in idx else 0
         es_pos = int(np.flatnonzero(idx == seq.es)[-1]) if seq.es in idx else T - 1
         return Clip(frames=frames, masks=masks, labelled=labelled, indices=idx, spacing=spacing, ed=ed_pos,

@@ -27,6 +27,11 @@ RANGES = {
     # the second training set: darker displays (more headroom) and dark surroundings, closer to what
     # scanners export at low gain (checked against the pydicom-data apical cine's grey levels)
     "train_dark": Ranges(headroom_db=(14.0, 40.0), dark_background_p=0.5),
+    # the third training set: scanner-default displays, where the display top sits far above typical
+    # tissue, so only walls, valves and pericardium reach mid grey, cavities are black and the fan's sides
+    # nearly so (the pydicom-data apical cine: fan median grey 10, 99th percentile 118), on wide, deep fans
+    "train_real": Ranges(headroom_db=(32.0, 55.0), dyn_range=(45.0, 65.0), dark_background_p=0.85,
+                         dark_background=(0.002, 0.04), depth=(140.0, 200.0), sector_deg=(70.0, 95.0)),
     # held-out 'outside' set: every range widened past the training ranges
     "outside": Ranges(ef=(0.15, 0.80), heart_rate=(45.0, 130.0), fps=(20.0, 70.0), depth=(110.0, 210.0),
                       sector_deg=(55.0, 95.0), f0=(1.6, 3.8), dyn_range=(40.0, 75.0), height=(140, 300),

@@ -39,6 +39,7 @@ class Ranges:
     views: tuple = ("a4c", "a2c")
     headroom_db: tuple = (8.0, 22.0)     # display top above typical tissue: more = a darker image
     dark_background_p: float = 0.0
+    dark_background: tuple = (0.01, 0.12)   # a dark background's echogenicity, relative to the myocardium
 
 
 @dataclass
@@ -101,7 +102,7 @@ def sample_params(seed: int, ranges: Ranges | None = None) -> SimParams:
         tint=float(rng.uniform(-0.05, 0.05)), headroom=float(rng.uniform(*r.headroom_db)))
     if r.dark_background_p and rng.random() < r.dark_background_p:
         # lung and fat beside the heart: the fan's sides nearly black, as on many real scanners
-        look["background"] = float(look["myo"] * rng.uniform(0.01, 0.12))
+        look["background"] = float(look["myo"] * rng.uniform(*r.dark_background))
     return SimParams(seed=int(seed), view=view, shape=shape, probe=probe, ef=ef, heart_rate=hr, fps=fps,
                      n_frames=n_frames, start_phase=float(rng.uniform(0, 1)), height=height, look=look)
 
