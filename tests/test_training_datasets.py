@@ -247,3 +247,24 @@ def test_build_clip_dataset_roles(camus):
     item = tr[0]
     assert tuple(item["frames"].shape) == (10, 16, 16) and tuple(item["masks"].shape) == (10, 16, 16)
     assert tuple(item["spacing"].tolist()) == pytest.approx((0.3 * 40 / 16, 0.25 * 32 / 16))
+
+
+def test_window_sampling_takes_frames_in_a_row(camus):
+    """clip_sampling: window -> consecutive frames (step 1 or 2) anywhere in the loop in training; the
+    ED->ES rule stays for validation."""
+    from training.datasets.clips import window_clip_indices
+
+    rng = np.random.default_rng(0)
+    seen_steps, starts = set(), set()
+    for _ in range(50):
+        idx = window_clip_indices(30, 5, rng)
+        d = np.diff(idx)
+        assert len(idx) == 5 and (d == d[0]).all() and d[0] in (1, 2) and idx[-1] <= 29
+        seen_steps.add(int(d[0]))
+        starts.add(int(idx[0]))
+    assert seen_steps == {1, 2} and len(starts) > 10
+    short = window_clip_indices(3, 5, np.random.default_rng(1))
+    assert short.max() == 2 and (np.diff(short) >= 0).all()
+    with pytest.raises(Exception, match="clip_sampling"):
+        from training.datasets.clips import ClipDataset
+        ClipDataset(camus, sampling="random")

@@ -27,6 +27,7 @@ DEFAULTS: dict = {
         "dataset": "phantom",
         "structures": None,          # default: the model's classes
         "clip_frames": 10,
+        "clip_sampling": "ed_es",    # ed_es: MemSAM's ED->ES rule; window: frames in a row anywhere (training only)
         "supervision": "semi",
         "on_bad_sample": "skip",
         "augment": {"gamma": 0.5, "rotate": 0.5, "scale": 0.5, "contrast": 0.5},
@@ -37,7 +38,7 @@ DEFAULTS: dict = {
         "epochs": 1,
         "batch_size": 1,
         "grad_accum": 1,
-        "precision": "fp32",         # fp32 | bf16 | fp16 (CUDA only; CPU always runs fp32)
+        "precision": "fp32",         # fp32 | bf16 | fp16 (CUDA; on a CPU bf16 autocasts, fp16 runs fp32)
         "device": "auto",            # auto | cpu | cuda
         "seed": 1234,
         "deterministic": True,

@@ -35,7 +35,9 @@ def _stages(prov: dict, depth: int = 0) -> list:
     init = (cfg.get("model") or {}).get("init_checkpoint")
     earlier = []
     if init and depth < 8 and Path(init).exists():
-        earlier = _stages(dict(load_checkpoint(init).meta.get("provenance") or {}), depth + 1)
+        before = dict(load_checkpoint(init).meta.get("provenance") or {})
+        # a packaged checkpoint already holds its whole recipe; its runs/ folders may be long gone
+        earlier = list(before["recipe"]) if before.get("recipe") else _stages(before, depth + 1)
     return earlier + [{"name": cfg.get("name"), "config": cfg, "steps": prov.get("steps"),
                        "metrics": prov.get("metrics")}]
 

@@ -77,7 +77,8 @@ def build_clip_dataset(data_cfg: dict, role: str = "train", train: Optional[bool
     return ClipDataset(build_source(cfg), classes=cfg.get("structures") or ["lv"],
                        clip_frames=cfg.get("clip_frames", 10), supervision=cfg.get("supervision", "semi"), size=size,
                        transform=ClipAugment.from_config(cfg.get("augment", True)) if train else None, train=train,
-                       seed=seed, prompted=prompted and "prompt" in cfg, prompt_mix=cfg.get("prompt"))
+                       seed=seed, prompted=prompted and "prompt" in cfg, prompt_mix=cfg.get("prompt"),
+                       sampling=cfg.get("clip_sampling", "ed_es"))
 
 
 def parse_data_spec(spec: str) -> dict:

@@ -94,6 +94,20 @@ def memsam_clip_indices(ed: int, es: int, n: int = 10) -> np.ndarray:
     return idx
 
 
+CLIP_SAMPLING = ("ed_es", "window")
+
+
+def window_clip_indices(n_frames: int, clip: int, rng: np.random.Generator, max_step: int = 2) -> np.ndarray:
+    """``clip_sampling: window`` (training only): ``clip`` frames in a row, every 1 or ``max_step`` frames,
+    anywhere in the loop, as the prompt-free families see them when they segment a loop window by
+    window (the ED->ES rule spreads a clip over systole, a time scale the engine never shows them).
+    Needs labels on every frame (``supervision: full``); short loops repeat their last frame."""
+    step = int(rng.integers(1, max_step + 1))
+    span = (clip - 1) * step + 1
+    start = int(rng.integers(0, max(n_frames - span, 0) + 1))
+    return np.minimum(start + step * np.arange(clip), n_frames - 1)
+
+
 def structure_targets(label_map: np.ndarray, classes: Seq[str]) -> np.ndarray:
     """CAMUS label map -> class indices: ``classes[i]`` becomes i+1, everything else 0.
     ``["lv"]`` gives MemSAM's binary LV target (myocardium and LA become background)."""
@@ -227,9 +241,12 @@ class ClipDataset:
 
     def __init__(self, source, classes: Seq[str] = ("lv",), clip_frames: Optional[int] = 10,
                  supervision: str = "semi", size: Optional[int] = None, transform=None, train: bool = True,
-                 seed: int = 0, prompted: bool = False, prompt_mix: Optional[dict] = None):
+                 seed: int = 0, prompted: bool = False, prompt_mix: Optional[dict] = None, sampling: str = "ed_es"):
         if supervision not in ("semi", "full"):
             raise DatasetError(f"supervision must be 'semi' or 'full', got {supervision!r}.")
+        if sampling not in CLIP_SAMPLING:
+            raise DatasetError(f"clip_sampling must be one of {', '.join(CLIP_SAMPLING)}, got {sampling!r}.")
+        self.sampling = sampling
         if len(source) == 0:
             raise DatasetError(f"{source!r} holds no usable cases.")
         self.source, self.classes, self.clip_frames = source, list(classes), clip_frames
@@ -262,7 +279,9 @@ class ClipDataset:
         raise DatasetError(f"No case of {self.source!r} could be loaded.")
 
     def clip_from_sequence(self, seq: Sequence, rng: np.random.Generator, index: int = 0) -> Clip:
-        if self.clip_frames:
+        if self.clip_frames and self.sampling == "window" and self.train:
+            idx = window_clip_indices(seq.n_frames, self.clip_frames, rng)
+        elif self.clip_frames:
             idx = memsam_clip_indices(seq.ed, seq.es, self.clip_frames)
         else:
             idx = np.arange(seq.n_frames)
