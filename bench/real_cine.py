@@ -48,6 +48,7 @@ def check(labels, cine, region) -> dict:
     on_heart = present & (cx >= x0) & (cx <= x1) & (cy >= y0) & (cy <= y1)
     area_cm2 = lv.reshape(len(lv), -1).sum(1) * cine.spacing[0] * cine.spacing[1] / 100.0
     outside = int((labels[:, ~region.mask] > 0).sum()) if region.mask is not None else 0
+    dark = lv_darker_than_its_rim(labels, cine.frames)
     ef = float(res.ef_percent)
     num = lambda x: round(float(x), 1) if np.isfinite(x) else None      # JSON has no NaN
     return {"ef_percent": num(ef), "edv_ml": num(res.edv_ml), "esv_ml": num(res.esv_ml),
@@ -55,9 +56,27 @@ def check(labels, cine, region) -> dict:
             "status": res.status, "labels_outside_fan": outside, "frames_with_lv": int(present.sum()),
             "frames_lv_on_heart": int(on_heart.sum()), "n_frames": int(len(lv)),
             "lv_area_cm2_range": [round(float(area_cm2.min()), 1), round(float(area_cm2.max()), 1)],
+            "frames_lv_darker_than_rim": int(dark.sum()),
             "pass": {"no_label_outside_fan": outside == 0, "lv_on_heart_every_frame": bool(on_heart.all()),
                      "area_plausible": bool(area_cm2.min() >= 5 and area_cm2.max() <= 60),
-                     "ef_30_75": bool(np.isfinite(ef) and 30 <= ef <= 75)}}, area_cm2, res
+                     "ef_30_75": bool(np.isfinite(ef) and 30 <= ef <= 75),
+                     "lv_is_a_cavity_every_frame": bool(dark.all())}}, area_cm2, res
+
+
+def lv_darker_than_its_rim(labels, frames, rim_px: int = 6, ratio: float = 0.6) -> np.ndarray:
+    """Per frame: is the LV label a cavity? Blood is dark and the wall around it bright, so the LV's mean
+    grey must be well below that of a rim just outside it. A check that needs no truth and catches a
+    label drawn on the wrong structure (the myocardium, or tissue near the valve)."""
+    from scipy import ndimage
+
+    out = np.zeros(len(labels), bool)
+    for t, lab in enumerate(labels):
+        lv = lab == 1
+        if not lv.any():
+            continue
+        rim = ndimage.binary_dilation(lv, iterations=rim_px) & ~lv
+        out[t] = frames[t][lv].mean() < ratio * frames[t][rim].mean()
+    return out
 
 
 def main(argv=None) -> int:

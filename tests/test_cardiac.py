@@ -7,7 +7,7 @@ import pytest
 from echosam import cardiac
 from echosam.errors import EchoSAMError
 from echosam.phantom import make_phantom
-from echosam.report import write_report
+from echosam.report import format_summary, write_report
 
 
 @pytest.mark.parametrize("kw", [dict(n_frames=60, seed=0), dict(n_frames=60, seed=3, fps=50, heart_rate=90),
@@ -125,3 +125,20 @@ def test_a_models_ef_outside_the_physiological_range_is_not_reported():
     assert res.status == "implausible EF" and np.isnan(res.ef_percent) and "physiological" in res.message
     own = analyse(labels, (0.5, 0.5), np.arange(T) / 30.0)
     assert own.ef_percent > 85
+
+
+def test_a_drifting_model_mask_over_a_long_loop_gets_no_ef():
+    """A model's LV that shrinks steadily over 4 s (memory drift, as MemSAM's on a real cine) has no beat;
+    its global max/min would give a plausible-looking EF of ~70 %. For predicted labels that is refused;
+    the same curve on a short loop stays a flagged single partial cycle."""
+    T, fps = 120, 30.0
+    lab = np.zeros((T, 80, 60), np.uint8)
+    for t in range(T):
+        h = int(round(60 - 35 * t / (T - 1)))                     # the cavity shortens monotonically
+        lab[t, 10:10 + h, 20:40] = 1
+    times = np.arange(T) / fps
+    r = cardiac.analyse(lab, (1.0, 1.0), times, predicted=True)
+    assert r.status == "no cardiac cycle" and np.isnan(r.ef_percent) and "drifted" in r.message
+    assert "no EF" in format_summary(r)
+    short = cardiac.analyse(lab[::8][:6], (1.0, 1.0), times[::8][:6] / 4, predicted=True)   # 0.33 s
+    assert short.status == "single partial cycle" and np.isfinite(short.ef_percent)

@@ -33,7 +33,9 @@ followed by the lowest point (an ES) before the next ED; ``EF = (EDV - ESV) / ED
 A first/last frame counts as ED (ES) only when it is as high (low) as the interior ED (ES)
 values (within 10 % of the range) and the curve is flat there (its first/last step below half the steepest step),
 because a loop that starts mid-systole must not count its first frame as ED. When no ED->ES pair exists, EF comes from the global maximum and minimum and
-the result is flagged ``status = "single partial cycle"``.
+the result is flagged ``status = "single partial cycle"``; for a model's labels (``predicted``) over a loop
+longer than ``PARTIAL_CYCLE_MAX_S`` that is refused instead (``status = "no cardiac cycle"``, no EF), and a
+predicted "beat" whose ED->ES takes longer than ``MAX_SYSTOLE_S`` is not a beat.
 """
 from __future__ import annotations
 
@@ -49,6 +51,12 @@ from .errors import EchoSAMError
 LV, MYO, LA = 1, 2, 3
 N_DISKS = 20
 EF_PHYSIOLOGICAL = (5.0, 85.0)   # percent: a model's EF outside this range is reported as implausible
+# seconds: a heart at 30 bpm or faster shows an ED->ES beat within 2 s, so a model's LV curve over a longer
+# loop with none (e.g. a mask that slowly drifts or shrinks) is no cycle, not a "single partial" one
+PARTIAL_CYCLE_MAX_S = 2.0
+# seconds: systole (ED to ES) lasts about 0.2-0.5 s at any heart rate; a model's "beat" that takes longer is a
+# drifting mask, not a contraction
+MAX_SYSTOLE_S = 1.0
 SUB = 3            # sub-pixels per pixel side for the disk slabs
 
 
@@ -91,7 +99,7 @@ class CardiacResult:
     ef_percent: float = float("nan")  # mean over beats
     edv_ml: float = float("nan")
     esv_ml: float = float("nan")
-    status: str = "no LV"             # "cycles", "single partial cycle", "too short", "no LV", "no plausible LV",
+    status: str = "no LV"             # "cycles", "single partial cycle", "no cardiac cycle", "too short", "no LV", "no plausible LV",
     #                                   "implausible EF" (a model's EF outside EF_PHYSIOLOGICAL)
     message: str = ""
 
@@ -361,7 +369,7 @@ def analyse(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), times_s: 
             continue
         s = min(cands, key=lambda i: v[i])
         edv, esv = float(v[e]), float(v[s])
-        if edv <= 0:
+        if edv <= 0 or (predicted and float(times[s] - times[e]) > MAX_SYSTOLE_S):
             continue
         res.beats.append(Beat(int(e), int(s), float(times[e]), float(times[s]), edv, esv,
                               100.0 * (edv - esv) / edv, n + 1 < len(ed)))
@@ -372,6 +380,12 @@ def analyse(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), times_s: 
         res.esv_ml = float(np.mean([b.esv_ml for b in res.beats]))
         full = sum(b.complete_cycle for b in res.beats)
         res.message = f"{len(res.beats)} ED->ES beat(s) ({full} closed by a next ED); EF is their mean."
+    elif predicted and float(times[-1] - times[0]) > PARTIAL_CYCLE_MAX_S:
+        res.status = "no cardiac cycle"
+        res.message = (f"The segmented LV shows no ED->ES beat over {float(times[-1] - times[0]):.1f} s, which a "
+                       f"beating heart always shows within {PARTIAL_CYCLE_MAX_S:.0f} s: the segmentation probably "
+                       "drifted; no EF is reported. Check the labels (correct a late frame and propagate again).")
+        return res
     else:
         e, s = int(np.argmax(v)), int(np.argmin(np.where(v > 0, v, np.inf)))
         res.status = "single partial cycle"
