@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         for j, (t, what) in enumerate(((ed, "ED"), (es, "ES"))):
             a = ax[i, j]
             a.imshow(cine.frames[t], cmap="gray")
-            for lab, col in ((1, "red"), (2, "dodgerblue"), (3, "lime")):
+            for lab, col in ((2, "dodgerblue"), (3, "lime"), (1, "red")):   # LV last: its edge on top of the wall's inner edge
                 if (labels[t] == lab).any():
                     a.contour(labels[t] == lab, levels=[0.5], colors=col, linewidths=1)
             if region.mask is not None:
