@@ -112,15 +112,17 @@ def main(argv=None) -> int:
     if not real:
         print("2) real cine skipped: pip install pydicom-data to add the real SonoSite apical cine")
     else:
-        _segment(["segment", real, "-o", str(out / "real_memsam"), "--box", ",".join(map(str, REAL_LV_BOX)),
-                  "--structures", "lv"] + dev)
-        rep = json.loads((out / "real_memsam" / "report.json").read_text())["summary"]
-        ef = rep.get("ef_percent")
-        ef = None if ef is None or not np.isfinite(ef) else float(ef)
-        print(f"2) real SonoSite apical cine (pydicom-data, no truth): MemSAM from a box on frame 0: EF "
-              f"{'%.1f %%' % ef if ef is not None else 'not reported (' + str(rep.get('status')) + ')'}, "
-              f"ED frames {rep.get('ed_frames')}, "
-              f"ES frames {rep.get('es_frames')}; overlay in {out / 'real_memsam'}")
+        print("2) real SonoSite apical cine (pydicom-data, no truth):")
+        runs = (("real_memsam", "MemSAM from a box on frame 0",
+                 ["--box", ",".join(map(str, REAL_LV_BOX)), "--structures", "lv"]),
+                ("real_prompt_free", f"prompt-free {PROMPT_FREE}", ["--model", PROMPT_FREE, "--structures", "lv,myo,la"]))
+        for folder, what, extra in runs:
+            _segment(["segment", real, "-o", str(out / folder)] + extra + dev)
+            rep = json.loads((out / folder / "report.json").read_text())["summary"]
+            ef = rep.get("ef_percent")
+            ef = None if ef is None or not np.isfinite(ef) else float(ef)
+            print(f"   {what}: EF {'%.1f %%' % ef if ef is not None else 'not reported (' + str(rep.get('status')) + ')'}"
+                  f", ED frames {rep.get('ed_frames')}, ES frames {rep.get('es_frames')}; overlay in {out / folder}")
     print(f"labels, overlay videos, reports and LV curves written to {out}")
     return 0
 
