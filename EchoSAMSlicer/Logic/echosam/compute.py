@@ -138,13 +138,18 @@ def use_all_cores() -> int:
 
 
 # ---- the rule ---------------------------------------------------------------------------------------
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+    return precision
+
+
 def choose_path(device: str = "cpu", precision: str = "auto", flags: Optional[set] = None,
                 set_threads: bool = True) -> ComputePath:
     """The compute path for a resolved ``device`` (see the module docstring). ``flags`` overrides the CPU
     flags (tests); ``set_threads`` applies `use_all_cores` on a CPU."""
     import torch
-    if precision not in PRECISIONS:
-        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+    check_precision(precision)
     dev = torch.device(device)
     threads = use_all_cores() if set_threads and dev.type == "cpu" else torch.get_num_threads()
     if dev.type == "cuda":

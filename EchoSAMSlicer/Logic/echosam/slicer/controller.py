@@ -22,8 +22,8 @@ import numpy as np
 
 from .. import mrml
 from .. import worker as wk
-from ..compute import PRECISIONS
-from ..errors import CineError, EchoSAMError, ModelError, PromptError
+from ..compute import check_precision
+from ..errors import CineError, EchoSAMError, PromptError
 from ..structures import get_structure
 from . import calibration, prompts as pr, undo
 from .chooser import model_info
@@ -157,10 +157,8 @@ class Controller:
         elif from_edit:
             raise PromptError(f"{info.title} is prompt-free: it cannot take corrections. Choose a MemSAM model "
                               "to correct and re-propagate.")
-        if precision not in PRECISIONS:
-            raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
         key = (seq.GetID(), cine.n_frames, tuple(cine.shape[1:]), str(spec), device, family or "", tuple(keys),
-               precision)
+               check_precision(precision))
         steps = [("load", wk.job_load_model, {"spec": str(spec), "device": device, "family": family or None}),
                  ("session", job_sync_session, {"key": key, "cine": cine, "structures": keys, "precision": precision,
                                                 "prompts": pr.session_prompts(prompts, keys) if info.prompted else None})]
