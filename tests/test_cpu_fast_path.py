@@ -41,16 +41,17 @@ def test_cpu_path_follows_the_bf16_flags_and_fp32_can_be_forced():
     assert d["description"] == forced.describe() and ComputePath(**{k: v for k, v in d.items() if k != "description"}) == forced
 
 
-def test_the_auto_path_uses_every_usable_core(monkeypatch):
-    from echosam.compute import usable_cores
+def test_the_auto_path_uses_every_free_core(monkeypatch):
+    from echosam.compute import free_cores
+    assert free_cores(4, load=0.2) == 4 and free_cores(4, load=1.6) == 2 and free_cores(2, load=6.0) == 1
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     try:
-        torch.set_num_threads(1)
-        assert choose_path("cpu", "auto").threads == usable_cores() == torch.get_num_threads()
-        monkeypatch.setenv("OMP_NUM_THREADS", "1")             # a batch worker's (or the user's) choice is kept
-        torch.set_num_threads(1)
-        assert choose_path("cpu", "auto").threads == 1
+        torch.set_num_threads(7)
+        assert choose_path("cpu", "auto").threads == free_cores() == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "7")             # a batch worker's (or the user's) choice is kept
+        torch.set_num_threads(7)
+        assert choose_path("cpu", "auto").threads == 7
     finally:
         torch.set_num_threads(before)
 

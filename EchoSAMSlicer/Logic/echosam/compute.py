@@ -4,10 +4,11 @@
 - CUDA: bf16 autocast (fp16 on GPUs without bf16);
 - CPU with native bf16 (Linux ``/proc/cpuinfo`` flags ``amx_bf16`` or ``avx512_bf16``, Arm ``bf16``;
   else oneDNN's own bf16 check): bf16 autocast, where AMX / AVX512-BF16 run the encoders' matmuls and
-  convolutions ~3x faster than fp32 (bench/bench_models.py);
+  convolutions ~3-4x faster than fp32 (bench/bench_models.py);
 - any other CPU or Apple MPS: fp32 (bf16 is emulated there, slower than fp32).
 ``"fp32"`` forces fp32 everywhere (``--precision fp32``, the panel's "Force fp32"); ``"bf16"`` /
 ``"fp16"`` ask for that autocast (on a CPU fp16 is not offered: fp32 is used and said).
+Threads (`use_all_cores`): one per core not busy with other work, unless ``OMP_NUM_THREADS`` says.
 
 The result is a `ComputePath`; its `describe()` (e.g. ``"cpu bf16 autocast (amx_bf16), 2 threads"``)
 is what `Session.compute_path` exposes, `echosam segment` writes into run.json, batch rows carry and
@@ -126,12 +127,27 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def free_cores(cores: Optional[int] = None, load: Optional[float] = None) -> int:
+    """Usable cores not already busy with other work (``cores - round(1-minute load average)``, at least 1).
+
+    OpenMP threads wait for each other at every operator: a thread on a core another process holds
+    stalls all of them (measured on a shared 2-core VM: a small convolution 100x slower with 2 threads
+    than with 1 while other jobs ran). On an idle workstation this is every core."""
+    cores = usable_cores() if cores is None else cores
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):       # Windows: no load average; assume the machine is ours
+            load = 0.0
+    return max(1, min(cores, cores - int(round(load))))
+
+
 def use_all_cores() -> int:
-    """Give torch one intra-op thread per usable core, unless the user or a batch worker already chose
-    (``OMP_NUM_THREADS`` set). Returns torch's thread count."""
+    """Give torch one intra-op thread per free core (`free_cores`), unless the user or a batch worker
+    already chose (``OMP_NUM_THREADS`` set). Returns torch's thread count."""
     import torch
     if not os.environ.get("OMP_NUM_THREADS"):
-        n = usable_cores()
+        n = free_cores()
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
     return torch.get_num_threads()
