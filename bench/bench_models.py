@@ -114,10 +114,11 @@ class Prepared:
 
 def build_modes(family, model, device, batch, with_compile, with_int8) -> list:
     memsam = family == "memsam"
-    path = choose_path(str(device), "auto")
+    width = model.config.sam.embed_dim
+    path = choose_path(str(device), "auto", width=width)
     no_grad = torch.no_grad
     bf16 = (lambda: inference_context(device, "bf16")) if path.dtype == "bf16" or device.type == "cuda" else None
-    fast_ctx = lambda: inference_context(device, "auto")                       # noqa: E731
+    fast_ctx = lambda: inference_context(device, "auto", width)                # noqa: E731
     one = (lambda m, x: memsam_loop(m, x, 1)) if memsam else (lambda m, x: prompt_free_loop(m, x, 1))
     batched = (lambda m, x: memsam_loop(m, x, batch)) if memsam else (lambda m, x: prompt_free_loop(m, x, 2))
     ref, sdpa = Prepared(model, False), Prepared(model, True)

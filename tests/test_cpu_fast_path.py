@@ -34,6 +34,9 @@ def test_cpu_path_follows_the_bf16_flags_and_fp32_can_be_forced():
     forced = choose_path("cpu", "fp32", flags={"amx_bf16"}, set_threads=False)
     assert forced.dtype == "fp32" and forced.describe().startswith("cpu fp32 (forced)") and forced.torch_dtype() is None
     assert choose_path("cpu", "fp16", flags={"amx_bf16"}, set_threads=False).dtype == "fp32"
+    small = choose_path("cpu", "auto", flags={"amx_bf16"}, set_threads=False, width=64)    # bf16 does not pay
+    assert small.dtype == "fp32" and "64-wide model is faster in fp32" in small.reason
+    assert choose_path("cpu", "auto", flags={"amx_bf16"}, set_threads=False, width=768).dtype == "bf16"
     assert cpu_bf16_flag({"sse2"}) is None and cpu_bf16_flag({"amx_bf16", "avx512_bf16"}) == "amx_bf16"
     with pytest.raises(ModelError, match="precision must be one of"):
         choose_path("cpu", "int4")
@@ -173,6 +176,6 @@ def test_run_json_and_the_cli_say_which_path_ran(tmp_path, capsys):
                          "--points", f"{x},{y},1", "--device", "cpu", "--no-overlay", "--precision", precision]) == 0
         runs[precision] = json.loads((out / "run.json").read_text())
         assert f"computed with: {runs[precision]['compute']['description']}" in capsys.readouterr().out
-    want = choose_path("cpu", "auto")
+    want = choose_path("cpu", "auto", width=32)                  # the demo model is 32 wide: fp32 pays here
     assert runs["auto"]["compute"]["description"] == want.describe() and runs["auto"]["precision"] == "auto"
     assert runs["fp32"]["compute"]["dtype"] == "fp32" and runs["fp32"]["compute"]["reason"] == "forced"

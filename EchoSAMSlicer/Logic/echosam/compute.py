@@ -3,8 +3,9 @@
 `choose_path(device, precision)` is the one rule. ``precision="auto"``:
 - CUDA: bf16 autocast (fp16 on GPUs without bf16);
 - CPU with native bf16 (Linux ``/proc/cpuinfo`` flags ``amx_bf16`` or ``avx512_bf16``, Arm ``bf16``;
-  else oneDNN's own bf16 check): bf16 autocast, where AMX / AVX512-BF16 run the encoders' matmuls and
-  convolutions ~3-4x faster than fp32 (bench/bench_models.py);
+  else oneDNN's own bf16 check) and a model at least `CPU_BF16_MIN_WIDTH` wide: bf16 autocast, where
+  AMX / AVX512-BF16 run the encoders' matmuls and convolutions ~3-4x faster than fp32
+  (bench/bench_models.py); a smaller model runs fp32 (bf16 does not pay there);
 - any other CPU or Apple MPS: fp32 (bf16 is emulated there, slower than fp32).
 ``"fp32"`` forces fp32 everywhere (``--precision fp32``, the panel's "Force fp32"); ``"bf16"`` /
 ``"fp16"`` ask for that autocast (on a CPU fp16 is not offered: fp32 is used and said).
@@ -30,6 +31,9 @@ from .errors import ModelError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")     # best first; "bf16": Arm FEAT_BF16 on Linux
+# Encoder width from which CPU bf16 pays: at ViT-B (768) AMX runs the matmuls ~4x faster than fp32; the
+# bundled 32/64-wide models are faster in fp32 (casts and small kernels dominate; bench/fast_agreement.py)
+CPU_BF16_MIN_WIDTH = 256
 
 
 @dataclass(frozen=True)
@@ -161,9 +165,10 @@ def check_precision(precision: str) -> str:
 
 
 def choose_path(device: str = "cpu", precision: str = "auto", flags: Optional[set] = None,
-                set_threads: bool = True) -> ComputePath:
-    """The compute path for a resolved ``device`` (see the module docstring). ``flags`` overrides the CPU
-    flags (tests); ``set_threads`` applies `use_all_cores` on a CPU."""
+                set_threads: bool = True, width: Optional[int] = None) -> ComputePath:
+    """The compute path for a resolved ``device`` (see the module docstring). ``width``: the model's
+    encoder width (embed_dim; None: unknown, taken as large); ``flags`` overrides the CPU flags (tests);
+    ``set_threads`` applies `use_all_cores` on a CPU."""
     import torch
     check_precision(precision)
     dev = torch.device(device)
@@ -187,4 +192,6 @@ def choose_path(device: str = "cpu", precision: str = "auto", flags: Optional[se
         return ComputePath("cpu", "bf16", threads, flag or "asked; emulated on this CPU, slow", model)
     if flag is None:
         return ComputePath("cpu", "fp32", threads, "no native bf16 on this CPU", model)
+    if width is not None and width < CPU_BF16_MIN_WIDTH:
+        return ComputePath("cpu", "fp32", threads, f"{flag} present; a {width}-wide model is faster in fp32", model)
     return ComputePath("cpu", "bf16", threads, flag, model)

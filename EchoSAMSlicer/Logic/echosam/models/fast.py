@@ -93,17 +93,18 @@ def disable_fast_attention(model: torch.nn.Module) -> None:
             m._echosam_fast = False
 
 
-def autocast_dtype(device: torch.device, precision: str = "auto"):
-    """The autocast dtype `echosam.compute.choose_path` picks for ``device`` and ``precision`` (None = fp32):
-    bf16 on CUDA (fp16 on older GPUs) and on CPUs with native bf16 (AMX / AVX512-BF16), else fp32."""
+def autocast_dtype(device: torch.device, precision: str = "auto", width=None):
+    """The autocast dtype `echosam.compute.choose_path` picks for ``device``, ``precision`` and a model
+    ``width`` wide (None = fp32): bf16 on CUDA (fp16 on older GPUs) and on CPUs with native bf16
+    (AMX / AVX512-BF16) for models wide enough to gain from it, else fp32."""
     from ..compute import choose_path
-    return choose_path(str(device), precision, set_threads=False).torch_dtype()
+    return choose_path(str(device), precision, set_threads=False, width=width).torch_dtype()
 
 
 @contextlib.contextmanager
-def inference_context(device: torch.device, precision: str = "auto"):
+def inference_context(device: torch.device, precision: str = "auto", width=None):
     """inference_mode plus the compute path's mixed-precision autocast (CUDA, or a CPU with native bf16)."""
-    dtype = autocast_dtype(device, precision)
+    dtype = autocast_dtype(device, precision, width)
     with torch.inference_mode():
         if dtype is None:
             yield

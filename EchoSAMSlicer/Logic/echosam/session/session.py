@@ -71,7 +71,7 @@ class Session:
             raise PromptError(f"precision must be auto, fp32, fp16 or bf16, not {precision!r}.")
         self.cine, self.loaded, self.model = cine, loaded, loaded.model
         self.device, self.precision = str(loaded.device), precision
-        self.path = choose_path(self.device, precision)      # also gives torch every usable core
+        self.path = choose_path(self.device, precision, width=loaded.config.sam.embed_dim)   # sets threads too
         import torch
         optimise_for_inference(self.model, torch.device(self.device))
         self.prompted = bool(loaded.prompted)
@@ -116,7 +116,7 @@ class Session:
 
     def _inference(self):
         import torch
-        return inference_context(torch.device(self.device), self.precision)
+        return inference_context(torch.device(self.device), self.path.dtype)
 
     # ---- encoding ------------------------------------------------------------------------------
     @property
