@@ -11,7 +11,8 @@ For each family the same synthetic cine is segmented by every mode below, repeat
   per forward) only;
 - ``compile``: naive + ``torch.compile`` of the image encoder only (``--compile``; compile time excluded);
 - ``fast``: the engine's path (`echosam.compute.choose_path` + `optimise_for_inference`): SDPA with fp32
-  softmax, bf16 autocast where native, batched encoding, ``inference_mode``;
+  softmax, bf16 autocast where native, frames per encoder call from `echosam.compute.encoder_batch`
+  (1 for ViT-B on a CPU, 8 on a GPU), the engine's window batch, ``inference_mode``;
 - MemSAM also runs the engine's `Session` (encode + propagate from one click): ``session fp32``
   (``precision="fp32"``) and ``session auto`` (the default).
 Reports frames/s, speed-up over naive, achieved GFLOP/s (FLOPs of the naive run counted by torch's
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from echosam.compute import choose_path, cpu_flags, cpu_model
+from echosam.compute import choose_path, cpu_flags, cpu_model, encoder_batch
 from echosam.device import resolve_device
 from echosam.models.fast import (disable_fast_attention, enable_fast_attention, inference_context,
                                  optimise_for_inference, quantize_linears_int8)
@@ -137,7 +138,11 @@ def build_modes(family, model, device, batch, with_compile, with_int8) -> list:
         disable_fast_attention(c)
         c.image_encoder.forward = torch.compile(c.image_encoder, dynamic=False).forward
         modes.append(Mode("compile", Prepared(c, False), no_grad, one))
-    modes.append(Mode("fast", sdpa, fast_ctx, batched))
+    tokens = (model.tokens ** 2) if memsam else (model.config.sam.img_size // model.config.sam.patch_size) ** 2
+    engine_batch = encoder_batch(str(device), tokens, width)
+    fast_run = (lambda m, x: memsam_loop(m, x, engine_batch)) if memsam else \
+        (lambda m, x: prompt_free_loop(m, x, 4 if device.type == "cuda" else 1))
+    modes.append(Mode("fast", sdpa, fast_ctx, fast_run))
     return modes
 
 

@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ..cine import grey_0_255
-from ..compute import choose_path
+from ..compute import choose_path, encoder_batch
 from ..consistency import PromptedRule, keep_connected_labels
 from ..errors import PromptError
 from ..models.fast import inference_context, optimise_for_inference
@@ -50,11 +50,12 @@ class Session:
     """See the module docstring and docs/engine_api.md ("Session")."""
 
     def __init__(self, cine, loaded, structures=None, memory_cap="config", embed_cache: str = "auto",
-                 threshold: Optional[float] = None, batch_size: int = 8, precision: str = "auto",
+                 threshold: Optional[float] = None, batch_size="auto", precision: str = "auto",
                  keep_connected: bool = True, cache_dtype: str = "auto") -> None:
         """``memory_cap``: working-memory frames beyond the permanent key frame ("config": the model
         config's ``memory_cap``, else DEFAULT_MEMORY_CAP; None = unbounded). ``threshold``: on sigmoid
-        probabilities (None: the model config's, else 0.5). ``batch_size``: frames per encoder call.
+        probabilities (None: the model config's, else 0.5). ``batch_size``: frames per encoder call ("auto":
+        `echosam.compute.encoder_batch`, sized to the cache on a CPU, 8 on a GPU).
         ``precision``: "auto" = the fast path `echosam.compute.choose_path` picks (bf16 autocast on CUDA and
         on CPUs with native bf16, else fp32); "fp32" forces fp32; "bf16" / "fp16" ask for that autocast.
         ``keep_connected``: drop stray components far from the prompt and the previous frame's mask
@@ -83,6 +84,10 @@ class Session:
         self.transform = FrameTransform(self.height, self.width, self.img_size)
         self.prompts = PromptStore(self.n_frames, (self.height, self.width), self.structures)
         self.results = Results(self.prompts, self.transform, self.structures, self.n_frames, self.threshold)
+        if batch_size == "auto":
+            sam = loaded.config.sam
+            side = int(getattr(self.model, "tokens", sam.img_size // sam.patch_size))
+            batch_size = encoder_batch(self.device, side * side, sam.embed_dim)
         if cache_dtype == "auto":
             cache_dtype = "fp32" if precision == "fp32" else "fp16"
         self.features = FeatureCache(self.model, self.grey, self.device, embed_cache, batch_size, cache_dtype)
