@@ -3,6 +3,7 @@ agreement on the bundled models (CPU always, GPU when present), and the float16 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -45,8 +46,9 @@ def test_cpu_path_follows_the_bf16_flags_and_fp32_can_be_forced():
 
 
 def test_the_auto_path_uses_every_free_core(monkeypatch):
-    from echosam.compute import free_cores
-    assert free_cores(4, load=0.2) == 4 and free_cores(4, load=1.6) == 2 and free_cores(2, load=6.0) == 1
+    from echosam.compute import busy_cores, free_cores
+    assert free_cores(4, busy=0.2) == 4 and free_cores(4, busy=1.6) == 2 and free_cores(2, busy=6.0) == 1
+    assert 0.0 <= busy_cores(0.05) <= (os.cpu_count() or 1) + 0.5
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import time
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -131,19 +132,47 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def free_cores(cores: Optional[int] = None, load: Optional[float] = None) -> int:
-    """Usable cores not already busy with other work (``cores - round(1-minute load average)``, at least 1).
+def _cpu_jiffies() -> tuple:
+    """(busy, total) CPU jiffies of the whole machine from /proc/stat, and this process's own busy jiffies."""
+    with open("/proc/stat", encoding="ascii") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    with open("/proc/self/stat", encoding="ascii") as f:
+        own = f.read().rsplit(")", 1)[1].split()
+    return sum(v) - idle, sum(v), int(own[11]) + int(own[12])
+
+
+def busy_cores(window_s: float = 0.1) -> float:
+    """Cores other processes keep busy now: /proc/stat sampled over ``window_s`` minus this process's own
+    use (Linux); elsewhere the 1-minute load average (0 where there is none, e.g. Windows)."""
+    try:
+        b0, t0, o0 = _cpu_jiffies()
+        time.sleep(window_s)
+        b1, t1, o1 = _cpu_jiffies()
+        return max(0.0, (b1 - b0 - (o1 - o0)) / max(1, t1 - t0) * (os.cpu_count() or 1))
+    except (OSError, ValueError, IndexError):
+        try:
+            return float(os.getloadavg()[0])
+        except (AttributeError, OSError):
+            return 0.0
+
+
+_BUSY = {"at": -1e9, "cores": 0.0}      # busy_cores, measured at most every BUSY_TTL_S seconds
+BUSY_TTL_S = 30.0
+
+
+def free_cores(cores: Optional[int] = None, busy: Optional[float] = None) -> int:
+    """Usable cores not busy with other processes' work (``cores - round(busy)``, at least 1).
 
     OpenMP threads wait for each other at every operator: a thread on a core another process holds
     stalls all of them (measured on a shared 2-core VM: a small convolution 100x slower with 2 threads
     than with 1 while other jobs ran). On an idle workstation this is every core."""
     cores = usable_cores() if cores is None else cores
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):       # Windows: no load average; assume the machine is ours
-            load = 0.0
-    return max(1, min(cores, cores - int(round(load))))
+    if busy is None:
+        if time.monotonic() - _BUSY["at"] > BUSY_TTL_S:
+            _BUSY.update(at=time.monotonic(), cores=busy_cores())
+        busy = _BUSY["cores"]
+    return max(1, min(cores, cores - int(round(busy))))
 
 
 def use_all_cores() -> int:
