@@ -136,7 +136,7 @@ def build_modes(family, model, device, batch, with_compile, with_int8) -> list:
     if with_compile:
         c = copy.deepcopy(model)
         disable_fast_attention(c)
-        c.image_encoder.forward = torch.compile(c.image_encoder, dynamic=False).forward
+        c.image_encoder.forward = torch.compile(c.image_encoder.forward, dynamic=False)   # the original forward
         modes.append(Mode("compile", Prepared(c, False), no_grad, one))
     tokens = (model.tokens ** 2) if memsam else (model.config.sam.img_size // model.config.sam.patch_size) ** 2
     engine_batch = encoder_batch(str(device), tokens, width)
@@ -173,7 +173,7 @@ def count_flops(mode, images) -> float:
     return counter.get_total_flops()
 
 
-def bench_family(family, size, frames, device, batch, repeats, with_compile, with_int8) -> dict:
+def bench_family(family, size, frames, device, batch, repeats, with_compile, with_int8, only=None) -> dict:
     torch.manual_seed(0)
     model = build_model(family, preset=size).eval().requires_grad_(False).to(device)
     optimise_for_inference(model, device)
@@ -183,6 +183,8 @@ def bench_family(family, size, frames, device, batch, repeats, with_compile, wit
     modes = build_modes(family, model, device, batch, with_compile, with_int8)
     if family == "memsam":
         modes += session_modes(model, family, raw, device)
+    if only:
+        modes = [m for m in modes if m.name == "naive" or m.name in only]     # naive first: the baseline
     flops = count_flops(modes[0], images)
     for m in modes:                                    # warm-up (and compile) on a short clip
         m(images[: min(frames, model.config.clip_frames if hasattr(model.config, "clip_frames") else 2)])
@@ -210,6 +212,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="also time torch.compile of the encoder (slow to build)")
     p.add_argument("--no-int8", action="store_true")
+    p.add_argument("--modes", default="", help="only these modes (comma-separated; naive always runs)")
     p.add_argument("--json", default=None, help="write the results here")
     a = p.parse_args(argv)
     device = torch.device(resolve_device(a.device))
@@ -220,7 +223,8 @@ def main(argv=None) -> int:
           "interleaved\n")
     out = {"machine": info, "path": path.to_dict(), "args": vars(a), "families": {}}
     for fam in a.families.split(","):
-        r = bench_family(fam, a.size, a.frames, device, a.batch, a.repeats, a.compile, not a.no_int8)
+        r = bench_family(fam, a.size, a.frames, device, a.batch, a.repeats, a.compile, not a.no_int8,
+                         [m for m in a.modes.split(",") if m])
         out["families"][fam] = r
         print(f"\n{fam}, {r['input_px']} px, {a.frames} frames, {r['flops_naive_run'] / 1e9:.0f} GFLOP per run\n")
         print("| mode | best s | frames/s | speed-up | GFLOP/s |\n|---|---|---|---|---|")

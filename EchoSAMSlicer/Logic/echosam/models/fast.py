@@ -121,7 +121,7 @@ def quantize_linears_int8(module: torch.nn.Module) -> torch.nn.Module:
     return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
-def maybe_compile(module: torch.nn.Module, enabled: bool = False):
+def maybe_compile(module, enabled: bool = False):
     """torch.compile when asked and available; eager otherwise (compile needs a C compiler)."""
     if not enabled:
         return module
@@ -145,6 +145,7 @@ def optimise_for_inference(model: torch.nn.Module, device: torch.device, compile
         model._echosam_channels_last = True
     encoder = getattr(model, "image_encoder", None)
     if compile_encoder and encoder is not None and not getattr(encoder, "_echosam_compiled", False):
-        encoder.forward = maybe_compile(encoder, enabled=True).forward
+        # compile the bound forward itself: a compiled module's forward would call the patched one again
+        encoder.forward = maybe_compile(encoder.forward, enabled=True)
         encoder._echosam_compiled = True
     return model
