@@ -77,12 +77,13 @@ class FeatureCache:
         return sum(v.numel() * v.element_size() for v in self.features.tensors().values())
 
     def _cached(self, feats):
-        pin = self.cache_device == "cpu" and self.device.startswith("cuda")   # asynchronous copies back to the GPU
-        return feats.map(lambda x: self._pinned(to_cache_dtype(x.to(self.cache_device), self.cache_dtype), pin))
+        return feats.map(lambda x: to_cache_dtype(x.to(self.cache_device), self.cache_dtype))
 
-    @staticmethod
-    def _pinned(x, pin: bool):
-        return x.pin_memory() if pin else x
+    def _pin(self, feats):
+        """Host-cached features of a GPU model in pinned memory: their copies back to the GPU are asynchronous."""
+        if self.cache_device == "cpu" and self.device.startswith("cuda"):
+            return feats.map(lambda x: x.pin_memory())
+        return feats
 
     def _choose_cache(self, per_frame_bytes: int) -> str:
         if self.embed_cache == "host" or not self.device.startswith("cuda"):
@@ -116,7 +117,7 @@ class FeatureCache:
         import torch
         # autocast has no rule for concatenating float16 caches; outside it a part kept float32 promotes all
         with full_precision("cpu"), full_precision(torch.device(self.device).type):
-            self.features = parts[0] if len(parts) == 1 else type(parts[0]).cat(parts)
+            self.features = self._pin(parts[0] if len(parts) == 1 else type(parts[0]).cat(parts))
 
     # ---- persistence -------------------------------------------------------------------------------
     def tensors(self) -> Optional[dict]:
@@ -135,6 +136,6 @@ class FeatureCache:
             return False
         per = sum(v.numel() * v.element_size() for v in tensors.values()) // max(1, self.n_frames)
         self.cache_device = self._choose_cache(per)
-        self.features = self._cached(feats)
+        self.features = self._pin(self._cached(feats))
         self._parts = []
         return True
