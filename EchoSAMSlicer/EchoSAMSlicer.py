@@ -61,6 +61,7 @@ class EchoSAMSlicerParameterNode:
     modelName: str = ""
     modelFamily: str = ""
     device: Annotated[str, Choice(DEVICES)] = "auto"
+    forceFp32: bool = False
     segmentLV: bool = True
     segmentMYO: bool = False
     segmentLA: bool = False
@@ -340,7 +341,7 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             run = self.logic.controller.submit_segmentation(
                 p.inputNode, p.modelName, device, self.structures(), frame=self.currentFrame(),
                 prompt_structure=p.promptStructure, include=p.includePoints, exclude=p.excludePoints, roi=p.roi,
-                family=p.modelFamily, from_edit=fromEdit)
+                family=p.modelFamily, from_edit=fromEdit, precision="fp32" if p.forceFp32 else "auto")
             corrected = run.data["corrected"]
             text = (_("Corrections from frames {frames}...").format(frames=", ".join(map(str, corrected))) if corrected
                     else _("No edited frame found; propagating the stored prompts...") if fromEdit else _("Working..."))
@@ -424,6 +425,7 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.efLabel.toolTip = summary.get("message", "")
         self.ui.spacingLabel.text = summary.get("spacing_how", "")
         self.ui.spacingLabel.styleSheet = "" if summary.get("calibrated", True) else "color: #c0392b"
+        self.ui.computePathLabel.text = display.compute_text(summary)
         rows = display.results_rows(summary)
         self.ui.volumeTable.setRowCount(len(rows))
         for i, (name, value) in enumerate(rows):

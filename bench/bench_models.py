@@ -1,44 +1,51 @@
-"""Naive per-frame fp32 loop vs the engine's fast path, per model family, in one run.
+"""Naive fp32 loop vs the engine's fast path, and each fast-path option on its own, in one run.
 
-For each family the same synthetic cine is segmented twice:
-- naive: what a straightforward re-implementation does: one frame (MemSAM) or one window
-  (MediViSTA/MA-SAM) at a time, fp32, reference attention, ``torch.no_grad``;
-- fast: the engine path: batched encoding, SDPA attention with the rel-pos bias as mask,
-  ``torch.inference_mode``, bf16 autocast on CUDA.
-Prints frames/s, speed-up, peak memory and the encoder's achieved TFLOP/s (vs the device's bf16
-peak where known) as a markdown table. Example:
+For each family the same synthetic cine is segmented by every mode below, repeats interleaved
+(mode A, B, C, ..., then again), on the same weights, cores and inputs; the best time per mode counts:
+- ``naive``: what a straightforward re-implementation does: one frame (MemSAM: encode, then the memory
+  loop) or one stride-1 window (MediViSTA/MA-SAM) at a time, fp32, reference attention, ``no_grad``;
+- ``sdpa``: naive + SDPA attention (fp32 softmax) only;
+- ``bf16``: naive + bf16 autocast only (CPU with native bf16, or CUDA);
+- ``int8``: naive + int8 dynamic quantisation of the image encoder's Linear layers only (CPU);
+- ``batch``: naive + batched encoding (MemSAM: ``--batch`` frames per call; prompt-free: 2 windows
+  per forward) only;
+- ``compile``: naive + ``torch.compile`` of the image encoder only (``--compile``; compile time excluded);
+- ``fast``: the engine's path (`echosam.compute.choose_path` + `optimise_for_inference`): SDPA with fp32
+  softmax, bf16 autocast where native, frames per encoder call from `echosam.compute.encoder_batch`
+  (1 for ViT-B on a CPU, 8 on a GPU), the engine's window batch, ``inference_mode``;
+- MemSAM also runs the engine's `Session` (encode + propagate from one click): ``session fp32``
+  (``precision="fp32"``) and ``session auto`` (the default).
+Reports frames/s, speed-up over naive, achieved GFLOP/s (FLOPs of the naive run counted by torch's
+FlopCounterMode, divided by each mode's time), the CPU model and its bf16/AMX/VNNI flags; writes JSON.
 
-    python bench/bench_models.py --size vit_b --frames 10 --device cpu
+    python bench/bench_models.py --size vit_b --families memsam,masam --frames 6 --json out.json
     python bench/bench_models.py --size vit_b --frames 60 --device cuda
 """
 from __future__ import annotations
 
 import argparse
-import gc
-import resource
+import copy
+import json
+import os
+import platform
 import sys
 import time
+import warnings
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from echosam.compute import choose_path, cpu_flags, cpu_model, encoder_batch
 from echosam.device import resolve_device
 from echosam.models.fast import (disable_fast_attention, enable_fast_attention, inference_context,
-                                 optimise_for_inference)
+                                 optimise_for_inference, quantize_linears_int8)
+from echosam.models.memory import MemoryBank
 from echosam.models.registry import build_model
 
 # dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets
 PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "4090": 165.0}
-
-
-def device_peak(device: torch.device):
-    if device.type != "cuda":
-        return None, "CPU"
-    name = torch.cuda.get_device_name(device)
-    for key, peak in PEAK_BF16.items():
-        if key in name:
-            return peak, name
-    return None, name
+FLAGS_SHOWN = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "avx512_fp16")
 
 
 def sync(device):
@@ -46,30 +53,20 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def peak_mem_mb(device):
+def machine(device) -> dict:
+    info = {"cpu": cpu_model(), "flags": [f for f in FLAGS_SHOWN if f in cpu_flags()], "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "load_avg_start": list(os.getloadavg())}
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
-def reset_peak(device):
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def run_memsam(model, images, fast: bool, batch: int):
-    """Encode then propagate from a frame-0 click; naive = one frame at a time."""
-    from echosam.models.memory import MemoryBank
-
-    t = images.shape[0]
-    s = images.shape[-1]
-    if fast:
-        feats = [model.encode(images[i:i + batch]) for i in range(0, t, batch)]
-        feats = type(feats[0]).cat(feats) if hasattr(type(feats[0]), "cat") else feats[0]
-    else:
-        feats = type(model.encode(images[:1])).cat([model.encode(images[i:i + 1]) for i in range(t)])
+# ---- what each mode runs ---------------------------------------------------------------------------
+def memsam_loop(model, images, batch: int):
+    """Encode (``batch`` frames per call) then propagate from a frame-0 click with the model's verbs."""
+    t, s = images.shape[0], images.shape[-1]
+    feats = type(model.encode(images[:1])).cat([model.encode(images[i:i + batch]) for i in range(0, t, batch)])
     pts = torch.tensor([[[s / 2, s / 2]]], device=images.device)
     lab = torch.ones(1, 1, dtype=torch.long, device=images.device)
     f0 = feats.index(0)
@@ -87,103 +84,157 @@ def run_memsam(model, images, fast: bool, batch: int):
     return logits
 
 
-def run_prompt_free(model, images, fast: bool, batch: int):
-    if fast:
-        return model.segment_video(images)
-    clip = model.config.clip_frames
-    t = images.shape[0]
-    out = None
-    for start in range(0, max(1, t - clip + 1)):  # stride-1 windows, one at a time (reference inference)
-        idx = [min(max(i, 0), t - 1) for i in range(start, start + clip)]
-        out = model(images[idx][None])
-    return out
+def prompt_free_loop(model, images, window_batch: int, stride=None):
+    """Windows of ``clip_frames`` every ``stride`` (default: stride 1, the papers' inference), softmax-averaged."""
+    from echosam.models.windows import sliding_window_probs
+    return sliding_window_probs(model, images, model.config.clip_frames, stride or 1, False, batch=window_batch)
 
 
-def encoder_input(model, images, batch):
-    """Frames for one encoder call: a batch (MemSAM) or one clip (prompt-free: frames interact)."""
-    n = batch if not hasattr(model.config, "clip_frames") else model.config.clip_frames
-    idx = [min(i, images.shape[0] - 1) for i in range(n)]
-    return images[idx]
+class Mode:
+    """One way of running a family: a model (shared or its own copy), a context and a loop."""
+
+    def __init__(self, name, model, ctx, run):
+        self.name, self.model, self.ctx, self.run = name, model, ctx, run
+        self.times: list = []
+
+    def __call__(self, images):
+        self.model.prepare()
+        with self.ctx():
+            return self.run(self.model.module, images)
 
 
-def encode(model, x):
-    return model.encode(x) if not hasattr(model.config, "clip_frames") else model.encode(x, x.shape[0])
+class Prepared:
+    """A model plus what must be switched before it runs (attention kind) when modes share it."""
+
+    def __init__(self, module, fast_attention: bool):
+        self.module, self.fast_attention = module, fast_attention
+
+    def prepare(self):
+        (enable_fast_attention if self.fast_attention else disable_fast_attention)(self.module)
 
 
-def encoder_flops(model, x) -> float:
-    """FLOPs of one encoder call on x (counted by torch's FlopCounterMode)."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        encode(model, x)
+def build_modes(family, model, device, batch, with_compile, with_int8) -> list:
+    memsam = family == "memsam"
+    width = model.config.sam.embed_dim
+    path = choose_path(str(device), "auto", width=width)
+    no_grad = torch.no_grad
+    bf16 = (lambda: inference_context(device, "bf16")) if path.dtype == "bf16" or device.type == "cuda" else None
+    fast_ctx = lambda: inference_context(device, "auto", width)                # noqa: E731
+    one = (lambda m, x: memsam_loop(m, x, 1)) if memsam else (lambda m, x: prompt_free_loop(m, x, 1))
+    batched = (lambda m, x: memsam_loop(m, x, batch)) if memsam else (lambda m, x: prompt_free_loop(m, x, 2))
+    ref, sdpa = Prepared(model, False), Prepared(model, True)
+    modes = [Mode("naive", ref, no_grad, one), Mode("sdpa", sdpa, no_grad, one)]
+    if bf16 is not None:
+        modes.append(Mode("bf16", ref, bf16, one))
+    if with_int8 and device.type == "cpu":
+        q = copy.deepcopy(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                    # torch.ao.quantization deprecation notice
+            quantize_linears_int8(q.image_encoder)
+        modes.append(Mode("int8", Prepared(q, False), no_grad, one))
+    modes.append(Mode("batch", ref, no_grad, batched))
+    if with_compile:
+        c = copy.deepcopy(model)
+        disable_fast_attention(c)
+        c.image_encoder.forward = torch.compile(c.image_encoder.forward, dynamic=False)   # the original forward
+        modes.append(Mode("compile", Prepared(c, False), no_grad, one))
+    tokens = (model.tokens ** 2) if memsam else (model.config.sam.img_size // model.config.sam.patch_size) ** 2
+    engine_batch = encoder_batch(str(device), tokens, width)
+    fast_run = (lambda m, x: memsam_loop(m, x, engine_batch)) if memsam else \
+        (lambda m, x: prompt_free_loop(m, x, 4 if device.type == "cuda" else 1))
+    modes.append(Mode("fast", sdpa, fast_ctx, fast_run))
+    return modes
+
+
+def session_modes(model, family, raw, device) -> list:
+    """MemSAM through the engine's Session, fp32 forced vs the default path."""
+    from echosam.checkpoints import LoadedModel
+    from echosam.cine import Cine
+    from echosam.session import Session
+
+    loaded = LoadedModel(model, family, model.config, {}, None, str(device))
+    cine = Cine.from_array(raw.numpy().astype(np.uint8))
+    h, w = cine.frames.shape[1:]
+
+    def run(precision):
+        def go(_m, _x):
+            s = Session(cine, loaded, precision=precision, keep_connected=False)
+            s.add_points(0, "lv", [[w / 2, h / 2]], [1])
+            return s.propagate()
+        return go
+    shared = Prepared(model, True)
+    return [Mode("session fp32", shared, torch.no_grad, run("fp32")),
+            Mode("session auto", shared, torch.no_grad, run("auto"))]
+
+
+def count_flops(mode, images) -> float:
+    with FlopCounterMode(display=False) as counter:
+        mode(images)
     return counter.get_total_flops()
 
 
-def bench_family(family, size, frames, device, batch, repeats):
+def bench_family(family, size, frames, device, batch, repeats, with_compile, with_int8, only=None) -> dict:
+    torch.manual_seed(0)
     model = build_model(family, preset=size).eval().requires_grad_(False).to(device)
+    optimise_for_inference(model, device)
     s = model.config.sam.img_size
-    g = torch.Generator().manual_seed(0)
-    raw = torch.rand(frames, 96, 128, generator=g) * 255
+    raw = torch.rand(frames, 96, 128, generator=torch.Generator().manual_seed(0)) * 255
     images = model.prepare_frames(raw).to(device)
-    runner = run_memsam if family == "memsam" else run_prompt_free
-    enc_in = encoder_input(model, images, batch)
-    flops = encoder_flops(model, enc_in)
-    rows = {}
-    for mode in ("naive", "fast"):
-        if mode == "fast":
-            optimise_for_inference(model, device)        # what Session does
-        else:
-            disable_fast_attention(model)
-            model.to(memory_format=torch.contiguous_format)
-        ctx = (lambda: inference_context(device)) if mode == "fast" else (lambda: torch.no_grad())
-        with ctx():
-            runner(model, images[: min(frames, 2 * batch)], mode == "fast", batch)  # warm-up
-        reset_peak(device)
-        best = float("inf")
-        for _ in range(repeats):
+    modes = build_modes(family, model, device, batch, with_compile, with_int8)
+    if family == "memsam":
+        modes += session_modes(model, family, raw, device)
+    if only:
+        modes = [m for m in modes if m.name == "naive" or m.name in only]     # naive first: the baseline
+    flops = count_flops(modes[0], images)
+    for m in modes:                                    # warm-up (and compile) on a short clip
+        m(images[: min(frames, model.config.clip_frames if hasattr(model.config, "clip_frames") else 2)])
+    for _ in range(repeats):
+        for m in modes:
             sync(device)
             t0 = time.perf_counter()
-            with ctx():
-                runner(model, images, mode == "fast", batch)
+            m(images)
             sync(device)
-            best = min(best, time.perf_counter() - t0)
-        rows[mode] = (frames / best, peak_mem_mb(device), best)
-    # encoder-only achieved throughput on the fast path
-    enable_fast_attention(model)
-    with inference_context(device):
-        encode(model, enc_in)
-        sync(device)
-        t0 = time.perf_counter()
-        encode(model, enc_in)
-        sync(device)
-        enc_s = time.perf_counter() - t0
-    tflops = flops / enc_s / 1e12
-    del model
-    return s, rows, tflops
+            m.times.append(time.perf_counter() - t0)
+            print(f"  {family} {m.name}: {m.times[-1]:.2f} s", file=sys.stderr, flush=True)
+    base = min(modes[0].times)
+    rows = {m.name: {"best_s": min(m.times), "times_s": m.times, "frames_per_s": frames / min(m.times),
+                     "speedup": base / min(m.times), "gflop_per_s": flops / min(m.times) / 1e9} for m in modes}
+    return {"input_px": s, "frames": frames, "flops_naive_run": flops, "modes": rows}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--families", default="memsam,medivista,masam")
+    p.add_argument("--families", default="memsam,masam")
     p.add_argument("--size", default="vit_b", help="preset: vit_b (paper size) or tiny")
-    p.add_argument("--frames", type=int, default=10)
-    p.add_argument("--batch", type=int, default=8, help="frames per encoder batch on the fast path")
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--frames", type=int, default=6)
+    p.add_argument("--batch", type=int, default=4, help="frames per encoder call in the batch/fast modes (MemSAM)")
+    p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile of the encoder (slow to build)")
+    p.add_argument("--no-int8", action="store_true")
+    p.add_argument("--modes", default="", help="only these modes (comma-separated; naive always runs)")
+    p.add_argument("--json", default=None, help="write the results here")
     a = p.parse_args(argv)
     device = torch.device(resolve_device(a.device))
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    peak, dev_name = device_peak(device)
-    print(f"device: {dev_name}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
-          f"{a.frames} frames; preset {a.size}\n")
-    print("| family | input | naive frames/s | fast frames/s | speed-up | naive peak MB | fast peak MB | encoder TFLOP/s | % of bf16 peak |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    path = choose_path(str(device), "auto")
+    info = machine(device)
+    print(f"machine: {info['cpu']}; flags {' '.join(info['flags']) or '-'}; {info['cores']} cores; torch "
+          f"{info['torch']}; fast path: {path.describe()}; {a.frames} frames; preset {a.size}; repeats {a.repeats} "
+          "interleaved\n")
+    out = {"machine": info, "path": path.to_dict(), "args": vars(a), "families": {}}
     for fam in a.families.split(","):
-        s, rows, tflops = bench_family(fam, a.size, a.frames, device, a.batch, a.repeats)
-        (nf, nm, _), (ff, fm, _) = rows["naive"], rows["fast"]
-        pct = f"{100 * tflops / peak:.1f}%" if peak else "n/a"
-        print(f"| {fam} | {s}px | {nf:.2f} | {ff:.2f} | {ff / nf:.2f}x | {nm:.0f} | {fm:.0f} | {tflops:.3f} | {pct} |")
+        r = bench_family(fam, a.size, a.frames, device, a.batch, a.repeats, a.compile, not a.no_int8,
+                         [m for m in a.modes.split(",") if m])
+        out["families"][fam] = r
+        print(f"\n{fam}, {r['input_px']} px, {a.frames} frames, {r['flops_naive_run'] / 1e9:.0f} GFLOP per run\n")
+        print("| mode | best s | frames/s | speed-up | GFLOP/s |\n|---|---|---|---|---|")
+        for name, m in r["modes"].items():
+            print(f"| {name} | {m['best_s']:.2f} | {m['frames_per_s']:.3f} | {m['speedup']:.2f}x | {m['gflop_per_s']:.0f} |")
         sys.stdout.flush()
+    out["machine"]["load_avg_end"] = list(os.getloadavg())
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
     return 0
 
 

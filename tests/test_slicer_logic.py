@@ -307,6 +307,8 @@ def test_controller_segment_prompt_structures_correct_lock_and_undo(scene, tiny_
         assert any(t.startswith("Segmenting:") for t in texts)
         seg_seq = mrml.find_segmentation_sequence(browser)
         assert seg_seq.GetNumberOfDataNodes() == T and "ed_frames" in res.value and res.value["chart"] is not None
+        assert res.value["compute_path"].startswith("cpu ") and "thread" in res.value["compute_path"]
+        assert display.compute_text(res.value) == "Computed with: " + res.value["compute_path"]
         assert c.can_undo(browser)
         state = mrml.load_session_state(seq)
         assert {p["structure"] for p in state["prompts"]["prompts"]} == {"lv"} and set(state["written"]) == set(range(T))
@@ -315,8 +317,10 @@ def test_controller_segment_prompt_structures_correct_lock_and_undo(scene, tiny_
         myo_roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "MYO box")
         myo_roi.SetCenterWorld(list(cine.pixel_to_ras(22, 20)))
         myo_roi.SetSizeWorld([9.0, 9.0, 2.0])
-        c.submit_segmentation(browser, spec, "cpu", ["lv", "myo"], frame=0, prompt_structure="MYO", roi=myo_roi)
-        assert final(wait_actions(c, 300)).kind == "result"
+        c.submit_segmentation(browser, spec, "cpu", ["lv", "myo"], frame=0, prompt_structure="MYO", roi=myo_roi,
+                              precision="fp32")          # the panel's "Force fp32"
+        res = final(wait_actions(c, 300))
+        assert res.kind == "result" and res.value["compute_path"].startswith("cpu fp32 (forced)")
         items = {(p["structure"], p["frame"]): p for p in mrml.load_session_state(seq)["prompts"]["prompts"]}
         assert set(items) == {("lv", 0), ("myo", 0)} and "box" in items[("myo", 0)] and "points" in items[("lv", 0)]
 

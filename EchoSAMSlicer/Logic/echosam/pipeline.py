@@ -251,7 +251,8 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
         run = {"command": "segment", "cine": input_record(cine_path, record_paths), "record_paths": bool(record_paths),
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
                "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
-               "overlay": bool(overlay), "region": fan.summary(), "keep_connected": bool(keep_connected)}
+               "overlay": bool(overlay), "region": fan.summary(), "keep_connected": bool(keep_connected),
+               "precision": precision, "compute": s.path.to_dict()}
         out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine)
     return dict(out, session=s, region=fan)
 
@@ -297,13 +298,13 @@ def correct_outputs(outdir, mask_path, frame: int, structure: str = "lv", cine_p
         if loaded is None:
             loaded = load(run.get("model_path") or run["model"], device, run.get("family"))
         fan = _stored_region(outdir, run, cine.shape[1:])
-        s = Session.load(outdir / "session", fan.crop_cine(cine), loaded)
+        s = Session.load(outdir / "session", fan.crop_cine(cine), loaded, precision=run.get("precision", "auto"))
         lab = fan.crop(read_mask_frame(mask_path, frame, cine))
         key = get_structure(structure).key
         s.set_mask(frame, key, structure_mask(lab, key))
         s.propagate(progress=progress)
         fix = {"frame": int(frame), "structure": key, "mask": input_record(mask_path, run.get("record_paths", False))}
-        run = dict(run, read=opts, corrections=list(run.get("corrections", [])) + [fix])
+        run = dict(run, read=opts, corrections=list(run.get("corrections", [])) + [fix], compute=s.path.to_dict())
         out = write_outputs(s, outdir, run, run.get("formats", ["seq.nrrd"]), overlay=run.get("overlay", True),
                             region=fan, cine=cine)
     return dict(out, session=s, region=fan)

@@ -184,6 +184,7 @@ class SegmentationResult:
     prompts: dict               # Session.prompts_to_dict() (JSON-able)
     structures: list            # structure keys of the session
     prompted: bool
+    compute_path: str = ""      # Session.compute_path: how it was computed (device, precision, threads)
 
 
 def job_load_model(state, progress, cancel, spec: str, device: str = "cpu", family: Optional[str] = None):
@@ -235,7 +236,8 @@ def job_segment_auto(state, progress, cancel):
 def job_result(state, progress, cancel) -> SegmentationResult:
     """The session's current labels, locks and prompts (submit after propagate / segment_auto)."""
     s = session_of(state)
-    return SegmentationResult(s.labels.copy(), s.locked_frames, s.prompts_to_dict(), list(s.structures), s.prompted)
+    return SegmentationResult(s.labels.copy(), s.locked_frames, s.prompts_to_dict(), list(s.structures), s.prompted,
+                              s.compute_path)
 
 
 def job_undo(state, progress, cancel) -> Optional[SegmentationResult]:

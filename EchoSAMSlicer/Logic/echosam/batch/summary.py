@@ -7,9 +7,10 @@ failed or no EF could be measured; ``pending``: not run yet), ``error`` (the mes
 the pipeline said about a case that still ran, e.g. no ultrasound fan found), ``ef_percent``,
 ``edv_ml``, ``esv_ml``, ``ed_frames`` / ``es_frames`` (``;``-separated 0-based frames), ``n_beats``,
 ``cardiac_status`` (`cardiac.analyse`'s status), ``n_frames``, ``seconds`` (wall time of the case in
-its worker), ``model``, ``model_sha256``, ``options`` (JSON of the options that decide the result),
+its worker), ``compute_path`` (how it was computed, `echosam.compute`: e.g. "cpu bf16 autocast (amx_bf16),
+1 thread"), ``model``, ``model_sha256``, ``options`` (JSON of the options that decide the result),
 ``prompt`` (the manifest's prompt, JSON), ``true_ef`` / ``true_edv`` / ``true_esv`` (the manifest's
-truth). Two runs of the same batch give the same summary except ``seconds``.
+truth). Two runs of the same batch give the same summary except ``seconds`` (and ``compute_path`` on another machine).
 """
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ from ..io.atomic import atomic_file
 
 COLUMNS = (("case", str), ("input", str), ("split", str), ("status", str), ("error", str), ("notice", str),
            ("ef_percent", float), ("edv_ml", float), ("esv_ml", float), ("ed_frames", str), ("es_frames", str),
-           ("n_beats", int), ("cardiac_status", str), ("n_frames", int), ("seconds", float), ("model", str),
-           ("model_sha256", str), ("options", str), ("prompt", str), ("true_ef", float), ("true_edv", float),
+           ("n_beats", int), ("cardiac_status", str), ("n_frames", int), ("seconds", float), ("compute_path", str),
+           ("model", str), ("model_sha256", str), ("options", str), ("prompt", str), ("true_ef", float), ("true_edv", float),
            ("true_esv", float))
 NAMES = tuple(c for c, _ in COLUMNS)
-TIMING_COLUMNS = ("seconds",)
+TIMING_COLUMNS = ("seconds", "compute_path")     # where and how fast a case ran, not what it gave
 
 
 def _frames(v) -> str:
@@ -41,7 +42,8 @@ def summary_row(case, row, model: str, model_sha256: str, options: dict) -> dict
            "edv_ml": row.get("edv_ml"), "esv_ml": row.get("esv_ml"), "ed_frames": _frames(row.get("ed_frames")),
            "es_frames": _frames(row.get("es_frames")), "n_beats": row.get("n_beats"),
            "cardiac_status": row.get("cardiac_status") or "", "n_frames": row.get("n_frames"),
-           "seconds": row.get("seconds"), "model": model, "model_sha256": model_sha256,
+           "seconds": row.get("seconds"), "compute_path": row.get("compute_path") or "", "model": model,
+           "model_sha256": model_sha256,
            "options": json.dumps(options, sort_keys=True), "prompt": json.dumps(
                {k: v for k, v in case.prompt.items() if k != "mask_path"}, sort_keys=True) if case.prompt else "",
            "true_ef": case.truth.get("ef"), "true_edv": case.truth.get("edv"), "true_esv": case.truth.get("esv")}

@@ -89,7 +89,8 @@ def register(subparsers) -> None:
     p.add_argument("--frame", type=int, default=0, help="frame of --seed-model (and of manifest prompts without one)")
     p.add_argument("--structures", default="lv", help="structures: lv,myo,la")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+                   help="auto: the fast path for this machine (bf16 autocast on GPUs and on CPUs with native bf16); "
+                        "fp32: force fp32")
     p.add_argument("--formats", default="seq.nrrd", help="label formats: seq.nrrd,nii.gz")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4 per case")
     add_region_arguments(p)

@@ -31,6 +31,7 @@ def cmd_segment(args) -> int:
                                 region=args.region, keep_connected=not args.no_keep_connected,
                                 read=reading_options(args), record_paths=args.record_paths)
     _print_result(out["result"], args.output)
+    print(f"computed with: {out['session'].compute_path}")
     return 0
 
 
@@ -101,7 +102,8 @@ def register(subparsers) -> None:
     p.add_argument("--structures", default="lv", help="structures: lv,myo,la")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+                   help="auto: the fast path for this machine (bf16 autocast on GPUs and on CPUs with native bf16, "
+                        "e.g. AMX / AVX512-BF16; fp32 elsewhere; the path is written into run.json); fp32: force fp32")
     p.add_argument("--formats", default="seq.nrrd", help="label formats: seq.nrrd,nii.gz")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
     add_region_arguments(p)

@@ -5,12 +5,15 @@
   passing the decomposed relative-position bias ``B_rel`` (SAM's ``add_decomposed_rel_pos`` terms)
   as the additive mask. Same math as the reference; SDPA picks fused kernels (memory-efficient /
   cuDNN on GPU, flash-style on CPU) and avoids materialising the scaled logits separately.
-- `inference_context(device, precision)`: ``torch.inference_mode`` + bf16/fp16 autocast on CUDA.
+- `inference_context(device, precision)`: ``torch.inference_mode`` + the autocast dtype of the compute
+  path (`echosam.compute.choose_path`: bf16 on CUDA and on CPUs with native bf16, else fp32);
+  `full_precision` switches autocast off for the final mask logits.
+- `quantize_linears_int8(module)`: int8 dynamic quantisation (measured in the bench, not the default).
 - `maybe_compile(module)`: optional ``torch.compile``; falls back to eager with a warning.
 - `optimise_for_inference(model, device)`: all of the above that applies, once; what `Session` uses.
 
-The fast path agrees with the fp32 reference within 1e-4 (CPU, fp32) and within bf16 rounding on
-GPU (see tests/test_fast_path.py and bench/bench_models.py).
+The fast path agrees with the fp32 reference within 1e-4 in fp32, within bf16 rounding in bf16, and
+its labels agree with fp32 labels (Dice >= 0.99; tests/test_fast_path.py, tests/test_cpu_fast_path.py).
 """
 from __future__ import annotations
 
@@ -21,6 +24,18 @@ import warnings
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
+
+
+@contextlib.contextmanager
+def full_precision(device_type: str):
+    """Autocast off inside (callers cast their inputs with ``.float()``): for the few ops whose rounding
+    decides labels, e.g. the final mask logits and their upsampling (a bf16 logit near the threshold
+    flips border pixels)."""
+    if torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type=device_type, enabled=False):
+            yield
+    else:
+        yield
 
 
 def rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, hw: tuple) -> torch.Tensor:
@@ -39,13 +54,23 @@ def rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tens
     return bias.reshape(b, n_heads, h * w, h * w)
 
 
+def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias=None) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d) + bias) v`` by SDPA, in fp32 even under bf16 autocast; q (B, heads, N, C)
+    unscaled. Measured: with bf16 attention a tiny MediViSTA's EF moved 0.6 points from fp32 (bound 0.5);
+    in fp32 it costs ~7 % of the ViT-B MemSAM encoder's time (the projections and MLPs stay bf16)."""
+    with full_precision(q.device.type):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                              attn_mask=None if bias is None else bias.float())
+
+
 def sdpa_attention(self: Attention, x: torch.Tensor) -> torch.Tensor:
     """Drop-in ``Attention.forward``: x (B, H, W, dim) -> (B, H, W, dim)."""
     b, h, w, _ = x.shape
     qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)  # each (B, heads, HW, C)
-    bias = rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w)) if self.use_rel_pos else None
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    with full_precision(x.device.type):
+        bias = rel_pos_bias(q.float(), self.rel_pos_h, self.rel_pos_w, (h, w)) if self.use_rel_pos else None
+    out = attention_core(q, k, v, bias)
     out = out.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
     return self.proj(out)
 
@@ -68,19 +93,18 @@ def disable_fast_attention(model: torch.nn.Module) -> None:
             m._echosam_fast = False
 
 
-def autocast_dtype(device: torch.device, precision: str = "auto"):
-    """bf16 on CUDA devices that support it, fp16 on older GPUs, none (fp32) on CPU or if asked."""
-    if precision == "fp32" or device.type != "cuda":
-        return None
-    if precision == "fp16":
-        return torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def autocast_dtype(device: torch.device, precision: str = "auto", width=None):
+    """The autocast dtype `echosam.compute.choose_path` picks for ``device``, ``precision`` and a model
+    ``width`` wide (None = fp32): bf16 on CUDA (fp16 on older GPUs) and on CPUs with native bf16
+    (AMX / AVX512-BF16) for models wide enough to gain from it, else fp32."""
+    from ..compute import choose_path
+    return choose_path(str(device), precision, set_threads=False, width=width).torch_dtype()
 
 
 @contextlib.contextmanager
-def inference_context(device: torch.device, precision: str = "auto"):
-    """inference_mode plus mixed-precision autocast on CUDA."""
-    dtype = autocast_dtype(device, precision)
+def inference_context(device: torch.device, precision: str = "auto", width=None):
+    """inference_mode plus the compute path's mixed-precision autocast (CUDA, or a CPU with native bf16)."""
+    dtype = autocast_dtype(device, precision, width)
     with torch.inference_mode():
         if dtype is None:
             yield
@@ -89,7 +113,15 @@ def inference_context(device: torch.device, precision: str = "auto"):
                 yield
 
 
-def maybe_compile(module: torch.nn.Module, enabled: bool = False):
+def quantize_linears_int8(module: torch.nn.Module) -> torch.nn.Module:
+    """int8 dynamic quantisation of every ``nn.Linear`` in ``module`` (weights int8, activations quantised
+    per batch), in place; CPU only. An option measured by bench/bench_models.py, not the default (bf16
+    autocast is faster on CPUs with AMX and keeps closer to fp32)."""
+    from torch.ao.quantization import quantize_dynamic
+    return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def maybe_compile(module, enabled: bool = False):
     """torch.compile when asked and available; eager otherwise (compile needs a C compiler)."""
     if not enabled:
         return module
@@ -113,6 +145,7 @@ def optimise_for_inference(model: torch.nn.Module, device: torch.device, compile
         model._echosam_channels_last = True
     encoder = getattr(model, "image_encoder", None)
     if compile_encoder and encoder is not None and not getattr(encoder, "_echosam_compiled", False):
-        encoder.forward = maybe_compile(encoder, enabled=True).forward
+        # compile the bound forward itself: a compiled module's forward would call the patched one again
+        encoder.forward = maybe_compile(encoder.forward, enabled=True)
         encoder._echosam_compiled = True
     return model

@@ -30,6 +30,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from ..errors import ModelError
+from .fast import full_precision
 
 
 # ---- keys and readout -------------------------------------------------------------------------
@@ -55,6 +56,11 @@ def affinity(mem_key: torch.Tensor, mem_shrink: torch.Tensor, query_key: torch.T
     mem_key (B,Ck,N), mem_shrink (B,1,N), query_key / query_sel (B,Ck,HW) -> softmax weights (B,N,HW)
     (normalised over the N memory elements).
     """
+    with full_precision(query_key.device.type):     # the expanded L2 distance cancels badly in bf16
+        return _affinity_fp32(mem_key.float(), mem_shrink.float(), query_key.float(), query_sel.float())
+
+
+def _affinity_fp32(mem_key, mem_shrink, query_key, query_sel) -> torch.Tensor:
     ck = mem_key.shape[1]
     mk = mem_key.transpose(1, 2)                                         # (B, N, Ck)
     sim = 2 * (mk @ (query_key * query_sel)) - (mk ** 2) @ query_sel     # (B, N, HW)
@@ -68,7 +74,7 @@ def readout(mem_key, mem_shrink, mem_value, query_key, query_sel) -> torch.Tenso
     as (B,Ck,N), (B,1,N), (B,Cv,N)."""
     b, _, h, w = query_key.shape
     w_ = affinity(mem_key, mem_shrink, query_key.flatten(2), query_sel.flatten(2))
-    return (mem_value @ w_).view(b, mem_value.shape[1], h, w)
+    return (mem_value @ w_.to(mem_value.dtype)).view(b, mem_value.shape[1], h, w)
 
 
 class MemoryBank:

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError, PromptError
+from .fast import full_precision
 from .features import FrameTensors
 from .memory import MemoryBank, MemoryModule, readout
 from .memsam_convert import convert_official
@@ -215,8 +216,9 @@ class MemSAM(nn.Module):
         c, h, w = embedding.shape[1:]
         up = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
         hyper = dec.output_hypernetworks_mlps[0](hs[:, 1])                      # (B, C')
-        low = (hyper.unsqueeze(1) @ up.flatten(2)).view(b, 1, *up.shape[-2:])   # (B, 1, 4t, 4t)
-        return F.interpolate(low, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        with full_precision(up.device.type):    # the logits decide the labels: fp32 under bf16 autocast
+            low = (hyper.float().unsqueeze(1) @ up.float().flatten(2)).view(b, 1, *up.shape[-2:])   # (B, 1, 4t, 4t)
+            return F.interpolate(low, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
 
     def decode_prompt(self, feats: FrameFeatures, points=None, point_labels=None, box=None,
                       mask_logits=None) -> torch.Tensor:

@@ -20,6 +20,7 @@ from segment_anything.modeling.mask_decoder import MLP
 from torch import nn
 
 from ..errors import CheckpointError, CineError, ModelError
+from .fast import full_precision
 from .peft import FacTCores, FacTShared, count_parameters, fact_attention
 from .sam import SamConfig, build_image_encoder, build_prompt_encoder, config_from_dict, fit_state_dict_to_model
 from .windows import sliding_window_probs
@@ -109,7 +110,8 @@ class ProgressiveMaskDecoder(MaskDecoder):
         mask_out = hs[:, 1:1 + self.num_mask_tokens]
         up = self.output_upscaling(src.transpose(1, 2).reshape(n, c, h, w))
         hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
-        masks = (hyper @ up.flatten(2)).view(n, self.num_mask_tokens, up.shape[-2], up.shape[-1])
+        with full_precision(up.device.type):    # the logits decide the labels: fp32 under bf16 autocast
+            masks = (hyper.float() @ up.float().flatten(2)).view(n, self.num_mask_tokens, up.shape[-2], up.shape[-1])
         return masks, self.iou_prediction_head(hs[:, 0])
 
 

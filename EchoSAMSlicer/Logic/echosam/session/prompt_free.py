@@ -22,7 +22,7 @@ def auto_labels(loaded, grey: np.ndarray, structures: list, progress=None, cance
     classes = [get_structure(c) for c in loaded.classes]
     T, H, W = grey.shape
     transform = FrameTransform(H, W, loaded.config.sam.img_size)
-    with inference_context(torch.device(dev), precision):
+    with inference_context(torch.device(dev), precision, width=loaded.config.sam.embed_dim):
         images = model.prepare_frames(torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32)).to(dev))
         probs = model.segment_video(images, progress=progress, cancel=cancel)
         lut = np.zeros(len(classes) + 1, dtype=np.uint8)

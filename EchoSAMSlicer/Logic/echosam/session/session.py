@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ..cine import grey_0_255
+from ..compute import choose_path, encoder_batch
 from ..consistency import PromptedRule, keep_connected_labels
 from ..errors import PromptError
 from ..models.fast import inference_context, optimise_for_inference
@@ -49,14 +50,18 @@ class Session:
     """See the module docstring and docs/engine_api.md ("Session")."""
 
     def __init__(self, cine, loaded, structures=None, memory_cap="config", embed_cache: str = "auto",
-                 threshold: Optional[float] = None, batch_size: int = 8, precision: str = "auto",
-                 keep_connected: bool = True) -> None:
+                 threshold: Optional[float] = None, batch_size="auto", precision: str = "auto",
+                 keep_connected: bool = True, cache_dtype: str = "auto") -> None:
         """``memory_cap``: working-memory frames beyond the permanent key frame ("config": the model
         config's ``memory_cap``, else DEFAULT_MEMORY_CAP; None = unbounded). ``threshold``: on sigmoid
-        probabilities (None: the model config's, else 0.5). ``batch_size``: frames per encoder call.
-        ``precision``: "auto" = bf16 autocast on CUDA (fp16 on GPUs without bf16), fp32 on CPU; "fp32".
+        probabilities (None: the model config's, else 0.5). ``batch_size``: frames per encoder call ("auto":
+        `echosam.compute.encoder_batch`, sized to the cache on a CPU, 8 on a GPU).
+        ``precision``: "auto" = the fast path `echosam.compute.choose_path` picks (bf16 autocast on CUDA and
+        on CPUs with native bf16, else fp32); "fp32" forces fp32; "bf16" / "fp16" ask for that autocast.
         ``keep_connected``: drop stray components far from the prompt and the previous frame's mask
-        (`echosam.consistency`; locked frames are never touched); False keeps every component."""
+        (`echosam.consistency`; locked frames are never touched); False keeps every component.
+        ``cache_dtype``: the cached features' dtype (`features.FeatureCache`), "auto" = fp16, or fp32 when
+        fp32 is forced; "fp16" or "fp32" to choose."""
         if memory_cap == "config":
             memory_cap = getattr(loaded.config, "memory_cap", DEFAULT_MEMORY_CAP)
         if threshold is None:
@@ -67,6 +72,7 @@ class Session:
             raise PromptError(f"precision must be auto, fp32, fp16 or bf16, not {precision!r}.")
         self.cine, self.loaded, self.model = cine, loaded, loaded.model
         self.device, self.precision = str(loaded.device), precision
+        self.path = choose_path(self.device, precision, width=loaded.config.sam.embed_dim)   # sets threads too
         import torch
         optimise_for_inference(self.model, torch.device(self.device))
         self.prompted = bool(loaded.prompted)
@@ -78,7 +84,13 @@ class Session:
         self.transform = FrameTransform(self.height, self.width, self.img_size)
         self.prompts = PromptStore(self.n_frames, (self.height, self.width), self.structures)
         self.results = Results(self.prompts, self.transform, self.structures, self.n_frames, self.threshold)
-        self.features = FeatureCache(self.model, self.grey, self.device, embed_cache, batch_size)
+        if batch_size == "auto":
+            sam = loaded.config.sam
+            side = int(getattr(self.model, "tokens", sam.img_size // sam.patch_size))
+            batch_size = encoder_batch(self.device, side * side, sam.embed_dim)
+        if cache_dtype == "auto":
+            cache_dtype = "fp32" if precision == "fp32" else "fp16"
+        self.features = FeatureCache(self.model, self.grey, self.device, embed_cache, batch_size, cache_dtype)
         self.keep_connected = bool(keep_connected)
         self.propagator = Propagator(self.model, self.features, self.prompts, self.results, self.transform,
                                      memory_cap, PromptedRule(self.img_size, self.threshold, self.transform.point,
@@ -102,9 +114,14 @@ class Session:
                               "trained for them (training/), or a prompt-free model (MediViSTA / MA-SAM).")
         return keys
 
+    @property
+    def compute_path(self) -> str:
+        """The path that runs, in words: e.g. "cpu bf16 autocast (amx_bf16), 2 threads"."""
+        return self.path.describe()
+
     def _inference(self):
         import torch
-        return inference_context(torch.device(self.device), self.precision)
+        return inference_context(torch.device(self.device), self.path.dtype)
 
     # ---- encoding ------------------------------------------------------------------------------
     @property

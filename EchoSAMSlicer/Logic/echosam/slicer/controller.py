@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import mrml
 from .. import worker as wk
+from ..compute import check_precision
 from ..errors import CineError, EchoSAMError, PromptError
 from ..structures import get_structure
 from . import calibration, prompts as pr, undo
@@ -123,13 +124,14 @@ class Controller:
     # ---- segment / propagate ----
     def submit_segmentation(self, input_node, spec: str, device: str, structures: list, frame: int = 0,
                             prompt_structure: str = "lv", include=None, exclude=None, roi=None,
-                            family: str = "", from_edit: bool = False) -> Run:
+                            family: str = "", from_edit: bool = False, precision: str = "auto") -> Run:
         """Segment or re-propagate the loop of ``input_node``.
 
         Every frame the user changed since the last write becomes a locked correction (whichever
         frame is shown). Without ``from_edit`` the markups are prompts too, each point on the frame it
-        was placed on (``frame``: the frame for points placed before they were watched). Everything is
-        validated here, before any job is queued: nothing changes on error."""
+        was placed on (``frame``: the frame for points placed before they were watched). ``precision``:
+        "auto" (the fast path `echosam.compute.choose_path` picks) or "fp32" (the panel's Force fp32).
+        Everything is validated here, before any job is queued: nothing changes on error."""
         browser = self._browser(input_node)
         seq = browser.GetMasterSequenceNode()
         keys = [get_structure(s).key for s in structures]
@@ -155,9 +157,10 @@ class Controller:
         elif from_edit:
             raise PromptError(f"{info.title} is prompt-free: it cannot take corrections. Choose a MemSAM model "
                               "to correct and re-propagate.")
-        key = (seq.GetID(), cine.n_frames, tuple(cine.shape[1:]), str(spec), device, family or "", tuple(keys))
+        key = (seq.GetID(), cine.n_frames, tuple(cine.shape[1:]), str(spec), device, family or "", tuple(keys),
+               check_precision(precision))
         steps = [("load", wk.job_load_model, {"spec": str(spec), "device": device, "family": family or None}),
-                 ("session", job_sync_session, {"key": key, "cine": cine, "structures": keys,
+                 ("session", job_sync_session, {"key": key, "cine": cine, "structures": keys, "precision": precision,
                                                 "prompts": pr.session_prompts(prompts, keys) if info.prompted else None})]
         steps += [("encode", wk.job_encode, {}), ("segment", wk.job_segment, {}), ("result", wk.job_result, {})]
         data = {"input": input_node, "browser": browser, "cine": cine, "prompts": prompts if info.prompted else None,
@@ -271,6 +274,7 @@ class Controller:
                               structures)
         _, summary = self._publish(browser, cine, labels, structures, frames, prompts, written, step)
         summary["kept_edits"] = kept
+        summary["compute_path"] = result.compute_path
         return summary
 
     # ---- lock, undo, edit, calibrate (main thread, no model needed; work after a scene reload) ----

@@ -33,6 +33,13 @@ def ef_text(summary: dict) -> str:
     return _fmt(summary.get("ef_percent"), " %")
 
 
+def compute_text(summary: dict) -> str:
+    """The panel's line on how the result was computed, e.g. "Computed with: cpu bf16 autocast (amx_bf16),
+    2 threads" (empty when the summary does not say: an undo, or a scene reloaded from disk)."""
+    path = summary.get("compute_path")
+    return f"Computed with: {path}" if path else ""
+
+
 def _frames(d: dict) -> str:
     parts = [f"{get_structure(s).key.upper()} {', '.join(map(str, f))}" for s, f in sorted(d.items()) if f]
     return "; ".join(parts) or "none"

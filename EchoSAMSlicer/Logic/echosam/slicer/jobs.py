@@ -11,12 +11,13 @@ from __future__ import annotations
 from .. import worker as wk
 
 
-def job_sync_session(state, progress, cancel, key, cine, structures, prompts: dict) -> bool:
-    """Make ``state["session"]`` the session of ``key`` holding exactly ``prompts``; True if rebuilt."""
+def job_sync_session(state, progress, cancel, key, cine, structures, prompts: dict, precision: str = "auto") -> bool:
+    """Make ``state["session"]`` the session of ``key`` holding exactly ``prompts`` (``precision``: "auto"
+    or "fp32", part of ``key``); True if rebuilt."""
     rebuilt = state.get("session_key") != key or "session" not in state
     if rebuilt:
         state.pop("session_key", None)
-        wk.job_new_session(state, progress, cancel, cine=cine, structures=structures)
+        wk.job_new_session(state, progress, cancel, cine=cine, structures=structures, precision=precision)
         state["session_key"] = key
     session = state["session"]
     if session.prompted and prompts is not None:
