@@ -72,12 +72,7 @@ def forward_batch(model, core, prompted: bool, batch: dict, device) -> torch.Ten
     if "box" in batch and batch["box"].ndim == 3:
         return decode_every_frame(core, images, batch, device)
     if "box" in batch:
-        box = batch["box"].to(device, torch.float32)
-        box = box if bool((box[:, 0] >= 0).all()) else None
-        pts = batch["points"].to(device, torch.float32)
-        labels = batch["point_labels"].to(device)
-        if pts.shape[1] == 0:
-            pts = labels = None
+        box, pts, labels = batch_prompts(batch, device)
         if box is None and pts is None:
             pts = torch.full((images.shape[0], 1, 2), -1.0, device=device)
             labels = torch.full((images.shape[0], 1), -1, device=device, dtype=torch.int64)
@@ -106,14 +101,25 @@ def decode_every_frame(core, images: torch.Tensor, batch: dict, device) -> torch
     training does; the memory stage starts from these weights."""
     b, t = images.shape[:2]
     feats = core.encode(images.flatten(0, 1))
-    box = batch["box"].to(device, torch.float32).flatten(0, 1)
-    pts = batch["points"].to(device, torch.float32).flatten(0, 1)
-    labels = batch["point_labels"].to(device).flatten(0, 1)
-    box = box if bool((box[:, 0] >= 0).all()) else None
-    if pts.shape[1] == 0:
-        pts = labels = None       # a clip without the structure: no prompt, and no frame is supervised
+    # a clip without the structure has no prompt (box -1, no points), and no frame of it is supervised
+    box, pts, labels = batch_prompts(batch, device, flatten=True)
     logits = core.decode_prompt(feats, points=pts, point_labels=labels, box=box)
     return logits.view(b, t, *logits.shape[1:])
+
+
+def batch_prompts(batch: dict, device, flatten: bool = False) -> tuple:
+    """The batch's box (N, 4) and points (N, P, 2) with labels (N, P) as tensors on ``device``: a box
+    with a negative corner and zero points become None. ``flatten``: per-frame prompts (B, T, ...) ->
+    one prompt per frame (B*T, ...)."""
+    box = batch["box"].to(device, torch.float32)
+    pts = batch["points"].to(device, torch.float32)
+    labels = batch["point_labels"].to(device)
+    if flatten:
+        box, pts, labels = box.flatten(0, 1), pts.flatten(0, 1), labels.flatten(0, 1)
+    box = box if bool((box[:, 0] >= 0).all()) else None
+    if pts.shape[1] == 0:
+        pts = labels = None
+    return box, pts, labels
 
 
 def logits_to_labels(logits: torch.Tensor, prompted: bool, threshold: float = 0.5) -> torch.Tensor:

@@ -69,30 +69,29 @@ class ComputePath:
 
 
 # ---- what the CPU offers (read once per process) -------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset:
-    """The CPU feature flags Linux reports (empty elsewhere or when unreadable)."""
+def _cpuinfo_value(prefixes: tuple) -> Optional[str]:
+    """The value of the first /proc/cpuinfo line starting with one of ``prefixes`` (None elsewhere or unreadable)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(prefixes):
+                    return line.split(":", 1)[1]
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset:
+    """The CPU feature flags Linux reports (empty elsewhere or when unreadable)."""
+    return frozenset((_cpuinfo_value(("flags", "Features")) or "").split())
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU model name ("Intel(R) Xeon(R) ...") or the platform's processor string."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith(("model name", "Model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    name = _cpuinfo_value(("model name", "Model"))
+    return name.strip() if name is not None else (platform.processor() or platform.machine())
 
 
 def cpu_bf16_flag(flags: Optional[set] = None) -> Optional[str]:

@@ -63,16 +63,24 @@ def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias=None)
                                               attn_mask=None if bias is None else bias.float())
 
 
+def attend_qkv(attn: Attention, qkv: torch.Tensor, hw: tuple) -> torch.Tensor:
+    """The fast path's attention of a SAM ``Attention`` from its projected ``qkv`` (3, B, heads, HW, C):
+    relative-position bias and softmax in fp32, then ``proj`` -> (B, H, W, dim). Shared by SAM's blocks
+    (`sdpa_attention`) and FacT's (`echosam.models.peft.fact_attention`)."""
+    h, w = hw
+    q, k, v = qkv.unbind(0)  # each (B, heads, HW, C)
+    with full_precision(q.device.type):
+        bias = rel_pos_bias(q.float(), attn.rel_pos_h, attn.rel_pos_w, (h, w)) if attn.use_rel_pos else None
+    out = attention_core(q, k, v, bias)
+    out = out.view(q.shape[0], attn.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(q.shape[0], h, w, -1)
+    return attn.proj(out)
+
+
 def sdpa_attention(self: Attention, x: torch.Tensor) -> torch.Tensor:
     """Drop-in ``Attention.forward``: x (B, H, W, dim) -> (B, H, W, dim)."""
     b, h, w, _ = x.shape
     qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)  # each (B, heads, HW, C)
-    with full_precision(x.device.type):
-        bias = rel_pos_bias(q.float(), self.rel_pos_h, self.rel_pos_w, (h, w)) if self.use_rel_pos else None
-    out = attention_core(q, k, v, bias)
-    out = out.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
-    return self.proj(out)
+    return attend_qkv(self, qkv, (h, w))
 
 
 def enable_fast_attention(model: torch.nn.Module) -> int:

@@ -25,7 +25,7 @@ from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
 from torch import nn
 
 from ..errors import ModelError
-from .fast import attention_core, full_precision, rel_pos_bias
+from .fast import attend_qkv
 
 
 # ---- FacT-TT ------------------------------------------------------------------------------------
@@ -69,11 +69,7 @@ def fact_attention(attn: nn.Module, x: torch.Tensor, cores: FacTCores | None = N
         qkv = torch.cat([qkv[..., :c] + dq, qkv[..., c:2 * c], qkv[..., 2 * c:] + dv], dim=-1)
     qkv = qkv.reshape(b, h * w, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
     if getattr(attn, "_echosam_fast", False):       # the fast path (models/fast.py): SDPA, fp32 softmax
-        q, k, v = qkv.unbind(0)
-        with full_precision(x.device.type):
-            bias = rel_pos_bias(q.float(), attn.rel_pos_h, attn.rel_pos_w, (h, w)) if attn.use_rel_pos else None
-        out = attention_core(q, k, v, bias).view(b, attn.num_heads, h, w, -1).permute(0, 2, 3, 1, 4)
-        return attn.proj(out.reshape(b, h, w, -1))
+        return attend_qkv(attn, qkv, (h, w))
     q, k, v = qkv.reshape(3, b * attn.num_heads, h * w, -1).unbind(0)
     weights = (q * attn.scale) @ k.transpose(-2, -1)
     if attn.use_rel_pos:

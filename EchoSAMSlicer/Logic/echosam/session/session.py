@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ..cine import grey_0_255
-from ..compute import choose_path, encoder_batch
+from ..compute import PRECISIONS, choose_path, encoder_batch
 from ..consistency import PromptedRule, keep_connected_labels
 from ..errors import PromptError
 from ..models.fast import inference_context, optimise_for_inference
@@ -42,7 +42,6 @@ from .store import PromptStore
 from .transforms import FrameTransform
 
 DEFAULT_MEMORY_CAP = 16  # working-memory frames besides the key frame (models/memsam.py, point 6)
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 UNDO_DEPTH = 50
 
 
