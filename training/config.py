@@ -43,6 +43,8 @@ DEFAULTS: dict = {
         "seed": 1234,
         "deterministic": True,
         "stop_after_steps": None,    # stop early (the schedule still spans all epochs), e.g. tests or "stop at 300"
+        "max_minutes": None,         # wall-clock budget: the lr decays over the time, not the steps; at the end
+                                     # the epoch closes early (validation, best/final exported)
         "checkpoint_every_steps": 0, # 0: a resume checkpoint at each epoch end only
         "val_every": 1,              # epochs; 0 disables validation (best = last)
         "max_val_clips": None,

@@ -27,8 +27,9 @@ def build_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
     raise ConfigError(f"Unknown optimiser {name!r}; use adam or adamw.")
 
 
-def lr_factor(it: int, cfg: dict, max_iters: int) -> float:
-    """Multiplier of the base lr at optimizer step ``it`` (0-based)."""
+def lr_factor(it: int, cfg: dict, max_iters: int, progress=None) -> float:
+    """Multiplier of the base lr at optimizer step ``it`` (0-based). ``progress``: a callable giving the
+    fraction of a time budget spent; the decay then follows the clock instead of ``max_iters``."""
     sched = str(cfg.get("schedule", "constant")).lower()
     if sched == "constant":
         return 1.0
@@ -37,11 +38,12 @@ def lr_factor(it: int, cfg: dict, max_iters: int) -> float:
     warm = int(cfg.get("warmup_iters", 250))
     if it < warm:
         return (it + 1) / warm
-    return max(0.0, 1.0 - (it - warm) / max(1, max_iters)) ** float(cfg.get("power", 7.0))
+    done = progress() if progress is not None else (it - warm) / max(1, max_iters)
+    return max(0.0, 1.0 - min(1.0, done)) ** float(cfg.get("power", 7.0))
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: dict, max_iters: int):
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, cfg, max_iters))
+def build_scheduler(opt: torch.optim.Optimizer, cfg: dict, max_iters: int, progress=None):
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, cfg, max_iters, progress))
 
 
 def precision_setup(precision: str, device: torch.device):

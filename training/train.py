@@ -33,6 +33,7 @@ from echosam.errors import CheckpointError
 from . import distributed as D
 from .config import load_config
 from .datasets import build_clip_dataset
+from .datasets.clips import PromptGroupBatches, collate_prompted
 from .logs import CsvLog, plot_curves
 from .losses import build_loss
 from .optim import build_optimizer, build_scheduler, precision_setup
@@ -114,7 +115,11 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / self.accum)
         self.epochs = int(self.t["epochs"])
         self.opt = build_optimizer(self.model, cfg["optim"])
-        self.sched = build_scheduler(self.opt, cfg["optim"], self.epochs * self.steps_per_epoch)
+        budget = self.t.get("max_minutes")
+        self.budget_s = float(budget) * 60.0 if budget else None
+        self.clock_start = time.time()       # reset when run() starts; a resumed run gets a fresh budget
+        self.sched = build_scheduler(self.opt, cfg["optim"], self.epochs * self.steps_per_epoch,
+                                     progress=self.time_spent if self.budget_s else None)
         self.autocast, self.scaler, self.precision = precision_setup(self.t.get("precision", "fp32"), self.ctx.device)
         self.loss_fn = build_loss(cfg["loss"])
         self.out = Path(cfg["output"]["dir"])
@@ -133,6 +138,10 @@ class Trainer:
             log.info("%s (%s) on %s x%d, %s; %d train clips/rank, %d steps/epoch", self.spec.name,
                      self.cfg["model"].get("preset"), self.ctx.device, self.ctx.world_size, self.precision,
                      self.sampler.num_samples, self.steps_per_epoch)
+
+    def time_spent(self) -> float:
+        """Fraction of ``train.max_minutes`` used (0 without a budget)."""
+        return (time.time() - self.clock_start) / self.budget_s if self.budget_s else 0.0
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def _gather_rng(self) -> list:
@@ -239,15 +248,21 @@ class Trainer:
         dev, clip = self.ctx.device, self.t.get("grad_clip")
         metrics: dict = {}
         stopped = False
+        self.clock_start = time.time()
         while self.state["epoch"] < self.epochs and not stopped:
             epoch, t0 = self.state["epoch"], time.time()
             self.train_ds.set_epoch(epoch)
             self.sampler.set_epoch(epoch)
             start = self.state["step_in_epoch"]
             self.sampler.set_start(start * self.accum * self.bs)
-            loader = DataLoader(self.train_ds, batch_size=self.bs, sampler=self.sampler,
-                                num_workers=int(self.cfg["data"].get("num_workers", 0)),
-                                generator=torch.Generator().manual_seed(self.seed + epoch))
+            workers = int(self.cfg["data"].get("num_workers", 0))
+            if self.spec.prompted and self.bs > 1:
+                # a batch of prompted clips shares one structure and prompt mode, so the prompts stack
+                loader = DataLoader(self.train_ds, batch_sampler=PromptGroupBatches(self.sampler, self.bs, start * self.accum),
+                                    num_workers=workers, collate_fn=collate_prompted)
+            else:
+                loader = DataLoader(self.train_ds, batch_size=self.bs, sampler=self.sampler, num_workers=workers,
+                                    generator=torch.Generator().manual_seed(self.seed + epoch))
             n_micro = len(loader)
             bar = tqdm(total=self.steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{self.epochs}",
                        unit="step", leave=False, disable=not (self.ctx.is_main and self.t.get("progress", True)))
@@ -293,8 +308,13 @@ class Trainer:
                     break
                 if every and self.state["global_step"] % every == 0 and not at_end:
                     self.save_state()
+                if self.budget_s and self.time_spent() >= 1.0:
+                    # out of time: close this epoch as if it had ended, so it is validated and exported
+                    log.info("time budget of %.1f min spent at step %d", self.budget_s / 60, self.state["global_step"])
+                    stopped = True
+                    break
             bar.close()
-            if stopped:
+            if stopped and not self.budget_s:
                 break
             self.state["epoch"] += 1
             self.state["step_in_epoch"] = 0

@@ -24,11 +24,11 @@ from .clips import IGNORE, Clip, ClipDataset, DatasetError, Sequence, memsam_cli
 from .echonet import EchoNetSource
 from .folder import FolderSource
 from .phantom import PhantomSource
-from .simulated import SimulatedSource
+from .simulated import FollowedSimulatedSource, SimulatedSource
 from .transforms import ClipAugment
 
 __all__ = ["IGNORE", "Clip", "ClipDataset", "DatasetError", "Sequence", "memsam_clip_indices", "CamusSource",
-           "EchoNetSource", "FolderSource", "PhantomSource", "SimulatedSource", "ClipAugment", "build_source", "build_clip_dataset",
+           "EchoNetSource", "FolderSource", "PhantomSource", "SimulatedSource", "FollowedSimulatedSource", "ClipAugment", "build_source", "build_clip_dataset",
            "parse_data_spec", "role_config"]
 
 SOURCE_KEYS = {
@@ -38,6 +38,8 @@ SOURCE_KEYS = {
     "phantom": ("n_cases", "seed", "n_frames", "size", "fps", "ef_range", "heart_rate_range", "on_bad_sample"),
     "simulated": ("root", "n_cases", "names", "views", "on_bad_sample"),
 }
+# data.follow: {cases_per_epoch, min_cases, wait_s, refresh_s} trains on cases a generator is still writing
+FOLLOW_KEYS = ("cases_per_epoch", "min_cases", "wait_s", "refresh_s")
 
 
 def role_config(data_cfg: dict, role: str) -> dict:
@@ -64,6 +66,12 @@ def build_source(cfg: dict):
         return EchoNetSource(**kwargs)
     if kind == "folder":
         return FolderSource(**kwargs)
+    if kind == "simulated" and cfg.get("follow"):
+        follow = dict(cfg["follow"]) if isinstance(cfg["follow"], dict) else {}
+        unknown = set(follow) - set(FOLLOW_KEYS)
+        if unknown:
+            raise DatasetError(f"data.follow: unknown keys {sorted(unknown)}; use {', '.join(FOLLOW_KEYS)}.")
+        return FollowedSimulatedSource(cfg["root"], on_bad_sample=cfg.get("on_bad_sample", "skip"), **follow)
     if kind == "simulated":
         return SimulatedSource(**kwargs)
     kwargs.pop("split", None)

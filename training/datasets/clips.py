@@ -278,7 +278,10 @@ class ClipDataset:
                 self._bad.add(i)
         raise DatasetError(f"No case of {self.source!r} could be loaded.")
 
-    def clip_from_sequence(self, seq: Sequence, rng: np.random.Generator, index: int = 0) -> Clip:
+    def clip_from_sequence(self, seq: Sequence, rng: np.random.Generator, index: int = 0,
+                           group: Optional[np.random.Generator] = None) -> Clip:
+        """``group``: a generator shared by the clips of one batch, which then draws the structure and
+        prompt mode, so that a batch's prompts stack (same structure, same mode; `PromptGroupBatches`)."""
         if self.clip_frames and self.sampling == "window" and self.train:
             idx = window_clip_indices(seq.n_frames, self.clip_frames, rng)
         elif self.clip_frames:
@@ -289,7 +292,14 @@ class ClipDataset:
         T = len(idx)
         H, W = seq.frames.shape[1:]
         classes, structure = self.classes, 0
-        if self.prompted and len(self.classes) > 1:
+        mix = self.prompt_mix
+        if group is not None:
+            structure = int(group.integers(len(self.classes)))
+            modes = [m for m in PROMPT_MODES if float(mix.get(m, 0.0)) > 0] or ["box"]
+            p = np.array([float(mix.get(m, 1.0)) for m in modes])
+            mix = {**mix, **{m: 0.0 for m in PROMPT_MODES}, modes[int(group.choice(len(modes), p=p / p.sum()))]: 1.0}
+            classes = [self.classes[structure]]
+        elif self.prompted and len(self.classes) > 1:
             structure = int(rng.integers(len(self.classes))) if self.train else int(index) % len(self.classes)
             classes = [self.classes[structure]]
         masks = np.full((T, H, W), IGNORE, dtype=np.int64)
@@ -314,21 +324,63 @@ class ClipDataset:
         fg = masks[first] >= 1 if labelled.any() else np.zeros(masks.shape[1:], bool)
         fg &= masks[first] != IGNORE
         point = random_click(fg, rng) if self.train else fixed_click(fg)
-        box, pts, labs = (clip_prompt(fg, self.classes[structure], self.train, rng, self.prompt_mix) if self.prompted
+        box, pts, labs = (clip_prompt(fg, self.classes[structure], self.train, rng, mix) if self.prompted
                           else (None, None, None))
-        if self.prompted and self.prompt_mix.get("every_frame"):
-            box, pts, labs = every_frame_prompts(masks, labelled, self.classes[structure], self.train, rng,
-                                                 self.prompt_mix)
+        if self.prompted and mix.get("every_frame"):
+            box, pts, labs = every_frame_prompts(masks, labelled, self.classes[structure], self.train, rng, mix)
         ed_pos = int(np.flatnonzero(idx == seq.ed)[0]) if seq.ed in idx else 0
         es_pos = int(np.flatnonzero(idx == seq.es)[-1]) if seq.es in idx else T - 1
         return Clip(frames=frames, masks=masks, labelled=labelled, indices=idx, spacing=spacing, ed=ed_pos,
                     es=es_pos, ef=float(seq.ef), name=seq.name, point=point, structure=structure, box=box,
                     points=pts, point_labels=labs)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index) -> dict:
+        """``index``: a case index, or ``(index, batch)`` from `PromptGroupBatches`."""
+        index, batch = (index if isinstance(index, tuple) else (index, None))
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        clip = self.clip_from_sequence(self.load_sequence(int(index)), rng, int(index))
+        group = (np.random.default_rng([self.seed, self.epoch, int(batch), 1]) if batch is not None and self.prompted
+                 and self.train else None)
+        clip = self.clip_from_sequence(self.load_sequence(int(index)), rng, int(index), group)
         return clip_to_dict(clip)
+
+
+def collate_prompted(items: list) -> dict:
+    """Default collation, with point prompts padded to the batch's most points by label -1 (SAM's
+    "not a point"), for the rare clip whose structure is missing on frame 0 (no points)."""
+    import torch
+    from torch.utils.data import default_collate
+
+    if items and "points" in items[0]:
+        p = max(int(d["points"].shape[-2]) for d in items)
+        for d in items:
+            extra = p - int(d["points"].shape[-2])
+            if extra:
+                d["points"] = torch.cat([d["points"], d["points"].new_zeros(*d["points"].shape[:-2], extra, 2)], -2)
+                d["point_labels"] = torch.cat([d["point_labels"],
+                                               d["point_labels"].new_full((*d["point_labels"].shape[:-1], extra), -1)], -1)
+    return default_collate(items)
+
+
+class PromptGroupBatches:
+    """Batches of ``(index, batch number)`` over a sampler, for prompted clips: the clips of a batch share
+    their structure and prompt mode (drawn per batch from the number), so their prompts stack into one
+    tensor and a GPU runs several clips per step. Batch numbers continue across a resumed epoch."""
+
+    def __init__(self, sampler, batch_size: int, first_batch: int = 0):
+        self.sampler, self.batch_size, self.first_batch = sampler, int(batch_size), int(first_batch)
+
+    def __iter__(self):
+        chunk, b = [], self.first_batch
+        for i in self.sampler:
+            chunk.append(i)
+            if len(chunk) == self.batch_size:
+                yield [(j, b) for j in chunk]
+                chunk, b = [], b + 1
+        if chunk:
+            yield [(j, b) for j in chunk]
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
 
 
 def clip_to_dict(clip: Clip) -> dict:

@@ -10,6 +10,7 @@ not the formula.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def _ed_es(ed: list, es: list, n: int) -> tuple:
 class SimulatedSource:
     def __init__(self, root, n_cases=None, names=None, views=None, on_bad_sample: str = "stop"):
         """``root``: a folder of ``case_*.npz``, or several (a list, or comma-separated), used together."""
-        roots = [Path(r) for r in (root if isinstance(root, (list, tuple)) else str(root).split(","))]
+        roots = _roots(root)
         self.root = roots[0] if len(roots) == 1 else Path(",".join(str(r) for r in roots))
         files = []
         for r in roots:
@@ -64,21 +65,66 @@ class SimulatedSource:
     def load(self, i: int) -> Sequence:
         if i in self._cache:
             return self._cache[i]
-        f = self.files[int(i)]
-        try:
-            z = np.load(f, allow_pickle=False)
-            frames, labels = z["frames"], z["labels"]
-            params = json.loads(str(z["params"]))
-            ed, es = _ed_es(list(z["ed"]), list(z["es"]), frames.shape[0])
-        except (OSError, KeyError, ValueError) as e:
-            raise DatasetError(f"{f}: unreadable simulated case ({e})") from None
-        spacing = tuple(float(s) for s in z["spacing"])
-        seq = Sequence(name=f.stem, frames=frames.astype(np.float32), labels={t: labels[t] for t in range(len(labels))},
-                       spacing=spacing, ed=ed, es=es, ef=true_ef(labels, spacing, ed, es),
-                       meta={"source": "simulated", "view": params["view"], "fps": float(z["fps"]), **params})
+        seq = load_case(self.files[int(i)])
         if len(self._cache) < 64:
             self._cache[i] = seq
         return seq
+
+
+def _roots(root) -> list:
+    return [Path(r) for r in (root if isinstance(root, (list, tuple)) else str(root).split(","))]
+
+
+def load_case(f: Path) -> Sequence:
+    """One ``case_*.npz`` as a `Sequence` with its ED->ES pair and true EF."""
+    try:
+        z = np.load(f, allow_pickle=False)
+        frames, labels = z["frames"], z["labels"]
+        params = json.loads(str(z["params"]))
+        ed, es = _ed_es(list(z["ed"]), list(z["es"]), frames.shape[0])
+        spacing = tuple(float(s) for s in z["spacing"])
+        fps = float(z["fps"])
+    except (OSError, KeyError, ValueError) as e:
+        raise DatasetError(f"{f}: unreadable simulated case ({e})") from None
+    return Sequence(name=f.stem, frames=frames.astype(np.float32), labels={t: labels[t] for t in range(len(labels))},
+                    spacing=spacing, ed=ed, es=es, ef=true_ef(labels, spacing, ed, es),
+                    meta={"source": "simulated", "view": params["view"], "fps": fps, **params})
+
+
+class FollowedSimulatedSource:
+    """Simulated cases that a generator is still writing (``data.follow``), for training on a machine
+    that makes its data while it trains: each epoch is ``cases_per_epoch`` draws over the cases on disk
+    at that moment, so later epochs see more of them. Waits for ``min_cases`` before the first epoch."""
+
+    def __init__(self, root, cases_per_epoch: int = 1000, min_cases: int = 16, wait_s: float = 1800.0,
+                 refresh_s: float = 15.0, on_bad_sample: str = "skip"):
+        self.roots = _roots(root)
+        self.cases_per_epoch, self.refresh_s = int(cases_per_epoch), float(refresh_s)
+        self.on_bad_sample = on_bad_sample
+        self.files: list = []
+        self._listed = 0.0
+        deadline = time.time() + float(wait_s)
+        while self._list() < int(min_cases):
+            if time.time() > deadline:
+                raise DatasetError(f"{','.join(map(str, self.roots))}: fewer than {min_cases} simulated cases after "
+                                   f"{wait_s:.0f} s; is python -m training.simulator.cache writing there?")
+            time.sleep(min(2.0, float(wait_s)))
+
+    def _list(self) -> int:
+        self.files = sorted(f for r in self.roots if r.is_dir() for f in r.glob("case_*.npz"))
+        self._listed = time.time()
+        return len(self.files)
+
+    def __len__(self) -> int:
+        return self.cases_per_epoch
+
+    def __repr__(self) -> str:
+        return f"FollowedSimulatedSource({','.join(map(str, self.roots))!r}, on disk={len(self.files)})"
+
+    def load(self, i: int) -> Sequence:
+        if time.time() - self._listed > self.refresh_s:
+            self._list()
+        return load_case(self.files[int(i) % len(self.files)])
 
 
 def true_ef(labels: np.ndarray, spacing, ed: int, es: int) -> float:

@@ -1,0 +1,109 @@
+"""Training while the simulator still writes its data: a source that follows the folders, batches of
+prompted clips whose prompts stack, and a wall-clock budget that decays the lr and still exports."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch.utils.data import DataLoader  # noqa: E402
+
+from training.config import load_config  # noqa: E402
+from training.datasets import DatasetError, build_clip_dataset, build_source  # noqa: E402
+from training.datasets.clips import PromptGroupBatches, collate_prompted  # noqa: E402
+from training.optim import lr_factor  # noqa: E402
+from training.simulator import cache  # noqa: E402
+from training.simulator.scene import sample_params  # noqa: E402
+from training.train import Trainer  # noqa: E402
+
+from sim_fixtures import small  # noqa: E402
+
+
+@pytest.fixture()
+def small_cases(monkeypatch):
+    # a whole beat (an ED and a later ES) on a small grid
+    monkeypatch.setattr(cache, "sample_params",
+                        lambda seed, ranges=None: small(seed, n_frames=sample_params(seed).n_frames, height=48))
+    return lambda root, seed: cache.write_case(root, seed, "train")
+
+
+def test_followed_source_waits_sees_new_cases_and_explains(tmp_path, small_cases):
+    small_cases(tmp_path, 1)
+    cfg = {"dataset": "simulated", "root": str(tmp_path), "follow": {"cases_per_epoch": 6, "refresh_s": 0, "min_cases": 1}}
+    src = build_source(cfg)
+    assert len(src) == 6                                   # an epoch is a number of draws, not the cases on disk
+    assert {src.load(i).name for i in range(6)} == {"case_000001"}
+    small_cases(tmp_path, 2)                               # the generator writes another case
+    seen = {src.load(i).name for i in range(6)}
+    assert seen == {"case_000001", "case_000002"}
+    seq = src.load(1)
+    assert seq.frames.shape[0] > max(seq.ed, seq.es) and seq.labels[seq.ed].max() == 3 and 0 < seq.ef < 100
+
+    with pytest.raises(DatasetError, match="fewer than 5 simulated cases"):
+        build_source({**cfg, "follow": {"min_cases": 5, "wait_s": 0.2}})
+    with pytest.raises(DatasetError, match="unknown keys"):
+        build_source({**cfg, "follow": {"cases": 5}})
+
+
+def _prompted_phantom(n_cases=6):
+    data = {"dataset": "phantom", "n_cases": n_cases, "n_frames": 16, "size": 64, "structures": ["lv", "myo", "la"],
+            "clip_frames": 4, "supervision": "full", "prompt": {"box": 0.4, "point": 0.3, "box+point": 0.3}}
+    return build_clip_dataset(data, "train", size=64, seed=3, prompted=True)
+
+
+def test_a_batch_of_prompted_clips_shares_structure_and_prompt_mode():
+    ds = _prompted_phantom()
+    kinds = set()
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        loader = DataLoader(ds, batch_sampler=PromptGroupBatches(range(6), 3, first_batch=10 * epoch),
+                            collate_fn=collate_prompted)
+        for batch in loader:
+            s = batch["structure"]
+            assert len(s) == 3 and bool((s == s[0]).all())
+            has_box = batch["box"][:, 0] >= 0
+            assert bool((has_box == has_box[0]).all())
+            n_pos = (batch["point_labels"] == 1).sum(1)
+            assert bool((n_pos == n_pos[0]).all())       # a click on every clip or on none
+            kinds.add((int(s[0]), bool(has_box[0]), int(n_pos[0])))
+    assert len({k[0] for k in kinds}) >= 2 and len({k[1:] for k in kinds}) >= 2   # still drawn, per batch
+
+
+def test_group_batches_count_and_number_batches():
+    batches = list(PromptGroupBatches(range(7), 3, first_batch=4))
+    assert len(PromptGroupBatches(range(7), 3)) == 3 == len(batches)
+    assert batches[0] == [(0, 4), (1, 4), (2, 4)] and batches[-1] == [(6, 6)]
+
+
+def test_collate_pads_missing_points_as_not_a_point():
+    a = {"box": torch.tensor([1.0, 2, 9, 9]), "points": torch.tensor([[3.0, 4.0]]), "point_labels": torch.tensor([0])}
+    b = {"box": torch.tensor([1.0, 2, 9, 9]), "points": torch.zeros(0, 2), "point_labels": torch.zeros(0, dtype=torch.long)}
+    out = collate_prompted([a, b])
+    assert out["points"].shape == (2, 1, 2)
+    assert out["point_labels"].tolist() == [[0], [-1]]
+
+
+def test_time_budget_decays_lr_by_the_clock():
+    cfg = {"schedule": "warmup_poly", "warmup_iters": 2, "power": 1.0}
+    assert lr_factor(0, cfg, 100, progress=lambda: 0.9) == pytest.approx(0.5)   # warm-up still counts steps
+    assert lr_factor(50, cfg, 100, progress=lambda: 0.25) == pytest.approx(0.75)
+    assert lr_factor(50, cfg, 100, progress=lambda: 1.7) == 0.0
+
+
+def test_prompted_batches_train_within_a_time_budget(tmp_path):
+    sets = ["name=budget", "model.family=memsam", "model.preset=tiny", "model.trainable=all", "data.dataset=phantom",
+            "data.n_frames=16", "data.size=64", "data.structures=[lv,myo,la]", "data.clip_frames=4",
+            "data.supervision=full", "data.prompt={box: 0.5, point: 0.5}",
+            "data.splits={train: {seed: 0, n_cases: 4}, val: {seed: 777, n_cases: 1}}", "train.device=cpu",
+            "train.progress=false", "train.batch_size=2", "train.epochs=1000", "train.max_minutes=0.03",
+            "optim.schedule=warmup_poly", "optim.warmup_iters=1", "optim.power=1.0", "loss.name=memsam",
+            f"output.dir={tmp_path / 'budget'}"]
+    summary = Trainer(load_config(None, sets)).run()
+    assert 1 <= summary["epoch"] < 1000                    # the clock, not the epochs, ended it
+    assert (tmp_path / "budget" / "final.safetensors").exists()
+    assert summary["best_val_dice"] is not None            # the last epoch was still validated
+    steps = np.loadtxt(tmp_path / "budget" / "steps.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert np.isfinite(steps[:, 2]).all()
+    if len(steps) > 2:
+        assert steps[-1, 3] < steps[1, 3]                  # lr decayed with the time spent
