@@ -107,3 +107,29 @@ def test_prompted_batches_train_within_a_time_budget(tmp_path):
     assert np.isfinite(steps[:, 2]).all()
     if len(steps) > 2:
         assert steps[-1, 3] < steps[1, 3]                  # lr decayed with the time spent
+
+
+def _disc_logits(radius: float, size: int = 32) -> tuple:
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < radius ** 2
+    logits = torch.zeros(1, 1, 2, size, size)
+    logits[0, 0, 1] = torch.from_numpy(np.where(disc, 6.0, -6.0))
+    return logits
+
+
+def test_area_term_charges_a_cavity_drawn_too_large():
+    from training.losses import build_loss
+
+    yy, xx = np.mgrid[:32, :32]
+    truth = torch.from_numpy((((yy - 16) ** 2 + (xx - 16) ** 2) < 8 ** 2).astype(np.int64))[None, None]
+    labelled = torch.ones(1, 1, dtype=torch.bool)
+    plain, with_area = build_loss({"name": "dice_ce"}), build_loss({"name": "dice_ce", "area_weight": 1.0})
+    exact, large = _disc_logits(8), _disc_logits(9.5)
+    assert with_area(exact, truth, labelled) - plain(exact, truth, labelled) < 0.01
+    extra = with_area(large, truth, labelled) - plain(large, truth, labelled)
+    too_large = float((large[0, 0, 1] > 0).sum()) / float(truth.sum()) - 1.0      # about half again as large
+    assert float(extra) == pytest.approx(too_large, abs=0.01)
+    large.requires_grad_(True)
+    with_area(large, truth, labelled).backward()
+    ring = ((yy - 16) ** 2 + (xx - 16) ** 2 >= 8 ** 2) & (((yy - 16) ** 2 + (xx - 16) ** 2) < 9.5 ** 2)
+    assert float(large.grad[0, 0, 1][torch.from_numpy(ring)].mean()) > 0   # pushes the too-large rim down

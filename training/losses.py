@@ -10,6 +10,10 @@ that are not labelled never contribute, whatever their mask holds.
 - `dice_ce_loss` (MA-SAM, and our MediViSTA recipe, §2.4/§3.3): ``0.8 Dice + 0.2 CE`` over the
   softmax of (B, T, C+1, S, S) logits; Dice averaged over the C+1 classes including background
   (SAMed/MA-SAM ``DiceLoss``), each class pooled over all supervised pixels.
+- ``area_weight`` (ours, dice_ce): adds the mean absolute relative area error of each structure per
+  supervised frame (soft area of the softmax vs the true area). Dice, pooled over the batch, barely
+  notices a cavity drawn 10 % too large on the small end-systolic frames; the EF does (an EF is a ratio of
+  two such areas' volumes), so this term weighs every frame's area error alike.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ def memsam_loss(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tenso
 
 
 def dice_ce_loss(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor,
-                 dice_weight: float = 0.8) -> torch.Tensor:
+                 dice_weight: float = 0.8, area_weight: float = 0.0) -> torch.Tensor:
     lg, mk, valid = _select(logits, masks, labelled)
     if lg.shape[0] == 0 or not valid.any():
         return logits.sum() * 0.0
@@ -59,7 +63,20 @@ def dice_ce_loss(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tens
     inter = (prob * onehot * w).sum(dim=(0, 2, 3))
     denom = (prob * prob * w).sum(dim=(0, 2, 3)) + (onehot * w).sum(dim=(0, 2, 3))
     dice = 1 - (2 * inter + SMOOTH) / (denom + SMOOTH)
-    return dice_weight * dice.mean() + (1 - dice_weight) * ce
+    loss = dice_weight * dice.mean() + (1 - dice_weight) * ce
+    if area_weight:
+        loss = loss + area_weight * relative_area_error(prob, onehot, w)
+    return loss
+
+
+def relative_area_error(prob: torch.Tensor, onehot: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Mean over frames and foreground classes present of |soft area - true area| / true area."""
+    soft = (prob[:, 1:] * w).sum(dim=(2, 3))
+    true = (onehot[:, 1:] * w).sum(dim=(2, 3))
+    present = true > 0
+    if not present.any():
+        return prob.sum() * 0.0
+    return ((soft - true).abs() / true.clamp(min=1.0))[present].mean()
 
 
 LOSSES = {"memsam": memsam_loss, "dice_ce": dice_ce_loss}
