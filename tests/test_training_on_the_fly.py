@@ -133,3 +133,15 @@ def test_area_term_charges_a_cavity_drawn_too_large():
     with_area(large, truth, labelled).backward()
     ring = ((yy - 16) ** 2 + (xx - 16) ** 2 >= 8 ** 2) & (((yy - 16) ** 2 + (xx - 16) ** 2) < 9.5 ** 2)
     assert float(large.grad[0, 0, 1][torch.from_numpy(ring)].mean()) > 0   # pushes the too-large rim down
+
+
+def test_memsam_area_term_matches_the_relative_area_error():
+    from training.losses import build_loss
+
+    yy, xx = np.mgrid[:32, :32]
+    truth = torch.from_numpy((((yy - 16) ** 2 + (xx - 16) ** 2) < 8 ** 2).astype(np.int64))[None, None]
+    labelled = torch.ones(1, 1, dtype=torch.bool)
+    large = _disc_logits(9.5)[:, :, 1:]                           # MemSAM: one sigmoid channel
+    plain, with_area = build_loss({"name": "memsam"}), build_loss({"name": "memsam", "area_weight": 1.0})
+    too_large = float((large[0, 0, 0] > 0).sum()) / float(truth.sum()) - 1.0
+    assert float(with_area(large, truth, labelled) - plain(large, truth, labelled)) == pytest.approx(too_large, abs=0.01)

@@ -10,7 +10,7 @@ that are not labelled never contribute, whatever their mask holds.
 - `dice_ce_loss` (MA-SAM, and our MediViSTA recipe, §2.4/§3.3): ``0.8 Dice + 0.2 CE`` over the
   softmax of (B, T, C+1, S, S) logits; Dice averaged over the C+1 classes including background
   (SAMed/MA-SAM ``DiceLoss``), each class pooled over all supervised pixels.
-- ``area_weight`` (ours, dice_ce): adds the mean absolute relative area error of each structure per
+- ``area_weight`` (ours, both losses): adds the mean absolute relative area error of each structure per
   supervised frame (soft area of the softmax vs the true area). Dice, pooled over the batch, barely
   notices a cavity drawn 10 % too large on the small end-systolic frames; the EF does (an EF is a ratio of
   two such areas' volumes), so this term weighs every frame's area error alike.
@@ -37,7 +37,7 @@ def _select(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor):
 
 
 def memsam_loss(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor,
-                dice_weight: float = 0.8, pos_weight: float = 2.0) -> torch.Tensor:
+                dice_weight: float = 0.8, pos_weight: float = 2.0, area_weight: float = 0.0) -> torch.Tensor:
     lg, mk, valid = _select(logits, masks, labelled)
     if lg.shape[0] == 0 or not valid.any():
         return logits.sum() * 0.0      # keeps the graph (DDP) when a batch has no supervised frame
@@ -46,7 +46,13 @@ def memsam_loss(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tenso
     bce = F.binary_cross_entropy_with_logits(x, y, pos_weight=torch.tensor(pos_weight, device=x.device))
     p = torch.sigmoid(x)
     dice = (2 * (p * y).sum() + SMOOTH) / (p.sum() + y.sum() + SMOOTH)
-    return dice_weight * (1 - dice) + (1 - dice_weight) * bce
+    loss = dice_weight * (1 - dice) + (1 - dice_weight) * bce
+    if area_weight:
+        w = valid[:, None].float()
+        prob = torch.sigmoid(lg[:, :1].float())
+        fg = ((mk >= 1) & valid)[:, None].float()
+        loss = loss + area_weight * relative_area_error(torch.cat([1 - prob, prob], 1), torch.cat([1 - fg, fg], 1), w)
+    return loss
 
 
 def dice_ce_loss(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor,
