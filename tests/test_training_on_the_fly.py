@@ -145,3 +145,10 @@ def test_memsam_area_term_matches_the_relative_area_error():
     plain, with_area = build_loss({"name": "memsam"}), build_loss({"name": "memsam", "area_weight": 1.0})
     too_large = float((large[0, 0, 0] > 0).sum()) / float(truth.sum()) - 1.0
     assert float(with_area(large, truth, labelled) - plain(large, truth, labelled)) == pytest.approx(too_large, abs=0.01)
+
+
+def test_recipe_lists_each_stage_once_in_order():
+    from training.package_demo import unique_stages
+
+    chain = [{"name": n} for n in ("a", "b", "c", "b", "c", "d")]   # c started from a bundled file later replaced by d
+    assert [s["name"] for s in unique_stages(chain)] == ["a", "b", "c", "d"]

@@ -42,6 +42,17 @@ def _stages(prov: dict, depth: int = 0) -> list:
                        "metrics": prov.get("metrics")}]
 
 
+def unique_stages(stages: list) -> list:
+    """Each stage once, at its first place: a stage that started from a bundled file which was later
+    replaced by its own descendant finds that descendant's whole recipe there, repeating itself."""
+    seen, out = set(), []
+    for st in stages:
+        if st.get("name") not in seen:
+            seen.add(st.get("name"))
+            out.append(st)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="trained .safetensors (own format)")
@@ -54,7 +65,7 @@ def main(argv=None) -> int:
     dataset = str(((prov.get("config") or {}).get("data") or {}).get("dataset", "phantom"))
     prov["notice"] = NOTICES.get(dataset, NOTICE)
     prov["training_data"] = {"dataset": dataset, "synthetic": True, "patient_data": False}
-    prov["recipe"] = _stages(prov)
+    prov["recipe"] = unique_stages(_stages(prov))
     if a.eval:
         prov["held_out_evaluation"] = Path(a.eval).read_text()
     out = save_checkpoint(loaded.model, loaded.family, loaded.config, BUNDLED_DIR / a.name,
