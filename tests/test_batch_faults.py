@@ -4,6 +4,7 @@ video): a worker killed mid-run loses only its cases; a batch interrupted (Ctrl-
 import csv
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,7 +74,11 @@ def test_interrupted_then_killed_batch_reruns_to_the_same_summary(echonet, refer
     out = tmp_path / "out"
     argv = ["batch", str(echonet), "-o", str(out), "--model", prompt_free_model(), "--no-overlay", "--workers", "2",
             "--threads-per-worker", "1", "-q"]
-    rc = _start_and_stop(argv, out, 0, lambda p: p.send_signal(signal.SIGINT))          # Ctrl-C
+    for _ in range(3):      # on fast cores all five tiny cases can finish before the Ctrl-C lands: try again
+        shutil.rmtree(out, ignore_errors=True)
+        rc = _start_and_stop(argv, out, 0, lambda p: p.send_signal(signal.SIGINT))      # Ctrl-C
+        if rc != 0:
+            break
     assert rc == 130 and 1 <= _rows(out) < 5 and not (out / "summary.csv").exists()
     n = _rows(out)
     rc = _start_and_stop(argv, out, n, lambda p: os.killpg(p.pid, signal.SIGKILL))     # the job is killed
