@@ -108,7 +108,7 @@ def simulated():
 @pytest.mark.slow
 @pytest.mark.parametrize("name, ef_points", [# forced bf16 on the retrained MemSAM: labels within Dice 0.99, but the
                                              # EF of this 24-frame loop moved 6.1 points (18.7 -> 24.8 %); `auto`
-                                             # runs the bundled sizes in fp32, which the last lines check exactly
+                                             # runs the bundled sizes in fp32, which the last lines check (to a border pixel)
                                              ("echosam-sim-memsam-small", 7.0),
                                              # forced bf16 on the 64-wide MA-SAM: labels within Dice 0.99, but
                                              # the EF moved 1.2 points here; `auto` runs it in fp32 (see below)

@@ -48,10 +48,8 @@ def memsam_loss(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tenso
     dice = (2 * (p * y).sum() + SMOOTH) / (p.sum() + y.sum() + SMOOTH)
     loss = dice_weight * (1 - dice) + (1 - dice_weight) * bce
     if area_weight:
-        w = valid[:, None].float()
-        prob = torch.sigmoid(lg[:, :1].float())
         fg = ((mk >= 1) & valid)[:, None].float()
-        loss = loss + area_weight * relative_area_error(torch.cat([1 - prob, prob], 1), torch.cat([1 - fg, fg], 1), w)
+        loss = loss + area_weight * relative_area_error(torch.sigmoid(lg[:, :1].float()), fg, valid[:, None].float())
     return loss
 
 
@@ -71,14 +69,15 @@ def dice_ce_loss(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tens
     dice = 1 - (2 * inter + SMOOTH) / (denom + SMOOTH)
     loss = dice_weight * dice.mean() + (1 - dice_weight) * ce
     if area_weight:
-        loss = loss + area_weight * relative_area_error(prob, onehot, w)
+        loss = loss + area_weight * relative_area_error(prob[:, 1:], onehot[:, 1:], w)
     return loss
 
 
-def relative_area_error(prob: torch.Tensor, onehot: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Mean over frames and foreground classes present of |soft area - true area| / true area."""
-    soft = (prob[:, 1:] * w).sum(dim=(2, 3))
-    true = (onehot[:, 1:] * w).sum(dim=(2, 3))
+def relative_area_error(prob: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(N, K, S, S) foreground probabilities and targets, (N, 1, S, S) pixel weights -> mean over frames
+    and structures present of |soft area - true area| / true area."""
+    soft = (prob * w).sum(dim=(2, 3))
+    true = (target * w).sum(dim=(2, 3))
     present = true > 0
     if not present.any():
         return prob.sum() * 0.0

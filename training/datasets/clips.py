@@ -182,6 +182,13 @@ def clip_prompt(fg: np.ndarray, key: str, train: bool, rng: np.random.Generator,
     return (box.astype(np.float32), np.array(pts, np.float32).reshape(-1, 2), np.array(labs, np.int64))
 
 
+def draw_prompt_mode(mix: dict, rng: np.random.Generator) -> str:
+    """One of the prompt modes with a weight in ``mix``, drawn with those weights ("box" if none has one)."""
+    modes = [m for m in PROMPT_MODES if float(mix.get(m, 0.0)) > 0] or ["box"]
+    p = np.array([float(mix.get(m, 1.0)) for m in modes])
+    return modes[int(rng.choice(len(modes), p=p / p.sum()))]
+
+
 def every_frame_prompts(masks: np.ndarray, labelled: np.ndarray, key: str, train: bool, rng: np.random.Generator,
                         mix: dict) -> tuple:
     """A prompt on EVERY frame of a clip, for pre-training the prompt decoding on single frames (the
@@ -189,12 +196,7 @@ def every_frame_prompts(masks: np.ndarray, labelled: np.ndarray, key: str, train
     One prompt mode per clip keeps P constant; a frame without the structure gets another frame's
     prompt and loses its supervision (``labelled`` is cleared in place)."""
     T = len(masks)
-    modes = [m for m in PROMPT_MODES if float(mix.get(m, 0.0)) > 0] or ["box"]
-    if train:
-        p = np.array([float(mix[m]) for m in modes])
-        mode = modes[int(rng.choice(len(modes), p=p / p.sum()))]
-    else:
-        mode = "box"
+    mode = draw_prompt_mode(mix, rng) if train else "box"
     one = {mode: 1.0, "jitter": float(mix.get("jitter", 0.08))}
     prompts = [None] * T
     for t in range(T):
@@ -295,9 +297,7 @@ class ClipDataset:
         mix = self.prompt_mix
         if group is not None:
             structure = int(group.integers(len(self.classes)))
-            modes = [m for m in PROMPT_MODES if float(mix.get(m, 0.0)) > 0] or ["box"]
-            p = np.array([float(mix.get(m, 1.0)) for m in modes])
-            mix = {**mix, **{m: 0.0 for m in PROMPT_MODES}, modes[int(group.choice(len(modes), p=p / p.sum()))]: 1.0}
+            mix = {**mix, **{m: 0.0 for m in PROMPT_MODES}, draw_prompt_mode(mix, group): 1.0}
             classes = [self.classes[structure]]
         elif self.prompted and len(self.classes) > 1:
             structure = int(rng.integers(len(self.classes))) if self.train else int(index) % len(self.classes)
