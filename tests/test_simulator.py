@@ -56,6 +56,23 @@ def test_image_agrees_with_labels(cine):
     assert (cine.frames[:, ~cine.fan] == 0).all()        # nothing outside the fan
 
 
+def test_mitral_leaflets_and_annulus_are_tissue_not_blood():
+    """The LV base (the annulus line that closes the LV and LA labels) must be visible: closed leaflets
+    across it in systole and the hinge points are echogenic tissue, not blood (the blood once erased them)."""
+    from training.simulator.scene import Canvas, background_map, echo_map, loop_motion
+    sp = small(5, n_frames=24)
+    timing, la_curve, valve, _ = loop_motion(sp, np.random.default_rng([sp.seed, 1]))
+    t = int(np.flatnonzero(valve < 0.05)[0])              # a systolic frame: the valve shut
+    fr = heart_frame(sp.shape, float(timing.volume[t]), float(la_curve[t]), float(valve[t]), sp.ef)
+    cv = Canvas(sp.probe)
+    E, blood = echo_map(fr, sp, cv, background_map(cv, sp, np.random.default_rng(0)), np.random.default_rng(0))
+    # the two mitral leaflets span the base from the septal to the lateral hinge: hinges and leaflet middles
+    on_base = np.concatenate([fr.valves[0][:2], fr.valves[1][:2], np.asarray(fr.annulus)])
+    lv_mid = 0.5 * (fr.lv[: len(fr.lv) // 2].mean(0) + fr.lv[len(fr.lv) // 2:].mean(0))
+    assert (cv.sample(blood, on_base) < 0.5).all()
+    assert (cv.sample(E, on_base) > 3 * cv.sample(E, lv_mid[None])).all(), (cv.sample(E, on_base), cv.sample(E, lv_mid[None]))
+
+
 def test_ef_of_the_labels_follows_the_motion_model():
     from training.datasets.simulated import true_ef
     sp = small(7, n_frames=40)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .scene import Ranges, sample_params, simulate
 
-GENERATOR = "echosam-sim-1"
+GENERATOR = "echosam-sim-2"   # 2: valves and annulus no longer erased by the blood
 RANGES = {
     "train": Ranges(),
     # the second training set: darker displays (more headroom) and dark surroundings, closer to what

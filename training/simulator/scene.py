@@ -19,6 +19,8 @@ from .beam import BeamModel, Probe, sample_scatterers, scan_convert, sector_mask
 from .motion import loop_timing
 
 MAP_MM = 0.6          # echogenicity-map resolution
+VALVE_MM = 1.6        # leaflet thickness as drawn (thin leaflets still show: the PSF spreads them)
+ANNULUS_MM = 1.8      # radius of the fibrous mitral-annulus hinge points (bright in real echoes)
 
 
 @dataclass
@@ -89,7 +91,7 @@ def sample_params(seed: int, ranges: Ranges | None = None) -> SimParams:
         myo=float(rng.uniform(0.4, 1.0)), blood=float(10 ** rng.uniform(-5.0, -3.3)),
         smoke=float(10 ** rng.uniform(-3.3, -2.0)) if rng.random() < 0.35 else 0.0,
         background=float(rng.uniform(0.04, 0.6)) * 0.8, peri=float(rng.uniform(3.0, 12.0)),
-        valve=float(rng.uniform(2.0, 8.0)), wall_thin=float(rng.uniform(0.3, 1.0)),
+        valve=float(rng.uniform(1.2, 4.0)), wall_thin=float(rng.uniform(0.3, 1.0)),
         dropout=float(rng.uniform(0.05, 0.5)) if rng.random() < 0.6 else 1.0,
         dropout_center=float(rng.uniform(0.1, 0.7)), dropout_side=int(rng.choice([1, 1, -1])),
         clutter=float(10 ** rng.uniform(-1.5, -0.3)) if rng.random() < 0.4 else 0.0,
@@ -200,6 +202,12 @@ def echo_map(fr, sp: SimParams, cv: Canvas, background: np.ndarray, rng: np.rand
     if fr.trabeculae is not None:
         for t in cv.pix(fr.trabeculae):
             db.ellipse([t[0] - 2.2, t[1] - 2.2, t[0] + 2.2, t[1] + 2.2], fill=0)
+    # nor are the valve leaflets and the fibrous annulus: they lie inside the cavity outlines, and without
+    # this the blood erased them, leaving the LV base (the annulus line of the labels) invisible
+    for v in fr.valves:
+        db.line(cv.pix(v), fill=0, width=lw(VALVE_MM), joint="curve")
+    for q in cv.pix(np.asarray(fr.annulus)):
+        db.ellipse(_disc(q, ANNULUS_MM / MAP_MM), fill=0)
     blood = np.asarray(blood_img, dtype=np.float32) / 255.0
     # tissue levels, drawn in order (later wins) on a float image via a level-coded 8-bit canvas
     lev_img = Image.new("L", (cv.w, cv.h), 0)
@@ -212,7 +220,9 @@ def echo_map(fr, sp: SimParams, cv: Canvas, background: np.ndarray, rng: np.rand
         dl.line(cv.pix(fr.rv_wall), fill=1, width=lw(4.0), joint="curve")
     dl.line(cv.pix(fr.epi[len(fr.epi) // 3:] + 2.0 * _outward(fr)), fill=3, width=lw(2.5), joint="curve")
     for v in fr.valves:
-        dl.line(cv.pix(v), fill=4, width=lw(1.6), joint="curve")
+        dl.line(cv.pix(v), fill=4, width=lw(VALVE_MM), joint="curve")
+    for q in cv.pix(np.asarray(fr.annulus)):
+        dl.ellipse(_disc(q, ANNULUS_MM / MAP_MM), fill=4)
     lev = np.asarray(lev_img)
     bg_rel = background / max(lk["background"], 1e-3)
     table = np.array([0.0, lk["myo"], lk["myo"] * lk["wall_thin"], lk["peri"], lk["valve"]], dtype=np.float32)
@@ -233,6 +243,10 @@ def echo_map(fr, sp: SimParams, cv: Canvas, background: np.ndarray, rng: np.rand
         m = np.exp(-0.5 * ((gy[:, None] - c[1]) ** 2 + (gx[None, :] - c[0]) ** 2) / 14.0 ** 2)
         E = E * (1 - (1 - lk["dropout"]) * m)
     return E, blood
+
+
+def _disc(centre, radius: float) -> list:
+    return [centre[0] - radius, centre[1] - radius, centre[0] + radius, centre[1] + radius]
 
 
 def _inside(cav, cv):
