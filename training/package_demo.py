@@ -65,7 +65,10 @@ def main(argv=None) -> int:
     dataset = str(((prov.get("config") or {}).get("data") or {}).get("dataset", "phantom"))
     prov["notice"] = NOTICES.get(dataset, NOTICE)
     prov["training_data"] = {"dataset": dataset, "synthetic": True, "patient_data": False}
-    prov["recipe"] = unique_stages(_stages(prov))
+    stages = _stages(prov)
+    if prov.get("averaged"):                      # `training.average_checkpoints` made it: the last stage
+        stages.append({"name": "average_checkpoints", **prov["averaged"]})
+    prov["recipe"] = unique_stages(stages)
     if a.eval:
         prov["held_out_evaluation"] = Path(a.eval).read_text()
     out = save_checkpoint(loaded.model, loaded.family, loaded.config, BUNDLED_DIR / a.name,
