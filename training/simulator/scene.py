@@ -191,7 +191,6 @@ def echo_map(fr, sp: SimParams, cv: Canvas, background: np.ndarray, rng: np.rand
     """(echogenicity, blood indicator) maps of one frame, drawn hard and smoothed once (soft edges)."""
     lk = sp.look
     cav = [fr.lv, fr.la] + ([fr.rv, fr.ra] if fr.rv is not None else [])
-    lw = lambda mm: max(int(round(mm / MAP_MM)), 1)
     blood_img = Image.new("L", (cv.w, cv.h), 0)
     db = ImageDraw.Draw(blood_img)
     for poly in cav:
@@ -201,13 +200,10 @@ def echo_map(fr, sp: SimParams, cv: Canvas, background: np.ndarray, rng: np.rand
         db.polygon(cv.pix(poly), fill=0)
     if fr.trabeculae is not None:
         for t in cv.pix(fr.trabeculae):
-            db.ellipse([t[0] - 2.2, t[1] - 2.2, t[0] + 2.2, t[1] + 2.2], fill=0)
+            db.ellipse(_disc(t, 2.2), fill=0)
     # nor are the valve leaflets and the fibrous annulus: they lie inside the cavity outlines, and without
     # this the blood erased them, leaving the LV base (the annulus line of the labels) invisible
-    for v in fr.valves:
-        db.line(cv.pix(v), fill=0, width=lw(VALVE_MM), joint="curve")
-    for q in cv.pix(np.asarray(fr.annulus)):
-        db.ellipse(_disc(q, ANNULUS_MM / MAP_MM), fill=0)
+    _draw_valves(db, fr, cv, fill=0)
     blood = np.asarray(blood_img, dtype=np.float32) / 255.0
     # tissue levels, drawn in order (later wins) on a float image via a level-coded 8-bit canvas
     lev_img = Image.new("L", (cv.w, cv.h), 0)
@@ -215,14 +211,11 @@ def echo_map(fr, sp: SimParams, cv: Canvas, background: np.ndarray, rng: np.rand
     dl.polygon(cv.pix(fr.myo), fill=1)
     for w in (fr.la_wall, fr.ra_wall):
         if w is not None:
-            dl.line(cv.pix(w), fill=2, width=lw(2.5), joint="curve")
+            dl.line(cv.pix(w), fill=2, width=_line_px(2.5), joint="curve")
     if fr.rv_wall is not None:
-        dl.line(cv.pix(fr.rv_wall), fill=1, width=lw(4.0), joint="curve")
-    dl.line(cv.pix(fr.epi[len(fr.epi) // 3:] + 2.0 * _outward(fr)), fill=3, width=lw(2.5), joint="curve")
-    for v in fr.valves:
-        dl.line(cv.pix(v), fill=4, width=lw(VALVE_MM), joint="curve")
-    for q in cv.pix(np.asarray(fr.annulus)):
-        dl.ellipse(_disc(q, ANNULUS_MM / MAP_MM), fill=4)
+        dl.line(cv.pix(fr.rv_wall), fill=1, width=_line_px(4.0), joint="curve")
+    dl.line(cv.pix(fr.epi[len(fr.epi) // 3:] + 2.0 * _outward(fr)), fill=3, width=_line_px(2.5), joint="curve")
+    _draw_valves(dl, fr, cv, fill=4)
     lev = np.asarray(lev_img)
     bg_rel = background / max(lk["background"], 1e-3)
     table = np.array([0.0, lk["myo"], lk["myo"] * lk["wall_thin"], lk["peri"], lk["valve"]], dtype=np.float32)
@@ -243,6 +236,19 @@ def echo_map(fr, sp: SimParams, cv: Canvas, background: np.ndarray, rng: np.rand
         m = np.exp(-0.5 * ((gy[:, None] - c[1]) ** 2 + (gx[None, :] - c[0]) ** 2) / 14.0 ** 2)
         E = E * (1 - (1 - lk["dropout"]) * m)
     return E, blood
+
+
+def _draw_valves(draw, fr, cv, fill: int) -> None:
+    """The valve leaflets and the mitral annulus hinge points, with ``fill``, on a canvas-sized PIL drawing."""
+    for v in fr.valves:
+        draw.line(cv.pix(v), fill=fill, width=_line_px(VALVE_MM), joint="curve")
+    for q in cv.pix(np.asarray(fr.annulus)):
+        draw.ellipse(_disc(q, ANNULUS_MM / MAP_MM), fill=fill)
+
+
+def _line_px(mm: float) -> int:
+    """A line width in map pixels (at least one)."""
+    return max(int(round(mm / MAP_MM)), 1)
 
 
 def _disc(centre, radius: float) -> list:
