@@ -268,3 +268,14 @@ def test_window_sampling_takes_frames_in_a_row(camus):
     with pytest.raises(Exception, match="clip_sampling"):
         from training.datasets.clips import ClipDataset
         ClipDataset(camus, sampling="random")
+
+
+def test_window_max_step_spreads_a_clip_over_larger_motion(camus):
+    """data.clip_max_step: window clips take every 1..max_step frames (all steps drawn); 0 is refused."""
+    from training.datasets.clips import ClipDataset, window_clip_indices
+
+    rng = np.random.default_rng(3)
+    steps = {int(np.diff(window_clip_indices(60, 6, rng, max_step=4))[0]) for _ in range(200)}
+    assert steps == {1, 2, 3, 4}
+    with pytest.raises(Exception, match="clip_max_step"):
+        ClipDataset(camus, sampling="window", window_max_step=0)

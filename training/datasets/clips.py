@@ -98,7 +98,8 @@ CLIP_SAMPLING = ("ed_es", "window")
 
 
 def window_clip_indices(n_frames: int, clip: int, rng: np.random.Generator, max_step: int = 2) -> np.ndarray:
-    """``clip_sampling: window`` (training only): ``clip`` frames in a row, every 1 or ``max_step`` frames,
+    """``clip_sampling: window`` (training only): ``clip`` frames in a row, every 1 to ``max_step`` frames
+    (``data.clip_max_step``; larger steps show a propagating model larger motion between frames),
     anywhere in the loop, as the prompt-free families see them when they segment a loop window by
     window (the ED->ES rule spreads a clip over systole, a time scale the engine never shows them).
     Needs labels on every frame (``supervision: full``); short loops repeat their last frame."""
@@ -243,12 +244,15 @@ class ClipDataset:
 
     def __init__(self, source, classes: Seq[str] = ("lv",), clip_frames: Optional[int] = 10,
                  supervision: str = "semi", size: Optional[int] = None, transform=None, train: bool = True,
-                 seed: int = 0, prompted: bool = False, prompt_mix: Optional[dict] = None, sampling: str = "ed_es"):
+                 seed: int = 0, prompted: bool = False, prompt_mix: Optional[dict] = None, sampling: str = "ed_es",
+                 window_max_step: int = 2):
         if supervision not in ("semi", "full"):
             raise DatasetError(f"supervision must be 'semi' or 'full', got {supervision!r}.")
         if sampling not in CLIP_SAMPLING:
             raise DatasetError(f"clip_sampling must be one of {', '.join(CLIP_SAMPLING)}, got {sampling!r}.")
-        self.sampling = sampling
+        if int(window_max_step) < 1:
+            raise DatasetError(f"clip_max_step must be >= 1 (frames between a window's frames), got {window_max_step}.")
+        self.sampling, self.window_max_step = sampling, int(window_max_step)
         if len(source) == 0:
             raise DatasetError(f"{source!r} holds no usable cases.")
         self.source, self.classes, self.clip_frames = source, list(classes), clip_frames
@@ -285,7 +289,7 @@ class ClipDataset:
         """``group``: a generator shared by the clips of one batch, which then draws the structure and
         prompt mode, so that a batch's prompts stack (same structure, same mode; `PromptGroupBatches`)."""
         if self.clip_frames and self.sampling == "window" and self.train:
-            idx = window_clip_indices(seq.n_frames, self.clip_frames, rng)
+            idx = window_clip_indices(seq.n_frames, self.clip_frames, rng, self.window_max_step)
         elif self.clip_frames:
             idx = memsam_clip_indices(seq.ed, seq.es, self.clip_frames)
         else:

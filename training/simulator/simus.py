@@ -9,7 +9,7 @@ grid as `scene.simulate`, with labels from the same geometry. Nothing of the con
 generator's look shows it here. It is slow (tens of seconds per frame on a CPU), so its cines are
 short: ``n_frames`` frames from ED to ES.
 
-    python -m training.simulator.simus --out data/sim/simus --seeds 950000:950005 --frames 6
+    python -m training.simulator.simus --out data/sim/simus --seeds 950000:950005 --frames 6 --workers 2
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from echosam.errors import CineError
 from scipy import ndimage
 
 from .beam import sector_mask
-from .cache import case_path, params_summary
+from .cache import GENERATOR, case_path, params_summary
 from .scene import Canvas, Ranges, background_map, label_map, loop_motion, output_grid, sample_params, tissue_frames
 
 N_SCATTERERS = 10000
@@ -90,28 +90,44 @@ def simulate_simus(seed: int, n_frames: int = 6, ranges: Ranges | None = None) -
             "params": np.array(json.dumps({**params_summary(sp), "generator": "pymust-simus", "frames": idx}))}
 
 
+def write_case(out: Path, seed: int, n_frames: int) -> str:
+    """Simulate one seed into ``out`` (written whole, then renamed, so an interrupted run resumes)."""
+    dst = case_path(out, seed)
+    if dst.exists():
+        return f"{dst.name}: already there"
+    t0 = time.perf_counter()
+    case = simulate_simus(seed, n_frames)
+    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **case)
+    os.replace(tmp, dst)
+    return f"{dst.name}: {n_frames} frames in {time.perf_counter() - t0:.0f} s"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Held-out cines from pymust SIMUS on the simulator's anatomy.")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", required=True, help="A:B")
     ap.add_argument("--frames", type=int, default=6)
+    ap.add_argument("--workers", type=int, default=1, help="processes, one case each at a time")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     a, _, b = args.seeds.partition(":")
-    for seed in range(int(a), int(b)):
-        dst = case_path(out, seed)
-        if dst.exists():
-            continue
-        t0 = time.perf_counter()
-        case = simulate_simus(seed, args.frames)
-        tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, **case)
-        os.replace(tmp, dst)
-        print(f"{dst.name}: {args.frames} frames in {time.perf_counter() - t0:.0f} s", flush=True)
+    seeds = range(int(a), int(b))
+    if args.workers > 1:
+        from functools import partial
+        from multiprocessing import get_context
+
+        with get_context("spawn").Pool(args.workers) as pool:
+            for line in pool.imap_unordered(partial(write_case, out, n_frames=args.frames), seeds):
+                print(line, flush=True)
+    else:
+        for seed in seeds:
+            print(write_case(out, seed, args.frames), flush=True)
+    # the anatomy's version: version 1 hid the mitral leaflets and annulus under the blood
     (out / "manifest.json").write_text(json.dumps({"generator": "pymust-simus (P4-2v, diverging wave, DAS)",
-                                                   "seeds": args.seeds, "frames_per_case": args.frames,
-                                                   "synthetic": True}, indent=1))
+                                                   "anatomy": GENERATOR, "seeds": args.seeds,
+                                                   "frames_per_case": args.frames, "synthetic": True}, indent=1))
     return 0
 
 
