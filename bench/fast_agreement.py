@@ -7,7 +7,7 @@ models in fp32, where bf16 does not pay, and compare fp32 with itself). Reports 
 structure and frame, pixels that differ, and the EF difference (points).
 Bound (issue 13): Dice >= 0.99 per structure and frame, EF within 0.5 points.
 
-    PYTHONPATH=EchoSAMSlicer/Logic:. python bench/fast_agreement.py [--json out.json]
+    PYTHONPATH=EchoSAMSlicer/Logic:. python bench/fast_agreement.py [--model NAME ...] [--json out.json]
 """
 from __future__ import annotations
 
@@ -70,12 +70,15 @@ def main(argv=None) -> int:
     ap.add_argument("--sim-seeds", default="4300011")
     ap.add_argument("--precision", default="bf16", choices=("bf16", "auto", "fp16"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--model", action="append", default=None, help="only these bundled models (default: all)")
     a = ap.parse_args(argv)
     path = choose_path("cpu", a.precision)
     print(f"compared with fp32: {path.describe()}; CPU {path.hardware}\n")
     cases = [phantom_case(int(s)) for s in a.phantom_seeds.split(",") if s]
     cases += [simulated_case(int(s)) for s in a.sim_seeds.split(",") if s]
-    models = [e.name for e in load_registry() if e.bundled]
+    models = [e.name for e in load_registry() if e.bundled and (not a.model or e.name in a.model)]
+    if not models:
+        ap.error(f"no bundled model named {', '.join(a.model)}")
     rows = []
     print("| model | cine | min Dice | mean Dice | pixels differ | EF fp32 | EF fast | EF diff |")
     print("|---|---|---|---|---|---|---|---|")
