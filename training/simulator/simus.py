@@ -6,10 +6,10 @@ diverging-wave transmit covering the sector; the images are then beamformed by d
 polar grid (pymust ``dasmtx``), envelope-detected, log-compressed and scan-converted to the same
 grid as `scene.simulate`, with labels from the same geometry. Nothing of the convolution model
 (`beam.py`: PSF, splatting, TGC model, artefacts) is used, so a model that only learnt that
-generator's look shows it here. It is slow (tens of seconds per frame on a CPU), so its cines are
-short: ``n_frames`` frames from ED to ES.
+generator's look shows it here. It is slow (about 4 s per frame per core, 100x the convolution model),
+so its cines are short: ``n_frames`` frames from ED to ES.
 
-    python -m training.simulator.simus --out data/sim/simus --seeds 950000:950005 --frames 6 --workers 2
+    python -m training.simulator.simus --out data/sim/simus --seeds 950000:950024 --frames 6 --workers 2
 """
 from __future__ import annotations
 
