@@ -61,13 +61,28 @@ def write_case(out: Path, seed: int, ranges: str) -> str:
         return "skip"
     sp = sample_params(seed, RANGES[ranges])
     cine = simulate(sp)
-    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, frames=cine.frames, labels=cine.labels, fan=cine.fan,
+    save_case(dst, dict(frames=cine.frames, labels=cine.labels, fan=cine.fan,
                         spacing=np.array(cine.spacing), fps=np.array(cine.fps),
                         ed=np.array(cine.ed_frames, dtype=np.int64), es=np.array(cine.es_frames, dtype=np.int64),
-                        volume=cine.volume, params=np.array(json.dumps(params_summary(sp))))
-    os.replace(tmp, dst)
+                        volume=cine.volume, params=np.array(json.dumps(params_summary(sp)))))
     return "done"
+
+
+def save_case(dst: Path, arrays: dict) -> None:
+    """Write a case to a temporary name, then rename it: an interrupted run never leaves half a case."""
+    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, dst)
+
+
+def map_seeds(out: Path, work, todo: list, workers: int):
+    """``work(item)`` for every item of ``todo`` in ``workers`` spawned processes (one torch/BLAS thread each),
+    yielding results as they finish; temporary files an interrupted run left in ``out`` are removed first."""
+    for stale in out.glob(".case_*.tmp.npz"):
+        stale.unlink()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with get_context("spawn").Pool(max(int(workers), 1)) as pool:
+        yield from pool.imap_unordered(work, todo)
 
 
 def _work(args) -> tuple:
@@ -81,16 +96,12 @@ def generate(out, seeds, ranges: str = "train", workers: int = 2, progress: bool
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".case_*.tmp.npz"):
-        stale.unlink()
     todo = [(str(out), int(s), ranges) for s in seeds]
     t0 = time.perf_counter()
     done = 0
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with get_context("spawn").Pool(max(int(workers), 1)) as pool:
-        for seed, status, dt in tqdm(pool.imap_unordered(_work, todo), total=len(todo), disable=not progress,
-                                     desc=f"simulating {out.name}", unit="cine"):
-            done += status == "done"
+    for seed, status, dt in tqdm(map_seeds(out, _work, todo, workers), total=len(todo), disable=not progress,
+                                 desc=f"simulating {out.name}", unit="cine"):
+        done += status == "done"
     wall = time.perf_counter() - t0
     n_frames = sum(int(np.load(case_path(out, s), allow_pickle=False)["frames"].shape[0]) for _, s, _ in todo)
     manifest = {"generator": GENERATOR, "ranges": ranges, "range_values": asdict(RANGES[ranges]),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from echosam.errors import CineError
 from scipy import ndimage
 
 from .beam import sector_mask
-from .cache import GENERATOR, case_path, params_summary
+from .cache import GENERATOR, case_path, map_seeds, params_summary, save_case
 from .scene import Canvas, Ranges, background_map, label_map, loop_motion, output_grid, sample_params, tissue_frames
 
 N_SCATTERERS = 10000
@@ -91,16 +90,17 @@ def simulate_simus(seed: int, n_frames: int = 6, ranges: Ranges | None = None) -
 
 
 def write_case(out: Path, seed: int, n_frames: int) -> str:
-    """Simulate one seed into ``out`` (written whole, then renamed, so an interrupted run resumes)."""
+    """Simulate one seed into ``out`` unless it is there (resumable; `cache.save_case` writes it whole)."""
     dst = case_path(out, seed)
     if dst.exists():
         return f"{dst.name}: already there"
     t0 = time.perf_counter()
-    case = simulate_simus(seed, n_frames)
-    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **case)
-    os.replace(tmp, dst)
+    save_case(dst, simulate_simus(seed, n_frames))
     return f"{dst.name}: {n_frames} frames in {time.perf_counter() - t0:.0f} s"
+
+
+def _work(args) -> str:
+    return write_case(*args)
 
 
 def main(argv=None) -> int:
@@ -113,17 +113,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     a, _, b = args.seeds.partition(":")
-    seeds = range(int(a), int(b))
-    if args.workers > 1:
-        from functools import partial
-        from multiprocessing import get_context
-
-        with get_context("spawn").Pool(args.workers) as pool:
-            for line in pool.imap_unordered(partial(write_case, out, n_frames=args.frames), seeds):
-                print(line, flush=True)
-    else:
-        for seed in seeds:
-            print(write_case(out, seed, args.frames), flush=True)
+    for line in map_seeds(out, _work, [(out, seed, args.frames) for seed in range(int(a), int(b))], args.workers):
+        print(line, flush=True)
     # the anatomy's version: version 1 hid the mitral leaflets and annulus under the blood
     (out / "manifest.json").write_text(json.dumps({"generator": "pymust-simus (P4-2v, diverging wave, DAS)",
                                                    "anatomy": GENERATOR, "seeds": args.seeds,
