@@ -228,6 +228,29 @@ def test_eval_is_deterministic_and_deep_update_only_changes_hidden(tiny, clip):
     assert torch.equal(v1, v2) and torch.equal(h2, h) and not torch.equal(h1, h)
 
 
+@torch.no_grad()
+def test_without_sensory_memory_a_frame_ignores_the_carried_hidden_state(tiny, clip):
+    f = tiny.encode(clip[:2])
+    bank = MemoryBank(tiny.config.memory_cap)
+    value, _ = tiny.encode_value(clip[:1], f.index(0), torch.full((1, 1, 64, 64), 10.0), tiny.init_hidden())
+    bank.add(f.index(0).key, f.index(0).shrinkage, value, permanent=True)
+    g = torch.Generator().manual_seed(3)
+    carried = torch.randn(tiny.init_hidden().shape, generator=g) * 3
+    # released (sensory memory on): what the previous frames left in the hidden state changes this frame
+    with_hidden = tiny.segment_from_memory(f.index(1), bank, carried)[0]
+    assert (with_hidden - tiny.segment_from_memory(f.index(1), bank, tiny.init_hidden())[0]).abs().max() > 1e-4
+    off = build_model("memsam", config=dataclasses.replace(tiny.config, sensory_memory=False)).eval()
+    off.load_state_dict(tiny.state_dict())
+    a, h = off.segment_from_memory(f.index(1), bank, carried)
+    b, _ = off.segment_from_memory(f.index(1), bank, tiny.init_hidden())
+    assert torch.equal(a, b)
+    assert torch.allclose(b, tiny.segment_from_memory(f.index(1), bank, tiny.init_hidden())[0])
+    # the switch travels with the checkpoint's config; older files without it keep the released behaviour
+    assert MemSAMConfig.from_dict(off.config.to_dict()).sensory_memory is False
+    legacy = {k: v for k, v in tiny.config.to_dict().items() if k != "sensory_memory"}
+    assert MemSAMConfig.from_dict(legacy).sensory_memory is True
+
+
 # ---- training split ------------------------------------------------------------------------------------
 def test_paper_trainable_split_gradients_tiny(clip):
     torch.manual_seed(2)

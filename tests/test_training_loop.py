@@ -134,3 +134,25 @@ def test_prompt_pretraining_bf16_on_cpu_learns(tmp_path):
     assert steps[-3:, 2].mean() < 0.9 * steps[:3, 2].mean()
     loaded = load_checkpoint(tmp_path / "prompt" / "final.safetensors")
     assert loaded.prompted
+
+
+def test_fine_tune_applies_overrides_to_the_initial_checkpoint(tmp_path):
+    from echosam.checkpoints import save_checkpoint
+    from echosam.errors import CheckpointError
+    from echosam.models.registry import build_model
+
+    torch.manual_seed(0)
+    start = build_model("memsam", preset="tiny")
+    init = save_checkpoint(start, "memsam", start.config, tmp_path / "start.safetensors", classes=["lv"])
+    # A behaviour switch in model.overrides reaches the fine-tuned model; the weights start as saved.
+    tr = Trainer(_cfg(tmp_path, "ft", sets=[f"model.init_checkpoint={init}", "model.overrides={sensory_memory: false}",
+                                            "data.splits={train: {seed: 0, n_cases: 1}}", "train.epochs=1"]))
+    assert tr.model.config.sensory_memory is False and start.config.sensory_memory is True
+    ref = start.state_dict()
+    assert all(torch.equal(ref[k], v) for k, v in tr.model.state_dict().items())
+    summary = tr.run()
+    assert load_checkpoint(summary["final"]).config.sensory_memory is False
+    # An override that changes the checkpoint's shapes is refused, naming the file and what to do.
+    with pytest.raises(CheckpointError, match="change the architecture of init_checkpoint"):
+        Trainer(_cfg(tmp_path, "bad", sets=[f"model.init_checkpoint={init}", "model.overrides={key_dim: 12}",
+                                            "data.splits={train: {seed: 0, n_cases: 1}}"]))

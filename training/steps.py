@@ -38,7 +38,17 @@ def build_model_from_config(mcfg: dict, classes: Optional[list] = None):
         loaded = load_checkpoint(mcfg["init_checkpoint"])
         if loaded.family != spec.name:
             raise CheckpointError(f"init_checkpoint is a {loaded.family} model, the config trains {spec.name}.")
-        model, config = loaded.model, loaded.config
+        # The checkpoint's own config, with the run's overrides on top (a fine-tune may switch behaviour,
+        # e.g. MemSAM's sensory_memory); the weights must still fit the result exactly.
+        config = spec.config_cls.from_dict(deep_merge(loaded.config.to_dict(), over))
+        model = spec.build(config)
+        try:
+            model.load_state_dict(loaded.model.state_dict(), strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[-1].strip()
+            raise CheckpointError(f"model.overrides change the architecture of init_checkpoint "
+                                  f"{mcfg['init_checkpoint']}, so its weights do not fit ({first}). Fine-tune with "
+                                  f"the checkpoint's sizes, or start from a preset without init_checkpoint.") from None
     else:
         model = spec.build(config)
     model.train()

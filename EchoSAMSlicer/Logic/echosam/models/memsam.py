@@ -33,6 +33,11 @@ Where the paper and the released code (dengxl0520/MemSAM @ 36f1b98) disagree, an
    readout close to what the model saw in training (softmax over <= ~10 frames) and cost flat, while
    prompted / corrected frames are never dropped.
 7. **Batch**: released code supports batch size 1; `forward` and every verb here accept B >= 1.
+8. **Sensory memory** (ours, off the paper): the hidden state the memory decoder carries from frame to
+   frame (XMem's sensory memory, paper eq. 5) made our small models' LV trail the image by about three
+   frames (zeroing it at inference cut the lag to under one frame). ``sensory_memory=False`` feeds the
+   decoder a zero hidden state on every frame, so each frame is segmented from its own image and the
+   memory readout only; a model must be trained that way. Default True (released).
 
 Trainable split (`set_paper_trainable`, released ``MemSAM.__init__``): cnn_embed, post_pos_embed,
 every ``*Adapter*``, the global blocks' rel_pos, the whole memory module; all else frozen.
@@ -82,6 +87,7 @@ class MemSAMConfig:
     threshold: float = 0.5             # on sigmoid(logits); released evaluation used 0.6
     classes: list = field(default_factory=lambda: ["lv"])
     memory_cap: Optional[int] = 16     # working-memory frames beyond the permanent key frames
+    sensory_memory: bool = True        # False: the memory decoder sees a zero hidden state on every frame
 
     def __post_init__(self) -> None:
         if isinstance(self.sam, dict):
@@ -291,6 +297,8 @@ class MemSAM(nn.Module):
             raise ModelError(f"memory holds batch {mk.shape[0]} with {mk.shape[1]}-channel keys and hidden batch "
                              f"{hidden.shape[0]}; the query has batch {b} and this model uses {self.config.key_dim}-channel keys.")
         r = readout(mk, ms, mv, feats.key, feats.selection)
+        if not self.config.sensory_memory:
+            hidden = torch.zeros_like(hidden)
         m, hidden = self.memory.decoder(feats.embedding, hidden, r)
         sparse = m.new_zeros(b, 0, m.shape[1])
         return self._decode(feats.embedding, sparse, m), hidden
