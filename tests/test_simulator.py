@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 
+from echosam.errors import CineError
 from training.simulator import cache
 from training.simulator.anatomy import heart_frame
 from training.simulator.scene import output_grid, rasterise, simulate
@@ -173,3 +174,24 @@ def test_simus_second_generator_images_the_labelled_heart_and_resumes(tmp_path, 
     capsys.readouterr()
     simus.main(["--out", str(tmp_path), "--seeds", "950000:950001", "--frames", "2"])
     assert "already there" in capsys.readouterr().out
+
+
+def test_simus_frame_spans_put_ed_and_es_where_the_motion_has_them():
+    """The SIMUS set images a few frames of a loop: ED->ES (systole) or a whole beat (cycle); the ED/ES positions it
+    records must be the sampled frames at the motion model's ED and ES."""
+    from training.simulator.motion import Timing
+    from training.simulator.simus import frame_indices
+
+    times = np.arange(60) / 30.0
+    two_beats = Timing(times, np.ones(60), np.zeros(60, bool), ed_frames=[4, 34], es_frames=[15, 45], period_s=1.0)
+    idx, ed, es = frame_indices(two_beats, 6, "systole")
+    assert idx == [4, 6, 8, 11, 13, 15] and ed == [0] and es == [5]
+    idx, ed, es = frame_indices(two_beats, 11, "cycle")
+    assert idx[0] == 4 and idx[-1] == 34 and ed == [0, 10] and idx[es[0]] == 16   # 16 is the sample nearest ES 15
+    one_beat = Timing(times[:30], np.ones(30), np.zeros(30, bool), ed_frames=[2], es_frames=[13], period_s=1.0)
+    idx, ed, es = frame_indices(one_beat, 8, "cycle")
+    assert idx[-1] == 29 and ed == [0] and abs(idx[es[0]] - 13) <= 2                 # no second ED: to the loop's end
+    with pytest.raises(CineError, match="end-systolic"):
+        frame_indices(Timing(times, np.ones(60), np.zeros(60, bool), [50], [20], 1.0), 6)
+    with pytest.raises(CineError, match="span"):
+        frame_indices(two_beats, 6, "diastole")

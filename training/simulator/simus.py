@@ -7,9 +7,10 @@ polar grid (pymust ``dasmtx``), envelope-detected, log-compressed and scan-conve
 grid as `scene.simulate`, with labels from the same geometry. Nothing of the convolution model
 (`beam.py`: PSF, splatting, TGC model, artefacts) is used, so a model that only learnt that
 generator's look shows it here. It is slow (about 4 s per frame per core, 100x the convolution model),
-so its cines are short: ``n_frames`` frames from ED to ES.
+so its cines are short: ``n_frames`` frames from ED to ES, or over one whole beat (``--span cycle``).
 
     python -m training.simulator.simus --out data/sim/simus --seeds 950000:950024 --frames 6 --workers 2
+    python -m training.simulator.simus --out data/sim/simus_cycle --seeds 960000:960016 --frames 12 --span cycle
 """
 from __future__ import annotations
 
@@ -29,23 +30,39 @@ from .scene import Canvas, Ranges, background_map, label_map, loop_motion, outpu
 N_SCATTERERS = 10000
 
 
-def _ed_es_indices(timing, n: int) -> list:
+SPANS = ("systole", "cycle")
+
+
+def frame_indices(timing, n: int, span: str = "systole") -> tuple:
+    """The loop frames SIMUS images -> (indices, ED positions, ES positions) within them.
+
+    ``systole``: ``n`` frames from the first ED to the next ES (ED first, ES last). ``cycle``: ``n`` frames from
+    the first ED through the ES to the next ED (or the loop's end when it holds no second ED), so the ED/ES
+    finder has a whole beat to work on; the ES is the sampled frame nearest the true one."""
+    if span not in SPANS:
+        raise CineError(f"span {span!r} is not one of {SPANS}.")
     ed = timing.ed_frames[0] if timing.ed_frames else 0
     es = next((s for s in timing.es_frames if s > ed), None)
     if es is None:
         raise CineError("The simulated loop has no end-systolic frame after its first end-diastolic one; "
                         "simulate at least one full cardiac cycle.")
-    return [int(round(ed + (es - ed) * i / (n - 1))) for i in range(n)]
+    if span == "systole":
+        return [int(round(ed + (es - ed) * i / (n - 1))) for i in range(n)], [0], [n - 1]
+    nxt = next((e for e in timing.ed_frames if e > es), None)
+    end = nxt if nxt is not None else len(timing.times_s) - 1
+    idx = [int(round(ed + (end - ed) * i / (n - 1))) for i in range(n)]
+    es_pos = int(np.argmin([abs(i - es) for i in idx]))
+    return idx, [0] + ([n - 1] if nxt is not None else []), [es_pos]
 
 
-def simulate_simus(seed: int, n_frames: int = 6, ranges: Ranges | None = None) -> dict:
+def simulate_simus(seed: int, n_frames: int = 6, ranges: Ranges | None = None, span: str = "systole") -> dict:
     import pymust
 
     sp = sample_params(seed, ranges or Ranges())
     rng = np.random.default_rng([seed, 11])
     p = sp.probe
     motion = loop_motion(sp, rng)
-    idx = _ed_es_indices(motion[0], n_frames)
+    idx, ed_pos, es_pos = frame_indices(motion[0], n_frames, span)
     cv = Canvas(p)
     background = background_map(cv, sp, rng)
     r = np.sqrt(rng.uniform(max(p.r_min - 3, 1.0) ** 2, (p.depth * 1.02) ** 2, N_SCATTERERS))
@@ -84,18 +101,18 @@ def simulate_simus(seed: int, n_frames: int = 6, ranges: Ranges | None = None) -
         img[~fan] = 0
         frames.append(np.clip(np.rint(img), 0, 255).astype(np.uint8))
     return {"frames": np.stack(frames), "labels": np.stack(labels), "fan": fan, "spacing": np.array([px, px]),
-            "fps": np.array(sp.fps * (len(idx) - 1) / max(idx[-1] - idx[0], 1)), "ed": np.array([0]),
-            "es": np.array([len(idx) - 1]), "volume": motion[0].volume[idx],
-            "params": np.array(json.dumps({**params_summary(sp), "generator": "pymust-simus", "frames": idx}))}
+            "fps": np.array(sp.fps * (len(idx) - 1) / max(idx[-1] - idx[0], 1)), "ed": np.array(ed_pos),
+            "es": np.array(es_pos), "volume": motion[0].volume[idx],
+            "params": np.array(json.dumps({**params_summary(sp), "generator": "pymust-simus", "frames": idx, "span": span}))}
 
 
-def write_case(out: Path, seed: int, n_frames: int) -> str:
+def write_case(out: Path, seed: int, n_frames: int, span: str = "systole") -> str:
     """Simulate one seed into ``out`` unless it is there (resumable; `cache.save_case` writes it whole)."""
     dst = case_path(out, seed)
     if dst.exists():
         return f"{dst.name}: already there"
     t0 = time.perf_counter()
-    save_case(dst, simulate_simus(seed, n_frames))
+    save_case(dst, simulate_simus(seed, n_frames, span=span))
     return f"{dst.name}: {n_frames} frames in {time.perf_counter() - t0:.0f} s"
 
 
@@ -109,16 +126,19 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", required=True, help="A:B")
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--workers", type=int, default=1, help="processes, one case each at a time")
+    ap.add_argument("--span", choices=SPANS, default="systole",
+                    help="systole: frames from ED to ES; cycle: ED -> ES -> next ED (tests the ED/ES finder)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     a, _, b = args.seeds.partition(":")
-    for line in map_seeds(out, _work, [(out, seed, args.frames) for seed in range(int(a), int(b))], args.workers):
+    for line in map_seeds(out, _work, [(out, seed, args.frames, args.span) for seed in range(int(a), int(b))], args.workers):
         print(line, flush=True)
     # the anatomy's version: version 1 hid the mitral leaflets and annulus under the blood
     (out / "manifest.json").write_text(json.dumps({"generator": "pymust-simus (P4-2v, diverging wave, DAS)",
                                                    "anatomy": GENERATOR, "seeds": args.seeds,
-                                                   "frames_per_case": args.frames, "synthetic": True}, indent=1))
+                                                   "frames_per_case": args.frames, "span": args.span,
+                                                   "synthetic": True}, indent=1))
     return 0
 
 
