@@ -42,13 +42,15 @@ def build_model_from_config(mcfg: dict, classes: Optional[list] = None):
         # e.g. MemSAM's sensory_memory); the weights must still fit the result exactly.
         config = spec.config_cls.from_dict(deep_merge(loaded.config.to_dict(), over))
         model = spec.build(config)
-        try:
-            model.load_state_dict(loaded.model.state_dict(), strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[-1].strip()
+        from echosam.models.sam import describe_mismatch
+
+        state = loaded.model.state_dict()
+        problem = describe_mismatch(model, state)
+        if problem:
             raise CheckpointError(f"model.overrides change the architecture of init_checkpoint "
-                                  f"{mcfg['init_checkpoint']}, so its weights do not fit ({first}). Fine-tune with "
-                                  f"the checkpoint's sizes, or start from a preset without init_checkpoint.") from None
+                                  f"{mcfg['init_checkpoint']}, so its weights do not fit ({problem}). Fine-tune with "
+                                  f"the checkpoint's sizes, or start from a preset without init_checkpoint.")
+        model.load_state_dict(state, strict=True)
     else:
         model = spec.build(config)
     model.train()
