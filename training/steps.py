@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from echosam.errors import CheckpointError, ConfigError
+from echosam.models.frame_input import clip_neighbour_frames, frame_context
 from echosam.models.registry import get_family, preset_config
 
 from .config import deep_merge
@@ -66,10 +67,11 @@ def build_model_from_config(mcfg: dict, classes: Optional[list] = None):
 
 
 def prepare_images(core, frames: torch.Tensor, device) -> torch.Tensor:
-    """(B, T, H, W) 0..255 -> (B, T, 3, S, S) through the model's own ``prepare_frames``."""
+    """(B, T, H, W) 0..255 -> (B, T, 3, S, S) through the model's own ``prepare_frames`` (each frame with its
+    neighbours within the clip for a model that wants them, `echosam.models.frame_input`)."""
     b, t = frames.shape[:2]
     with torch.no_grad():
-        x = core.prepare_frames(frames.reshape(b * t, *frames.shape[2:]).to(device))
+        x = core.prepare_frames(clip_neighbour_frames(frames.to(device), frame_context(core)))
     return x.to(device).reshape(b, t, *x.shape[1:])
 
 

@@ -38,6 +38,14 @@ Where the paper and the released code (dengxl0520/MemSAM @ 36f1b98) disagree, an
    frames (zeroing it at inference cut the lag to under one frame). ``sensory_memory=False`` feeds the
    decoder a zero hidden state on every frame, so each frame is segmented from its own image and the
    memory readout only; a model must be trained that way. Default True (released).
+9. **Neighbour channels** (ours, off the paper): MemSAM sees one frame at a time (grey replicated to
+   RGB), so it cannot use what tells blood from tissue in a cine: tissue speckle moves with the wall,
+   blood speckle is redrawn every frame. Our small models drew every frame's cavity near the loop's
+   mean size (end-diastole too small, end-systole too large, even propagating from the true frame-0
+   mask), while the two prompt-free families, which see the clip's frames together, did not.
+   ``neighbour_channels=True`` feeds frames t-1, t, t+1 as R, G, B (`frame_input.neighbour_frames`;
+   the loop's first and last frames repeat themselves). A grey-trained model starts close to where it
+   was (its three input channels saw the same image); it must be fine-tuned that way. Default False.
 
 Trainable split (`set_paper_trainable`, released ``MemSAM.__init__``): cnn_embed, post_pos_embed,
 every ``*Adapter*``, the global blocks' rel_pos, the whole memory module; all else frozen.
@@ -88,6 +96,7 @@ class MemSAMConfig:
     classes: list = field(default_factory=lambda: ["lv"])
     memory_cap: Optional[int] = 16     # working-memory frames beyond the permanent key frames
     sensory_memory: bool = True        # False: the memory decoder sees a zero hidden state on every frame
+    neighbour_channels: bool = False   # True: frames t-1, t, t+1 as R, G, B (see module note 9)
 
     def __post_init__(self) -> None:
         if isinstance(self.sam, dict):
@@ -176,10 +185,16 @@ class MemSAM(nn.Module):
     def img_size(self) -> int:
         return self.config.sam.img_size
 
+    @property
+    def frame_context(self) -> int:
+        """Frames on each side that `prepare_frames` wants with each frame (`frame_input`)."""
+        return 1 if self.config.neighbour_channels else 0
+
     # ---- input ---------------------------------------------------------------------------------
     def prepare_frames(self, frames, device=None) -> torch.Tensor:
         """``(N, H, W)`` (or ``(N, 1|3, H, W)``) grey 0..255 -> ``(N, 3, S, S)`` float32: bilinear (antialiased)
-        resize, grey replicated to RGB (MemSAM preprocessing), then ``config.intensity``."""
+        resize, grey replicated to RGB (MemSAM preprocessing), then ``config.intensity``. A model with
+        ``neighbour_channels`` takes ``(N, 3, H, W)`` from `frame_input.neighbour_frames`."""
         x = torch.as_tensor(frames).to(device=device, dtype=torch.float32)
         if x.ndim == 3:
             x = x[:, None]
@@ -188,6 +203,9 @@ class MemSAM(nn.Module):
         s = self.img_size
         if tuple(x.shape[-2:]) != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        if self.config.neighbour_channels and x.shape[1] != 3:
+            raise ModelError("This MemSAM reads frames t-1, t, t+1 as its three channels (neighbour_channels): give "
+                             "(N, 3, H, W) from echosam.models.frame_input.neighbour_frames, not single grey frames.")
         x = x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x
         if self.config.intensity == "unit":
             x = x / 255.0

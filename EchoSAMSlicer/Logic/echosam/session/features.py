@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import PromptError
 from ..models.fast import full_precision
+from ..models.frame_input import frame_context, neighbour_frames
 from ..progress import CancelToken, no_progress
 
 EMBED_CACHES = ("auto", "host", "device")
@@ -49,6 +50,7 @@ class FeatureCache:
         self.model, self.grey, self.device = model, grey, str(device)
         self.embed_cache, self.batch_size = embed_cache, max(1, int(batch_size))
         self.n_frames = int(grey.shape[0])
+        self.context = frame_context(model)
         self.features = None            # all frames, once complete
         self.cache_device: Optional[str] = None
         self.batches = 0                # encoder calls so far (benchmarks, tests)
@@ -59,9 +61,13 @@ class FeatureCache:
         return self.features is not None
 
     def images(self, start: int, stop: int):
-        """Model input (N, 3, S, S) of frames start..stop-1, on the model's device."""
+        """Model input (N, 3, S, S) of frames start..stop-1 (with their neighbours in time for a model that
+        wants them, `frame_input`), on the model's device."""
         import torch
-        x = torch.from_numpy(np.ascontiguousarray(self.grey[start:stop], dtype=np.float32))
+        lo, hi = max(0, start - self.context), min(self.n_frames, stop + self.context)
+        grey = torch.from_numpy(np.ascontiguousarray(self.grey[lo:hi], dtype=np.float32))
+        # clamping inside the slice is clamping to the loop: a slice is cut short only at the loop's ends
+        x = neighbour_frames(grey, start - lo, stop - lo, self.context)
         return self.model.prepare_frames(x.to(self.device)).to(self.device)
 
     def frame(self, t: int):
