@@ -195,3 +195,17 @@ def test_simus_frame_spans_put_ed_and_es_where_the_motion_has_them():
         frame_indices(Timing(times, np.ones(60), np.zeros(60, bool), [50], [20], 1.0), 6)
     with pytest.raises(CineError, match="span"):
         frame_indices(two_beats, 6, "diastole")
+
+
+def test_simus_skips_a_seed_whose_loop_cannot_give_the_span_and_lists_it(tmp_path, capsys):
+    """Seed 960011's loop has its only ES (frame 11) before its only ED (frame 52): no ED -> ES span exists. The set
+    goes on without it and the manifest names it, instead of one seed stopping the whole run."""
+    pytest.importorskip("pymust")
+    from training.simulator import simus
+
+    assert simus.main(["--out", str(tmp_path), "--seeds", "960011:960012", "--frames", "4", "--span", "cycle"]) == 0
+    out = capsys.readouterr().out
+    assert "case_960011.npz: skipped (" in out and "end-systolic" in out
+    assert not list(tmp_path.glob("*.npz"))
+    skipped = json.loads((tmp_path / "manifest.json").read_text())["skipped"]
+    assert len(skipped) == 1 and skipped[0].startswith("case_960011.npz: skipped")

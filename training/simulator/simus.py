@@ -117,7 +117,12 @@ def write_case(out: Path, seed: int, n_frames: int, span: str = "systole") -> st
 
 
 def _work(args) -> str:
-    return write_case(*args)
+    """One seed -> its status line; a seed whose loop cannot give the span (e.g. its only ES comes before its
+    only ED) is skipped with the reason, so one such seed does not stop the whole set."""
+    try:
+        return write_case(*args)
+    except CineError as e:
+        return f"{case_path(args[0], args[1]).name}: skipped ({e})"
 
 
 def main(argv=None) -> int:
@@ -132,13 +137,18 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     a, _, b = args.seeds.partition(":")
+    skipped = []
     for line in map_seeds(out, _work, [(out, seed, args.frames, args.span) for seed in range(int(a), int(b))], args.workers):
         print(line, flush=True)
+        if ": skipped (" in line:
+            skipped.append(line)
     # the anatomy's version: version 1 hid the mitral leaflets and annulus under the blood
     (out / "manifest.json").write_text(json.dumps({"generator": "pymust-simus (P4-2v, diverging wave, DAS)",
                                                    "anatomy": GENERATOR, "seeds": args.seeds,
                                                    "frames_per_case": args.frames, "span": args.span,
-                                                   "synthetic": True}, indent=1))
+                                                   "skipped": sorted(skipped), "synthetic": True}, indent=1))
+    if skipped:
+        print(f"{len(skipped)} seed(s) skipped (listed in {out / 'manifest.json'})", flush=True)
     return 0
 
 
