@@ -59,3 +59,18 @@ def test_prompt_boxes_follow_the_truth_and_the_myocardium_gets_its_exclude_point
         box, pts, labs = clip_prompt(m, "la", train=True, rng=rng, mix={"box": 1.0, "jitter": 0.2})
         assert box[0] >= 0 and box[2] <= 49 and box[2] > box[0]
     assert tuple(mask_box(np.zeros((3, 3), bool))) == (-1, -1, -1, -1)
+
+
+def test_truth_row_scores_exact_labels_and_keeps_the_finder_error(tmp_path, monkeypatch):
+    """The optional "true labels" row: Dice 1 and EF error 0 by construction; its ED/ES frame errors are those of
+    the product's finder on the exact area curve (what no segmentation can beat)."""
+    from training.loop_eval import evaluate_loops
+
+    case = _case(tmp_path, monkeypatch)
+    rows = evaluate_loops(tmp_path, {"truth": "truth", "box": "box"}, out=tmp_path / "out", progress=False)
+    truth = next(r for r in rows if r["method"] == "truth")
+    assert truth["dice_lv"] == 1.0 and truth["dice_myo"] == 1.0 and truth["ef_error"] == 0.0
+    frame_err = score(case["labels"], case)
+    keys = ("ed_frame_err", "es_frame_err")
+    assert np.array_equal([truth[k] for k in keys], [frame_err[k] for k in keys], equal_nan=True)
+    assert "| truth | all | 1 | 1.000 |" in (tmp_path / "out" / "loops.md").read_text()

@@ -164,6 +164,9 @@ def main(argv=None) -> int:
                          "(box prompts on frame 0 for MemSAM), with EF and ED/ES from the product's estimator "
                          "(simulated data: simulated:PATH)")
     ap.add_argument("--baselines", action="store_true", help="loop protocol: add the box-copy and Otsu-in-box rows")
+    ap.add_argument("--truth-row", action="store_true",
+                    help="loop protocol: add the estimator on the TRUE labels (Dice 1, EF error 0): its ED/ES frame "
+                         "errors are the floor any segmentation can reach with the product's ED/ES finder")
     ap.add_argument("--limit", type=int, default=None, help="loop protocol: first N cases only")
     ap.add_argument("--data", required=True, help="camus:PATH | echonet:PATH | folder:PATH | phantom:k=v,... | config.yaml")
     ap.add_argument("--split", default="test", help="train | val | test (CAMUS: MemSAM sequential split)")
@@ -214,6 +217,8 @@ def _main_loop(args) -> int:
                load_checkpoint(m, device=args.device) for m in args.model}
     if args.baselines:
         methods.update({"box copy (baseline)": "box", "Otsu in box (baseline)": "otsu"})
+    if args.truth_row:
+        methods["true labels (estimator floor)"] = "truth"
     out = Path(args.out) if args.out else Path("runs") / f"loops_{Path(root).name}"
     rows = evaluate_loops(root, methods, out=out, limit=args.limit)
     print(table(rows, title=f"{', '.join(methods)} on {root} ({len(rows) // len(methods)} loops)"))

@@ -12,6 +12,9 @@ Baselines get the same frame-0 boxes:
 - ``Otsu in box``: per frame, Otsu's threshold of the pixels inside the frame-0 box; the cavities
   (LV, LA) are the dark side, the myocardium the bright side; the component with most pixels is kept.
 
+``truth`` (optional row): the true labels themselves through the same estimator; their ED/ES frame errors are
+the finder's own (the true ED/ES are the motion model's, the finder reads the label area curve).
+
 Metrics per case: Dice per structure (mean over frames), LV Dice on the true ES frames, LV HD95 (mm),
 EF of the product's estimator (`echosam.cardiac.analyse`, single-plane disks) on the predicted labels
 vs the same estimator on the true labels (so the error is the segmentation's, not the formula's),
@@ -136,7 +139,7 @@ def score(pred: np.ndarray, case: dict) -> dict:
 
 
 def evaluate_loops(data_dir, methods: dict, out=None, structures=STRUCT, limit=None, progress=True) -> list:
-    """``methods``: {name: loaded model | "box" | "otsu"}. Returns one row per (method, case)."""
+    """``methods``: {name: loaded model | "box" | "otsu" | "truth"}. Returns one row per (method, case)."""
     from tqdm import tqdm
 
     files = sorted(Path(data_dir).glob("case_*.npz"))[: limit or None]
@@ -148,7 +151,9 @@ def evaluate_loops(data_dir, methods: dict, out=None, structures=STRUCT, limit=N
         boxes = truth_boxes(case["labels"][0])
         for name, m in methods.items():
             t0 = time.perf_counter()
-            if m == "box":
+            if m == "truth":          # the estimator's own ED/ES error on exact labels
+                pred = case["labels"]
+            elif m == "box":
                 pred = baseline_box(case, boxes)
             elif m == "otsu":
                 pred = baseline_otsu(case, boxes)
