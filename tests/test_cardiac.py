@@ -142,3 +142,17 @@ def test_a_drifting_model_mask_over_a_long_loop_gets_no_ef():
     assert "no EF" in format_summary(r)
     short = cardiac.analyse(lab[::8][:6], (1.0, 1.0), times[::8][:6] / 4, predicted=True)   # 0.33 s
     assert short.status == "single partial cycle" and np.isfinite(short.ef_percent)
+
+
+def test_an_ed_a_few_frames_before_the_loop_end_is_found():
+    # LV volumes (ml) of a simulated held-out loop (64 frames) whose second ED is frame 60, three frames before
+    # the end: the curve has no base after it, so peak prominence alone missed it and the ED error was 60 frames
+    v = np.array([99, 99, 98, 94, 90, 85, 80, 75, 70, 65, 60, 56, 52, 48, 45, 43, 41, 40, 40, 40, 40, 40, 42, 45, 49,
+                  55, 61, 66, 72, 75, 78, 78, 78, 78, 79, 79, 80, 80, 80, 80, 81, 81, 82, 82, 82, 82, 83, 83, 83, 84,
+                  84, 84, 84, 85, 85, 88, 91, 94, 97, 99, 99, 99, 99, 98], float)
+    ed, es = cardiac.detect_ed_es(v, np.arange(64) / 50.0)
+    assert ed[0] == 0 and 58 <= ed[-1] <= 62 and len(ed) == 2
+    assert len(es) == 1 and 17 <= es[0] <= 21
+    # a loop that ends while the volume still climbs steeply has no ED at its end
+    rising = v[:56]
+    assert max(cardiac.detect_ed_es(rising, np.arange(56) / 50.0)[0]) < 50

@@ -283,7 +283,7 @@ def detect_ed_es(volume: np.ndarray, times_s: np.ndarray, min_cycle_s: float = 0
     tol = 0.1 * rng
     half = max(1, dist // 2)
     step = np.abs(np.diff(v))
-    end_slope = {0: step[0], T - 1: step[-1]}
+    end_slope = lambda i: step[0] if i < T / 2 else step[-1]      # noqa: E731 (the slope at i's end of the loop)
     max_slope = float(step.max())
 
     def endpoint_ok(i: int, interior: list, sign: float) -> bool:
@@ -292,7 +292,7 @@ def detect_ed_es(volume: np.ndarray, times_s: np.ndarray, min_cycle_s: float = 0
             return False           # not the extreme of its neighbourhood
         if any(abs(i - j) < dist for j in interior):
             return False
-        if not interior and end_slope[i] > 0.5 * max_slope:
+        if not interior and end_slope(i) > 0.5 * max_slope:
             # nothing to compare with and still moving steeply: the loop starts/ends mid-systole or
             # diastole. With interior ED/ES the level test below decides (an ED at frame 0 is steep
             # too: the volume falls right after it).
@@ -300,11 +300,15 @@ def detect_ed_es(volume: np.ndarray, times_s: np.ndarray, min_cycle_s: float = 0
         ref = np.median(sm[interior]) if interior else (sm.max() if sign > 0 else sm.min())
         return sign * (sm[i] - ref) >= -tol
 
-    for i in (0, T - 1):
-        if endpoint_ok(i, ed, 1.0):
-            ed.append(i)
-        if endpoint_ok(i, es, -1.0):
-            es.append(i)
+    # An extreme a few frames from either end has no base on its outer side, so find_peaks gives it no
+    # prominence (a loop ending 3 frames after ED lost that ED): each end's candidate is the extreme of the
+    # edge window (half a minimum cycle), then checked as an endpoint.
+    edges = (np.arange(0, min(half, T)), np.arange(max(T - half, 0), T))
+    for sign, found in ((1.0, ed), (-1.0, es)):
+        for window in edges:
+            i = int(window[np.argmax(sign * sm[window])])
+            if i not in found and endpoint_ok(i, found, sign):
+                found.append(i)
     return sorted(set(int(i) for i in ed)), sorted(set(int(i) for i in es))
 
 
