@@ -71,14 +71,22 @@ def _labels(loaded, cine, truth, precision, device="cpu"):
     return s.segment(), keys, s
 
 
-def _assert_agree(ref, fast, keys, cine, ef_points: float = 0.5):
+def _assert_agree(ref, fast, keys, cine, volume_rel: float = 0.02):
     worst = min(dice(ref[t] == LABEL[k], fast[t] == LABEL[k]) for k in keys for t in range(len(ref))
                 if (ref[t] == LABEL[k]).any() or (fast[t] == LABEL[k]).any())
     assert worst >= 0.99, worst
-    ef = [analyse_labels(x, cine).summary()["ef_percent"] for x in (ref, fast)]
-    assert (ef[0] is None) == (ef[1] is None)
-    if ef[0] is not None:
-        assert abs(ef[0] - ef[1]) <= ef_points, ef
+    a, b = (analyse_labels(x, cine) for x in (ref, fast))
+    assert (a.summary()["ef_percent"] is None) == (b.summary()["ef_percent"] is None)
+    if a.summary()["ef_percent"] is None:
+        return
+    # The precision check is on the per-frame volumes the EF is made of, not on the EF: where two ES
+    # candidates are within a few pixels the finder may pick the other one under bf16 (a near tie of the
+    # loop, not a precision error), and a border pixel can move the area-length long axis by a pixel.
+    va, vb = a.volume_al_ml, b.volume_al_ml
+    both = (va > 0) & (vb > 0)
+    assert np.array_equal(va > 0, vb > 0)
+    rel = np.abs(va[both] - vb[both]) / va[both]
+    assert rel.max() <= volume_rel, (rel.max(), volume_rel)
 
 
 @pytest.fixture(scope="module")
@@ -106,19 +114,18 @@ def simulated():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, ef_points", [# forced bf16 on the retrained MemSAM: labels within Dice 0.99, but the
-                                             # EF of this 24-frame loop moved 6.1 points (18.7 -> 24.8 %); `auto`
-                                             # runs the bundled sizes in fp32, which the last lines check (to a border pixel)
-                                             ("echosam-sim-memsam-small", 7.0),
-                                             # forced bf16 on the 64-wide MA-SAM: labels within Dice 0.99, but
-                                             # the EF moved 1.2 points here; `auto` runs it in fp32 (see below)
-                                             ("echosam-sim-masam-small", 2.0)])
-def test_bf16_labels_agree_with_fp32_on_a_simulated_cine(name, ef_points, simulated):
+@pytest.mark.parametrize("name, volume_rel", [# forced bf16: labels within Dice 0.99 and the volumes within a few
+                                              # per cent (MemSAM: 2.9 % on this loop, from the long axis of a
+                                              # frame whose border moved); `auto` runs the bundled sizes in fp32,
+                                              # which the last lines check (to a border pixel)
+                                              ("echosam-sim-memsam-small", 0.04),
+                                              ("echosam-sim-masam-small", 0.04)])
+def test_bf16_labels_agree_with_fp32_on_a_simulated_cine(name, volume_rel, simulated):
     cine, truth = simulated
     loaded = load(name, "cpu")
     ref, keys, _ = _labels(loaded, cine, truth, "fp32")
     fast, _, _ = _labels(loaded, cine, truth, "bf16")
-    _assert_agree(ref, fast, keys, cine, ef_points)
+    _assert_agree(ref, fast, keys, cine, volume_rel)
     auto, _, s = _labels(loaded, cine, truth, "auto")          # what users get: the bundled sizes run fp32
     # fp32 both, possibly on another thread count (float sums in another order): the same labels but for
     # a handful of border pixels
