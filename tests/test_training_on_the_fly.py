@@ -152,3 +152,25 @@ def test_recipe_lists_each_stage_once_in_order():
 
     chain = [{"name": n} for n in ("a", "b", "c", "b", "c", "d")]   # c started from a bundled file later replaced by d
     assert [s["name"] for s in unique_stages(chain)] == ["a", "b", "c", "d"]
+
+
+def test_an_inference_setting_is_applied_recorded_and_used_by_a_session(tmp_path):
+    from echosam.checkpoints import load_checkpoint, save_checkpoint
+    from echosam.pipeline import load
+    from echosam.phantom import make_phantom
+    from echosam.session import Session
+    from training.package_demo import apply_inference_settings
+
+    loaded = load("echosam-demo-memsam-tiny", "cpu")
+    trained = loaded.config.memory_cap
+    record = apply_inference_settings(loaded, ["memory_cap=3"], why="regular curves on the real cine")
+    assert record == {"memory_cap": {"trained": trained, "bundled": 3}, "why": "regular curves on the real cine"}
+    out = save_checkpoint(loaded.model, loaded.family, loaded.config, tmp_path / "m", classes=loaded.classes,
+                          provenance={"inference_settings": record})
+    again = load_checkpoint(out)
+    assert again.config.memory_cap == 3 and again.meta["provenance"]["inference_settings"] == record
+    assert Session(make_phantom(n_frames=4, size=(64, 64), seed=1).cine, again).memory_cap == 3
+    with pytest.raises(SystemExit, match="FIELD=VALUE with FIELD one of"):
+        apply_inference_settings(loaded, ["no_such_field=1"])
+    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+        apply_inference_settings(loaded, ["memory_cap"])

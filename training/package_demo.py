@@ -1,7 +1,7 @@
 """Install trained demo weights into the extension: ``EchoSAMSlicer/Resources/Models/NAME.{safetensors,json}``.
 
     python -m training.package_demo runs/demo_memsam_phantom/best.safetensors echosam-demo-memsam-tiny \
-        [--eval runs/demo_memsam_phantom/eval/summary.json]
+        [--eval runs/demo_memsam_phantom/eval/summary.json] [--inference memory_cap=16 --why "..."]
 
 Re-saves the checkpoint with a plain-language notice (synthetic training data, not for clinical use)
 and the held-out evaluation in its provenance, then writes the file's SHA256, classes and input size
@@ -10,8 +10,11 @@ into ``Resources/Models.json`` so the registry and the weights cannot drift apar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
+
+import yaml
 
 from echosam.checkpoints import load_checkpoint, save_checkpoint
 from echosam.io.atomic import atomic_file
@@ -53,15 +56,38 @@ def unique_stages(stages: list) -> list:
     return out
 
 
+def apply_inference_settings(loaded, settings: list, why: str = "") -> dict:
+    """Set top-level model-config fields (``["memory_cap=16", ...]``) that differ at inference from
+    training, on ``loaded.config``; returns the provenance record {field: {trained, bundled}, why}."""
+    record = {}
+    fields = {f.name for f in dataclasses.fields(loaded.config)}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"--inference {item!r}: give FIELD=VALUE with FIELD one of {sorted(fields)}")
+        value = yaml.safe_load(text)
+        record[key] = {"trained": getattr(loaded.config, key), "bundled": value}
+        loaded.config = dataclasses.replace(loaded.config, **{key: value})
+    if record:
+        record["why"] = why
+    return record
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="trained .safetensors (own format)")
     p.add_argument("name", help="Models.json entry name, e.g. echosam-demo-memsam-tiny")
     p.add_argument("--eval", default=None, help="held-out evaluation to record (summary.md of training.evaluate)")
+    p.add_argument("--inference", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a model-config field that runs differently from training (recorded in the provenance)")
+    p.add_argument("--why", default="", help="why the --inference settings differ from training")
     a = p.parse_args(argv)
 
     loaded = load_checkpoint(a.checkpoint)
     prov = dict(loaded.meta.get("provenance") or {})
+    settings = apply_inference_settings(loaded, a.inference, a.why)
+    if settings:
+        prov["inference_settings"] = settings
     dataset = str(((prov.get("config") or {}).get("data") or {}).get("dataset", "phantom"))
     prov["notice"] = NOTICES.get(dataset, NOTICE)
     prov["training_data"] = {"dataset": dataset, "synthetic": True, "patient_data": False}
