@@ -14,11 +14,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-import yaml
-
 from echosam.checkpoints import load_checkpoint, save_checkpoint
 from echosam.io.atomic import atomic_file
 from echosam.model_zoo import BUNDLED_DIR, MODELS_JSON, sha256_of
+from training.config import apply_set
 
 NOTICES = {
     "phantom": ("Demonstration weights: a tiny model trained by the EchoSAMSlicer developers on SYNTHETIC phantom "
@@ -59,16 +58,16 @@ def unique_stages(stages: list) -> list:
 def apply_inference_settings(loaded, settings: list, why: str = "") -> dict:
     """Set top-level model-config fields (``["memory_cap=16", ...]``) that differ at inference from
     training, on ``loaded.config``; returns the provenance record {field: {trained, bundled}, why}."""
-    record = {}
     fields = {f.name for f in dataclasses.fields(loaded.config)}
+    parsed: dict = {}
     for item in settings:
-        key, sep, text = item.partition("=")
+        key, sep, _ = item.partition("=")
         if not sep or key not in fields:
             raise SystemExit(f"--inference {item!r}: give FIELD=VALUE with FIELD one of {sorted(fields)}")
-        value = yaml.safe_load(text)
-        record[key] = {"trained": getattr(loaded.config, key), "bundled": value}
-        loaded.config = dataclasses.replace(loaded.config, **{key: value})
-    if record:
+        apply_set(parsed, item)                  # the value read as YAML, as training's --set reads it
+    record = {k: {"trained": getattr(loaded.config, k), "bundled": v} for k, v in parsed.items()}
+    if parsed:
+        loaded.config = dataclasses.replace(loaded.config, **parsed)
         record["why"] = why
     return record
 
