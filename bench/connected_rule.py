@@ -4,7 +4,8 @@
     python bench/connected_rule.py [--memsam NAME] [--auto NAME]
 
 Per structure: frames with more than one connected component, frames with a component more than
-``--far`` pixels from the structure's largest one, the rule's run time; on phantoms, Dice vs the truth
+``--far`` pixels from the structure's largest one (for the myocardium: and from the LV cavity it wraps,
+whose two walls are two components when the apex is open), the rule's run time; on phantoms, Dice vs the truth
 (the rule must not cost accuracy where there are no stray blobs). Prints one JSON line per setting.
 """
 from __future__ import annotations
@@ -14,19 +15,31 @@ import json
 import time
 
 
-def components(lab, value, far: float) -> tuple:
+def components(lab, value, far: float, beside=None) -> tuple:
+    """(frames with several components, frames with one farther than ``far`` px from the largest one and
+    from the ``beside`` label on the same frame: the cavity a wrapping structure's walls border)."""
     import numpy as np
     from scipy import ndimage
 
     multi = distant = 0
-    for f in lab == value:
+    for t, f in enumerate(lab == value):
         comp, n = ndimage.label(f, structure=np.ones((3, 3), bool))
         if n > 1:
             multi += 1
             main = comp == (int(np.argmax(np.bincount(comp.ravel())[1:])) + 1)
+            if beside is not None:
+                main = main | (lab[t] == beside)
             dist = ndimage.distance_transform_edt(~main)
             distant += int(any(dist[comp == i].min() > far for i in range(1, n + 1)))
     return multi, distant
+
+
+def wrapped_label(value: int):
+    """The label of the cavity the structure ``value`` wraps (the myocardium: the LV), else None."""
+    from echosam.structures import get_structure
+
+    w = get_structure(int(value)).wraps
+    return get_structure(w).label if w else None
 
 
 def main(argv=None) -> int:
@@ -60,7 +73,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             lab = region.uncrop(s.segment())
             seconds = time.perf_counter() - t0
-            real = {str(v): dict(zip(("multi", "far"), components(lab, v, args.far)))
+            real = {str(v): dict(zip(("multi", "far"), components(lab, v, args.far, wrapped_label(v))))
                     for v in sorted(set(np.unique(lab).tolist()) - {0})}
             dice = []
             for ph in phantoms:

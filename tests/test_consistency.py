@@ -167,3 +167,86 @@ def test_session_drops_a_stray_blob_and_never_touches_locked_frames(memsam_sessi
     # frame 6 whose corner region is kept there bit for bit: the next frames follow its main region
     assert blob[6] and [blob[t] for t in range(ph.cine.n_frames) if t not in (0, 6)] == [not keep] * 10
     assert all((lab[t] == 1)[~corner].sum() > 0 for t in range(ph.cine.n_frames))
+
+
+# ---- a structure that wraps a cavity (the myocardium around the LV) ------------------------------------
+def _split_walls(shape=S, cx=32, cy=32):
+    """An LV cavity and its myocardium seen as two walls with no apex between them (a horseshoe the model
+    broke), plus a myocardium blob far from the cavity."""
+    cavity = disk(shape, cx, cy, 10)
+    ring = disk(shape, cx, cy, 15) & ~cavity
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    walls = ring & (np.abs(x - cx) > 4)                  # the ring cut at top and bottom: two walls
+    far = disk(shape, 58, 6, 3)
+    return cavity, walls, far
+
+
+def test_myocardium_walls_split_apart_are_both_kept_beside_the_cavity():
+    cavity, walls, far = _split_walls()
+    from scipy import ndimage
+    assert ndimage.label(walls, structure=np.ones((3, 3)))[1] == 2
+    assert np.array_equal(keep_connected(walls | far, None, margin=2, beside=cavity), walls)
+    # without the cavity only the anchor wall survives: what the rule did before it knew the cavity
+    one = keep_connected(walls | far, None, margin=2)
+    assert one.sum() < walls.sum() and not (one & far).any()
+
+
+def test_continuing_pieces_are_kept_for_a_wrapping_structure_only():
+    cavity, walls, far = _split_walls()
+    assert np.array_equal(keep_connected(walls | far, walls, margin=2, continuing=True), walls)
+    assert keep_connected(walls | far, walls, margin=2).sum() < walls.sum()
+
+
+def test_prompt_free_myocardium_keeps_both_walls_and_drops_far_blobs():
+    cavity, walls, far = _split_walls()
+    lab = np.zeros((3,) + S, np.uint8)
+    for t in range(3):
+        lab[t][cavity] = 1
+        lab[t][walls | far] = 2
+    out = keep_connected_labels(lab, ["myo", "lv"])     # listed before its cavity: the rule orders them
+    assert ((out == 2) == walls[None]).all() and ((out == 1) == cavity[None]).all()
+    alone = keep_connected_labels(lab, ["myo"])         # the cavity not segmented: one wall anchors
+    assert (alone == 2).sum() < 3 * walls.sum()
+
+
+def test_prompted_rule_reads_the_cavity_beside_a_wrapping_structure():
+    cavity, walls, far = _split_walls()
+    rule = PromptedRule(img_size=64, threshold=0.5)
+    logits = torch.where(torch.from_numpy(walls | far), 4.0, -4.0)[None, None]
+    cav = torch.where(torch.from_numpy(cavity), 6.0, -6.0)[None, None]
+    assert np.array_equal(rule("myo", logits, beside=cav)[0, 0].numpy() >= 0, walls)
+    prev = torch.where(torch.from_numpy(walls), 5.0, -5.0)[None, None]
+    assert np.array_equal(rule("myo", logits, previous=prev)[0, 0].numpy() >= 0, walls)
+    assert (rule("lv", logits, previous=prev)[0, 0].numpy() >= 0).sum() < walls.sum()   # a cavity: one region
+
+
+def test_structures_order_cavities_before_what_wraps_them():
+    from echosam.structures import get_structure, wrapped_first
+    assert get_structure("myo").wraps == "lv" and get_structure("lv").wraps is None
+    assert wrapped_first(["myo", "la", "lv"]) == ["lv", "myo", "la"]
+    assert wrapped_first(["la", "myo"]) == ["la", "myo"]
+
+
+def test_session_propagates_the_cavity_first_and_shows_it_to_the_myocardium_rule(memsam_session_parts):
+    from echosam.session import Session
+
+    from echosam.checkpoints import LoadedModel
+
+    ph, one = memsam_session_parts
+    loaded = LoadedModel(one.model, "memsam", one.config, {"classes": ["lv", "myo", "la"]}, None, "cpu")
+    s = Session(ph.cine, loaded, structures=["myo", "lv"])
+    s.set_mask(0, "myo", ph.labels[0] == 2)
+    s.set_mask(0, "lv", ph.labels[0] == 1)
+    rule, seen = s.propagator.connected_rule, []
+
+    def spy(key, logits, previous=None, prompt=None, beside=None):
+        seen.append((key, None if beside is None else beside.clone()))
+        return rule(key, logits, previous=previous, prompt=prompt, beside=beside)
+    s.propagator.connected_rule = spy
+    s.propagate()
+    keys = [k for k, _ in seen]
+    assert keys == sorted(keys, key=lambda k: k != "lv") and {"lv", "myo"} == set(keys)
+    assert all(b is None for k, b in seen if k == "lv")
+    S = loaded.config.sam.img_size
+    for t, (k, b) in zip(range(1, ph.cine.n_frames), [x for x in seen if x[0] == "myo"]):
+        assert torch.equal(b.reshape(S, S), s.results.logits["lv"][t])

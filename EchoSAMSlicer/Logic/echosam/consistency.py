@@ -12,6 +12,10 @@ below drops those blobs, per frame and structure (`keep_connected`):
    largest component is the anchor;
 3. kept: the anchor, every component within ``margin`` pixels of it (a structure split by a thin gap),
    and on a prompted frame every component touching the grown prompt; everything else is dropped;
+   b. a structure that wraps a cavity (`Structure.wraps`: the myocardium around the LV) is one horseshoe
+   that a 2D view or a model can break into two walls far apart; it also keeps every component within
+   ``margin`` of that cavity on the same frame (when the cavity is segmented: cavities run first) and
+   every component with at least half of its pixels in the grown reference (a wall that continues);
 4. holes of the cavities (LV, LA: `CAVITIES`) are filled, never those of the myocardium (a horseshoe:
    once the model closes its base, filling it would swallow the LV cavity).
 ``margin`` is `margin_for` the image side: 2 % of it, at least 2 pixels.
@@ -38,7 +42,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .structures import get_structure
+from .structures import get_structure, wrapped_first
 
 CAVITIES = ("lv", "la")     # structures whose holes are filled
 MASK_LOGIT = 10.0           # the logit a kept/dropped pixel is set to (as a user mask enters memory)
@@ -72,14 +76,17 @@ def _window(masks, margin: int, shape) -> tuple:
 
 
 def keep_connected(mask: np.ndarray, reference: Optional[np.ndarray] = None, margin: int = MIN_MARGIN,
-                   fill_holes: bool = False, prompt: Optional[np.ndarray] = None) -> np.ndarray:
+                   fill_holes: bool = False, prompt: Optional[np.ndarray] = None,
+                   beside: Optional[np.ndarray] = None, continuing: bool = False) -> np.ndarray:
     """(H, W) bool -> the components to keep by the module's rule (bool, same shape).
 
     ``reference`` (H, W) bool: the previous frame's kept mask (None: none); ``prompt`` (H, W) bool: the
     prompt's raster on a prompted frame (positive points, box, mask); ``margin`` pixels. The anchor is
     the component overlapping the grown reference most (the prompt when there is no reference; the
     largest when nothing overlaps); kept: the anchor, components within ``margin`` of it, and components
-    touching the grown prompt."""
+    touching the grown prompt. For a structure that wraps a cavity (rule 3b): ``beside`` (H, W) bool, the
+    cavity on the same frame, keeps the components within ``margin`` of it; ``continuing`` keeps the
+    components with at least half of their pixels inside the grown reference."""
     from scipy import ndimage
 
     m = np.asarray(mask, dtype=bool)
@@ -88,7 +95,8 @@ def keep_connected(mask: np.ndarray, reference: Optional[np.ndarray] = None, mar
         return out
     ref = reference if reference is not None and reference.any() else None
     pr = prompt if prompt is not None and prompt.any() else None
-    win = _window([m, ref, pr], margin, m.shape)       # everything below happens in this window
+    bs = beside if beside is not None and beside.any() else None
+    win = _window([m, ref, pr, bs], margin, m.shape)   # everything below happens in this window
     mw = m[win]
     lab, n = ndimage.label(mw, structure=_EIGHT)
     if n > 1:
@@ -104,6 +112,10 @@ def keep_connected(mask: np.ndarray, reference: Optional[np.ndarray] = None, mar
             overlap[0] = 0
         anchor = int(np.argmax(overlap)) if overlap.max() > 0 else int(np.argmax(sizes))
         keep[np.unique(lab[_grow(lab == anchor, margin) & mw])] = True
+        if bs is not None:
+            keep[np.unique(lab[_grow(bs[win], margin) & mw])] = True
+        if continuing and ref is not None:
+            keep |= 2 * overlap >= sizes
         keep[0] = False
         mw = keep[lab]
     if fill_holes:
@@ -122,12 +134,16 @@ def keep_connected_labels(labels: np.ndarray, structures: Iterable[str], enabled
         return out
     T, H, W = out.shape
     margin = margin_for(min(H, W)) if margin is None else margin
-    for key in structures:
+    keys = wrapped_first(structures)
+    for key in keys:
         s = get_structure(key)
+        cavity = get_structure(s.wraps).label if s.wraps in keys else None
         prev = None
         for t in range(T):
             m = out[t] == s.label
-            kept = keep_connected(m, prev, margin, fill_holes=s.key in CAVITIES)
+            beside = out[t] == cavity if cavity is not None else None
+            kept = keep_connected(m, prev, margin, fill_holes=s.key in CAVITIES, beside=beside,
+                                  continuing=s.wraps is not None)
             out[t][m & ~kept] = 0
             out[t][kept & ~m & (out[t] == 0)] = s.label
             prev = kept if kept.any() else prev
@@ -168,10 +184,11 @@ class PromptedRule:
             r |= np.asarray(small) >= 128
         return r if r.any() else None
 
-    def __call__(self, key: str, logits, previous=None, prompt=None):
+    def __call__(self, key: str, logits, previous=None, prompt=None, beside=None):
         """Logits of frame t -> logits with stray components dropped (and cavity holes filled).
         ``previous``: the previous frame's (kept) logits in propagation order; ``prompt``: the store
-        entry of a prompted frame. Same shape, dtype and device as ``logits``."""
+        entry of a prompted frame; ``beside``: for a structure that wraps a cavity, the cavity's logits on
+        the same frame (None: not segmented). Same shape, dtype and device as ``logits``."""
         if not self.enabled:
             return logits
         import torch
@@ -182,7 +199,12 @@ class PromptedRule:
         if previous is not None:
             ref = previous.detach().float().reshape(self.img_size, self.img_size).cpu().numpy() >= self.logit_cut
         pr = self.prompt_raster(prompt) if prompt is not None else None
-        kept = keep_connected(m, ref, self.margin, fill_holes=get_structure(key).key in CAVITIES, prompt=pr)
+        cav = None
+        if beside is not None:
+            cav = beside.detach().float().reshape(self.img_size, self.img_size).cpu().numpy() >= self.logit_cut
+        s = get_structure(key)
+        kept = keep_connected(m, ref, self.margin, fill_holes=s.key in CAVITIES, prompt=pr, beside=cav,
+                              continuing=s.wraps is not None)
         if np.array_equal(kept, m):
             return logits
         out = lg.copy()

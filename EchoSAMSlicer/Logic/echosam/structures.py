@@ -21,13 +21,16 @@ class Structure:
     # DICOM terminology triplets (CodingSchemeDesignator, CodeValue, CodeMeaning)
     category: tuple = ("SCT", "123037004", "Anatomical Structure")
     type: tuple = ("SCT", "0", "")
+    # the cavity this structure wraps (key), if any: in a 2D view the myocardium is a horseshoe around the LV
+    # cavity whose walls can show as separate pieces; pieces beside that cavity belong to the structure
+    wraps: str | None = None
 
 
 STRUCTURES: dict[str, Structure] = {
     "lv": Structure("lv", 1, "LV_endo", "Left ventricle cavity", (0.85, 0.20, 0.20),
                     type=("SCT", "87878005", "Left ventricle")),
     "myo": Structure("myo", 2, "LV_myo", "Left ventricle myocardium", (0.20, 0.45, 0.90),
-                     type=("SCT", "74281007", "Myocardium")),
+                     type=("SCT", "74281007", "Myocardium"), wraps="lv"),
     "la": Structure("la", 3, "LA", "Left atrium", (0.20, 0.75, 0.30),
                     type=("SCT", "82471001", "Left atrium")),
 }
@@ -46,6 +49,20 @@ def get_structure(key: str) -> Structure:
         if k == s.segment_id:
             return s
     raise PromptError(f"Unknown structure {key!r}; choose from {', '.join(ALL_KEYS)}.")
+
+
+def wrapped_first(keys) -> list[str]:
+    """Structure keys reordered so that a cavity comes before the structure that wraps it (the
+    connected-region rule of the wrapper reads the cavity's result on the same frame)."""
+    keys = [get_structure(k).key for k in keys]
+    out: list[str] = []
+    for k in keys:
+        w = get_structure(k).wraps
+        if w in keys and w not in out:
+            out.append(w)
+        if k not in out:
+            out.append(k)
+    return out
 
 
 def parse_structures(text: str | list | tuple | None) -> list[Structure]:

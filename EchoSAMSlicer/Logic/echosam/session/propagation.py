@@ -34,7 +34,7 @@ import torch
 
 from ..models.memory import MemoryBank
 from ..progress import CancelToken
-from ..structures import box_helper_points
+from ..structures import box_helper_points, get_structure, wrapped_first
 
 MASK_LOGIT = 10.0   # a user/seed mask enters memory as +-10 logits (engine_api.md)
 
@@ -152,8 +152,16 @@ class Propagator:
         rule against ``previous`` (the last frame's logits in propagation order) and/or ``prompt``."""
         logits, hidden = self.model.segment_from_memory(self.features.frame(t), bank, hidden)
         if self.connected_rule is not None:
-            logits = self.connected_rule(key, logits, previous=previous, prompt=prompt)
+            logits = self.connected_rule(key, logits, previous=previous, prompt=prompt, beside=self.cavity(key, t))
         return logits, hidden
+
+    def cavity(self, key: str, t: int):
+        """The result on frame ``t`` of the cavity ``key`` wraps (the myocardium: the LV), None when that
+        cavity is not segmented there. `run` propagates cavities first, so it is this run's result."""
+        wrapped = get_structure(key).wraps
+        if wrapped is None or wrapped not in self.results.logits:
+            return None
+        return self.results.logits[wrapped].get(t)
 
     def start_segment(self, key: str, k: int):
         """A fresh memory rebuilt from key frame ``k`` -> (key output logits, bank, hidden)."""
@@ -169,6 +177,7 @@ class Propagator:
 
     def run(self, keys: list, progress, cancel: Optional[CancelToken]) -> None:
         res, n = self.results, self.results.n_frames
+        keys = wrapped_first(keys)
         todo = {k: self.stale(k) for k in keys}
         total = sum(len(v) for v in todo.values())
         done = 0
