@@ -250,3 +250,18 @@ def test_session_propagates_the_cavity_first_and_shows_it_to_the_myocardium_rule
     S = loaded.config.sam.img_size
     for t, (k, b) in zip(range(1, ph.cine.n_frames), [x for x in seen if x[0] == "myo"]):
         assert torch.equal(b.reshape(S, S), s.results.logits["lv"][t])
+
+
+def test_a_wall_deep_inside_its_cavity_is_dropped_and_the_cavity_keeps_its_pixels():
+    cavity, walls, far = _split_walls()
+    stripe = np.zeros(S, bool)
+    stripe[20:44, 31:34] = True                        # a "papillary" stripe of myocardium across the cavity
+    got = keep_connected(walls | stripe, walls, margin=2, beside=cavity, continuing=True)
+    assert not (got & disk(S, 32, 32, 10 - 3)).any()   # nothing deeper than the margin inside the cavity
+    assert walls.sum() <= got.sum() < (walls | stripe).sum() and (got & walls).sum() == walls.sum()
+    # on logits: the stripe's pixels are pushed out, so the cavity wins them when the label map is composed
+    rule = PromptedRule(img_size=64, threshold=0.5)
+    lg = torch.where(torch.from_numpy(walls | stripe), 6.0, -6.0)[None, None]
+    cav = torch.where(torch.from_numpy(cavity), 3.0, -3.0)[None, None]
+    out = rule("myo", lg, previous=torch.where(torch.from_numpy(walls), 5.0, -5.0)[None, None], beside=cav)
+    assert (out[0, 0][torch.from_numpy(disk(S, 32, 32, 7))] < 0).all()

@@ -15,7 +15,11 @@ below drops those blobs, per frame and structure (`keep_connected`):
    b. a structure that wraps a cavity (`Structure.wraps`: the myocardium around the LV) is one horseshoe
    that a 2D view or a model can break into two walls far apart; it also keeps every component within
    ``margin`` of that cavity on the same frame (when the cavity is segmented: cavities run first) and
-   every component with at least half of its pixels in the grown reference (a wall that continues);
+   every component with at least half of its pixels in the grown reference (a wall that continues).
+   Its pixels more than ``margin`` inside that cavity are dropped first: MemSAM propagates each structure
+   on its own, and a myocardium that once strays into the cavity (a bright papillary muscle) stays in
+   memory, grows, and takes the LV's pixels where the label map is composed (one held-out loop: LV Dice
+   0.945 propagated alone, 0.779 next to such a myocardium);
 4. holes of the cavities (LV, LA: `CAVITIES`) are filled, never those of the myocardium (a horseshoe:
    once the model closes its base, filling it would swallow the LV cavity).
 ``margin`` is `margin_for` the image side: 2 % of it, at least 2 pixels.
@@ -98,6 +102,8 @@ def keep_connected(mask: np.ndarray, reference: Optional[np.ndarray] = None, mar
     bs = beside if beside is not None and beside.any() else None
     win = _window([m, ref, pr, bs], margin, m.shape)   # everything below happens in this window
     mw = m[win]
+    if bs is not None:                                  # a wall never lies deep inside the cavity it wraps
+        mw = mw & ~ndimage.binary_erosion(bs[win], structure=_EIGHT, iterations=max(int(margin), 1))
     lab, n = ndimage.label(mw, structure=_EIGHT)
     if n > 1:
         sizes = np.bincount(lab.ravel(), minlength=n + 1)
