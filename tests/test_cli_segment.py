@@ -172,3 +172,41 @@ def test_cancel_is_not_a_user_error(monkeypatch, capsys):
     monkeypatch.setattr(pipeline, "report_labels", lambda *a, **k: cancelled())
     assert _run(["report", "x.seq.nrrd", "-o", "out"]) == cli.EXIT_INTERRUPTED
     assert "cancelled" in capsys.readouterr().err
+
+
+def test_a_model_with_a_known_ef_error_says_it_next_to_the_ef(data, tmp_path, capsys):
+    """The EF error a bundled model made on held-out loops (``training.package_demo`` reads it from the
+    evaluation tables into the checkpoint) travels to report.json and the terminal with every EF."""
+    from training.loop_eval import table
+    from training.package_demo import ef_accuracy_rows
+    from echosam.report import ef_accuracy_note
+
+    d, ph = data
+    rows = [{"method": "mine", "case": f"c{i}", "view": v, "dice_lv": 0.9, "dice_myo": 0.8, "dice_la": 0.85,
+             "dice_lv_es": 0.9, "hd95_lv_mm": 4.0, "ef_error": e, "ed_frame_err": 1.0, "es_frame_err": 1.0}
+            for i, (v, e) in enumerate([("a4c", -6.0), ("a2c", -2.0), ("a4c", float("nan"))])]
+    md = table(rows, "heldout (3 loops)") + "\n" + table(rows[:2], "simus (2 loops)") + table(
+        [dict(r, method="other") for r in rows], "val (3 loops)")
+    sets = ef_accuracy_rows(md, "mine")
+    assert sets == [{"set": "heldout", "loops": 3, "mae": 4.0, "bias": -4.0},
+                    {"set": "simus", "loops": 2, "mae": 4.0, "bias": -4.0}]
+    record = {"data": "simulated held-out loops, never patients", "sets": [sets[0], dict(sets[1], mae=9.5, bias=-9.5)]}
+    note = ef_accuracy_note({"provenance": {"ef_accuracy": record}})
+    assert "mean absolute 4.0 to 9.5 points, bias -9.5 to -4.0 (2 sets, 5 loops)" in note
+    assert ef_accuracy_note({"provenance": {}}) is None and ef_accuracy_note(None) is None
+
+    loaded = load_checkpoint(d / "medivista.safetensors")
+    model = tmp_path / "known.safetensors"
+    save_checkpoint(loaded.model, "medivista", loaded.config, model, classes=loaded.classes,
+                    provenance={"ef_accuracy": record})
+    capsys.readouterr()
+    for weights, want in ((model, note), (d / "medivista.safetensors", None)):
+        out = tmp_path / f"out_{weights.stem}"
+        assert _run(["segment", str(d / "cine.seq.nrrd"), "-o", str(out), "--model", str(weights), "--device", "cpu",
+                     "--quiet"]) == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["info"]["model_ef_accuracy"] == want
+        printed = capsys.readouterr().out
+        has_ef = report["summary"]["ef_percent"] is not None and np.isfinite(report["summary"]["ef_percent"])
+        assert has_ef                                              # (this cine and model give an EF)
+        assert (note in printed) == (want is not None)

@@ -72,6 +72,29 @@ def apply_inference_settings(loaded, settings: list, why: str = "") -> dict:
     return record
 
 
+def ef_accuracy_rows(markdown: str, method: str) -> list:
+    """The all-views rows of ``method`` in a `training.evaluate` / `bench/eval_tables.py` document: one
+    ``{"set", "loops", "mae", "bias"}`` per held-out set (EF error in points), for the report to quote."""
+    rows, current, header = [], None, None
+    for line in markdown.splitlines():
+        if line.startswith("### "):
+            current, header = line[4:].split(" ")[0], None
+            continue
+        if not line.startswith("|"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "method":
+            header = cells
+        elif header and current and cells[0] == method and cells[header.index("view")] == "all":
+            get = lambda k: cells[header.index(k)]       # noqa: E731
+            try:                                          # "5.1 (3/4 with EF)": loops without an EF are left out
+                rows.append({"set": current, "loops": int(get("n")), "mae": float(get("EF MAE").split()[0]),
+                             "bias": float(get("EF bias"))})
+            except ValueError:                            # "–": no EF on that set
+                continue
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="trained .safetensors (own format)")
@@ -96,6 +119,9 @@ def main(argv=None) -> int:
     prov["recipe"] = unique_stages(stages)
     if a.eval:
         prov["held_out_evaluation"] = Path(a.eval).read_text()
+        # what the report quotes next to this model's EF (`echosam.report.ef_accuracy_note`)
+        prov["ef_accuracy"] = {"data": "simulated held-out loops, never patients",
+                               "sets": ef_accuracy_rows(prov["held_out_evaluation"], a.name)}
     out = save_checkpoint(loaded.model, loaded.family, loaded.config, BUNDLED_DIR / a.name,
                           classes=loaded.classes, provenance=prov)
 

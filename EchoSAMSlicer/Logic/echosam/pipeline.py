@@ -36,6 +36,7 @@ import numpy as np
 
 from .errors import EchoSAMError, PromptError
 from .structures import get_structure
+from .report import ef_accuracy_note
 
 from .outputs import (LABEL_FORMATS, OUR_FILES, RUN_FILE, carry_over, check_formats, check_outdir,  # noqa: F401
                       find_cine, input_record, read_options, read_run)
@@ -252,7 +253,8 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
                "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
                "overlay": bool(overlay), "region": fan.summary(), "keep_connected": bool(keep_connected),
-               "precision": precision, "compute": s.path.to_dict()}
+               "precision": precision, "compute": s.path.to_dict(),
+               "model_ef_accuracy": ef_accuracy_note(loaded.meta)}
         out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine)
     return dict(out, session=s, region=fan)
 

@@ -84,6 +84,23 @@ def write_report(res: CardiacResult, outdir, info: Optional[dict] = None, title:
     return paths
 
 
+def ef_accuracy_note(meta: Optional[dict]) -> Optional[str]:
+    """One line on how far this model's EF was from the truth where the truth was known (its checkpoint's
+    ``provenance.ef_accuracy``, written by ``training.package_demo`` from its held-out evaluation), so an EF
+    is never shown without the error the model is known to make; None when the checkpoint records none."""
+    acc = ((meta or {}).get("provenance") or {}).get("ef_accuracy") or {}
+    sets = [r for r in acc.get("sets") or [] if np.isfinite(r.get("mae", np.nan))]
+    if not sets:
+        return None
+    mae = [float(r["mae"]) for r in sets]
+    bias = [float(r["bias"]) for r in sets]
+    loops = sum(int(r.get("loops", 0)) for r in sets)
+    span = lambda v, f: f.format(v[0]) if min(v) == max(v) else f"{f.format(min(v))} to {f.format(max(v))}"  # noqa: E731
+    return (f"EF error of this model where the truth was known ({acc.get('data', 'held-out loops')}): mean "
+            f"absolute {span(sorted(mae), '{:.1f}')} points, bias {span(sorted(bias), '{:+.1f}')} "
+            f"({len(sets)} set{'s' if len(sets) > 1 else ''}, {loops} loops); treat its EF as indicative.")
+
+
 def format_summary(res: CardiacResult) -> str:
     """One short human-readable block for the terminal."""
     if res.status in ("no LV", "too short", "no plausible LV", "implausible EF", "no cardiac cycle"):

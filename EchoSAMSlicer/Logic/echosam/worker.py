@@ -185,6 +185,7 @@ class SegmentationResult:
     structures: list            # structure keys of the session
     prompted: bool
     compute_path: str = ""      # Session.compute_path: how it was computed (device, precision, threads)
+    ef_accuracy: str = ""       # the model's known EF error (`report.ef_accuracy_note`), "" if not recorded
 
 
 def job_load_model(state, progress, cancel, spec: str, device: str = "cpu", family: Optional[str] = None):
@@ -235,9 +236,10 @@ def job_segment_auto(state, progress, cancel):
 
 def job_result(state, progress, cancel) -> SegmentationResult:
     """The session's current labels, locks and prompts (submit after propagate / segment_auto)."""
+    from .report import ef_accuracy_note
     s = session_of(state)
     return SegmentationResult(s.labels.copy(), s.locked_frames, s.prompts_to_dict(), list(s.structures), s.prompted,
-                              s.compute_path)
+                              s.compute_path, ef_accuracy_note(s.loaded.meta) or "")
 
 
 def job_undo(state, progress, cancel) -> Optional[SegmentationResult]:

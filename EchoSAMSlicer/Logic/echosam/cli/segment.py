@@ -69,8 +69,17 @@ def cmd_demo(args) -> int:
 
 
 def _print_result(res, outdir) -> None:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
     from ..report import format_summary
     print(format_summary(res))
+    report = Path(outdir) / "report.json"
+    note = (json.loads(report.read_text()).get("info") or {}).get("model_ef_accuracy") if report.exists() else None
+    if note and np.isfinite(res.ef_percent):
+        print(note)
     print(f"results in {outdir}")
 
 

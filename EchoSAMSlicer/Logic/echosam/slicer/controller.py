@@ -275,6 +275,7 @@ class Controller:
         _, summary = self._publish(browser, cine, labels, structures, frames, prompts, written, step)
         summary["kept_edits"] = kept
         summary["compute_path"] = result.compute_path
+        summary["ef_accuracy"] = result.ef_accuracy
         return summary
 
     # ---- lock, undo, edit, calibrate (main thread, no model needed; work after a scene reload) ----

@@ -16,8 +16,8 @@ def _fmt(v, unit="", nd=1) -> str:
 
 
 def results_rows(summary: dict) -> list:
-    """(quantity, value) rows of the Results table: EDV, ESV, EF (means over beats), then one row per
-    beat. With ``summary["calibrated"]`` False the volume rows say *uncalibrated* (the pixel spacing
+    """(quantity, value) rows of the Results table: EDV, ESV, EF (means over beats), the model's known EF
+    error when its checkpoint records one (``summary["ef_accuracy"]``), then one row per beat. With ``summary["calibrated"]`` False the volume rows say *uncalibrated* (the pixel spacing
     is Slicer's 1 mm default, not a measured one); EF, a ratio, is unaffected by a uniform scale."""
     unit = "ml" if summary.get("calibrated", True) else f"ml, {UNCALIBRATED}"
     rows = [(f"EDV ({unit})", _fmt(summary.get("edv_ml"))), (f"ESV ({unit})", _fmt(summary.get("esv_ml"))),
@@ -26,6 +26,8 @@ def results_rows(summary: dict) -> list:
         cycle = "" if b.get("complete_cycle", True) else " (partial)"
         rows.append((f"Beat {i}: ED {b['ed_frame']} / ES {b['es_frame']}{cycle}",
                      f"{_fmt(b.get('edv_ml'))} / {_fmt(b.get('esv_ml'))} {unit}, EF {_fmt(b.get('ef_percent'), ' %')}"))
+    if summary.get("ef_accuracy") and rows[2][1] != "-":
+        rows.insert(3, ("EF: the model's known error", summary["ef_accuracy"]))
     return rows
 
 
