@@ -118,11 +118,15 @@ def main(argv=None) -> int:
                 ("real_prompt_free", f"prompt-free {PROMPT_FREE}", ["--model", PROMPT_FREE, "--structures", "lv,myo,la"]))
         for folder, what, extra in runs:
             _segment(["segment", real, "-o", str(out / folder)] + extra + dev)
-            rep = json.loads((out / folder / "report.json").read_text())["summary"]
+            report = json.loads((out / folder / "report.json").read_text())
+            rep = report["summary"]
             ef = rep.get("ef_percent")
             ef = None if ef is None or not np.isfinite(ef) else float(ef)
             print(f"   {what}: EF {'%.1f %%' % ef if ef is not None else 'not reported (' + str(rep.get('status')) + ')'}"
                   f", ED frames {rep.get('ed_frames')}, ES frames {rep.get('es_frames')}; overlay in {out / folder}")
+            note = (report.get("info") or {}).get("model_ef_accuracy")
+            if ef is not None and note:
+                print(f"     ({note})")
     print(f"labels, overlay videos, reports and LV curves written to {out}")
     return 0
 
