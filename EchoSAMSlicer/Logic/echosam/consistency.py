@@ -195,6 +195,10 @@ class PromptedRule:
             r |= np.asarray(small) >= 128
         return r if r.any() else None
 
+    def _plane(self, logits) -> np.ndarray:
+        """Logits of one frame (any shape of S*S values, any device) -> (S, S) float32 on the host."""
+        return logits.detach().float().reshape(self.img_size, self.img_size).cpu().numpy()
+
     def __call__(self, key: str, logits, previous=None, prompt=None, beside=None):
         """Logits of frame t -> logits with stray components dropped (and cavity holes filled).
         ``previous``: the previous frame's (kept) logits in propagation order; ``prompt``: the store
@@ -204,15 +208,11 @@ class PromptedRule:
             return logits
         import torch
 
-        lg = logits.detach().float().reshape(self.img_size, self.img_size).cpu().numpy()
+        lg = self._plane(logits)
         m = lg >= self.logit_cut
-        ref = None
-        if previous is not None:
-            ref = previous.detach().float().reshape(self.img_size, self.img_size).cpu().numpy() >= self.logit_cut
+        ref = None if previous is None else self._plane(previous) >= self.logit_cut
         pr = self.prompt_raster(prompt) if prompt is not None else None
-        cav = None
-        if beside is not None:
-            cav = beside.detach().float().reshape(self.img_size, self.img_size).cpu().numpy() >= self.logit_cut
+        cav = None if beside is None else self._plane(beside) >= self.logit_cut
         s = get_structure(key)
         kept = keep_connected(m, ref, self.margin, fill_holes=s.key in CAVITIES, prompt=pr, beside=cav,
                               continuing=s.wraps is not None)

@@ -148,7 +148,7 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
         if region is not None:
             region.save(tmp)
         (tmp / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
-    return {"result": res, "outdir": outdir}
+    return {"result": res, "outdir": outdir, "run": run}
 
 
 # ---- one cine ------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def ef_accuracy_note(meta: Optional[dict]) -> Optional[str]:
     loops = sum(int(r.get("loops", 0)) for r in sets)
     span = lambda v, f: f.format(v[0]) if min(v) == max(v) else f"{f.format(min(v))} to {f.format(max(v))}"  # noqa: E731
     return (f"EF error of this model where the truth was known ({acc.get('data', 'held-out loops')}): mean "
-            f"absolute {span(sorted(mae), '{:.1f}')} points, bias {span(sorted(bias), '{:+.1f}')} "
+            f"absolute {span(mae, '{:.1f}')} points, bias {span(bias, '{:+.1f}')} "
             f"({len(sets)} set{'s' if len(sets) > 1 else ''}, {loops} loops); treat its EF as indicative.")
 
 

@@ -30,7 +30,7 @@ def cmd_segment(args) -> int:
                                 overlay=not args.no_overlay, progress=progress_for(args, "echosam"),
                                 region=args.region, keep_connected=not args.no_keep_connected,
                                 read=reading_options(args), record_paths=args.record_paths)
-    _print_result(out["result"], args.output)
+    _print_result(out["result"], args.output, out["run"].get("model_ef_accuracy"))
     print(f"computed with: {out['session'].compute_path}")
     return 0
 
@@ -41,7 +41,7 @@ def cmd_correct(args) -> int:
         read["fps"] = args.fps
     out = pipeline.correct_outputs(args.outdir, args.mask, args.frame, args.structure, args.cine, args.device,
                                    progress=progress_for(args, "echosam"), read=read)
-    _print_result(out["result"], args.outdir)
+    _print_result(out["result"], args.outdir, out["run"].get("model_ef_accuracy"))
     return 0
 
 
@@ -68,18 +68,14 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _print_result(res, outdir) -> None:
-    import json
-    from pathlib import Path
-
+def _print_result(res, outdir, ef_note=None) -> None:
+    """The summary, then the model's known EF error (``ef_note``, `report.ef_accuracy_note`) when there is an EF."""
     import numpy as np
 
     from ..report import format_summary
     print(format_summary(res))
-    report = Path(outdir) / "report.json"
-    note = (json.loads(report.read_text()).get("info") or {}).get("model_ef_accuracy") if report.exists() else None
-    if note and np.isfinite(res.ef_percent):
-        print(note)
+    if ef_note and np.isfinite(res.ef_percent):
+        print(ef_note)
     print(f"results in {outdir}")
 
 
