@@ -174,3 +174,30 @@ def test_an_inference_setting_is_applied_recorded_and_used_by_a_session(tmp_path
         apply_inference_settings(loaded, ["no_such_field=1"])
     with pytest.raises(SystemExit, match="FIELD=VALUE"):
         apply_inference_settings(loaded, ["memory_cap"])
+
+
+def test_class_weights_charge_the_weighted_class_more():
+    """dice_ce with class_weights: an error on the up-weighted class costs more than the same error unweighted;
+    all-ones weights give the plain loss; a wrong count is a clear configuration error."""
+    from echosam.errors import ConfigError
+    from training.losses import build_loss
+
+    yy, xx = np.mgrid[:32, :32]
+    r2 = (yy - 16) ** 2 + (xx - 16) ** 2
+    truth = np.zeros((32, 32), np.int64)
+    truth[r2 < 6 ** 2] = 1
+    truth[(r2 >= 6 ** 2) & (r2 < 9 ** 2)] = 2                     # a ring around the cavity
+    truth_t = torch.from_numpy(truth)[None, None]
+    labelled = torch.ones(1, 1, dtype=torch.bool)
+    onehot = np.eye(3)[truth].transpose(2, 0, 1)
+    ring_half = onehot.copy()
+    ring_half[2, :, 16:] = 0                                       # half the ring missed (called background)
+    ring_half[0, :, 16:] = np.maximum(ring_half[0, :, 16:], onehot[2, :, 16:])
+    logits = torch.from_numpy(np.where(ring_half > 0, 6.0, -6.0)).float()[None, None]
+    plain = build_loss({"name": "dice_ce"})
+    ones = build_loss({"name": "dice_ce", "class_weights": [1, 1, 1]})
+    ring2 = build_loss({"name": "dice_ce", "class_weights": [1, 1, 2]})
+    assert float(ones(logits, truth_t, labelled)) == pytest.approx(float(plain(logits, truth_t, labelled)), rel=1e-6)
+    assert float(ring2(logits, truth_t, labelled)) > float(plain(logits, truth_t, labelled)) + 0.02
+    with pytest.raises(ConfigError, match="class_weights needs 3"):
+        build_loss({"name": "dice_ce", "class_weights": [1, 2]})(logits, truth_t, labelled)
