@@ -44,11 +44,15 @@ def _weights(path):
 
 def test_resume_is_exact(tmp_path):
     common = ["data.splits={train: {seed: 0, n_cases: 3}, val: {seed: 777, n_cases: 1}}", "train.epochs=2",
-              "data.supervision=semi"]                            # augmentation on: its RNG must resume too
+              "data.supervision=semi",                            # augmentation on: its RNG must resume too
+              "loss.memory_zoom=0.2"]                             # and the memory-mask jitter's draws
     full = Trainer(_cfg(tmp_path, "full", sets=common + ["train.stop_after_steps=5"])).run()
     assert full["global_step"] == 5
     first = Trainer(_cfg(tmp_path, "part", sets=common + ["train.stop_after_steps=2"])).run()
     assert first["global_step"] == 2 and first["epoch"] == 0       # stopped mid-epoch
+    Trainer(_cfg(tmp_path, "nozoom", sets=common + ["train.stop_after_steps=2", "loss.memory_zoom=0"])).run()
+    zoomed, plain = _weights(tmp_path / "part" / "last.pt"), _weights(tmp_path / "nozoom" / "last.pt")
+    assert any(not torch.equal(zoomed[k], plain[k]) for k in zoomed)   # the jitter reaches training
     resumed = Trainer(_cfg(tmp_path, "part", sets=common + ["train.stop_after_steps=5"]),
                       resume=tmp_path / "part" / "last.pt").run()
     assert resumed["global_step"] == 5 and resumed["epoch"] == 1

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from echosam.errors import ConfigError, ModelError
 
 from .datasets.clips import IGNORE
+from .memory_jitter import memory_zoom_transform
 
 SMOOTH = 1e-5
 
@@ -104,6 +105,10 @@ def build_loss(cfg):
     name = cfg.pop("name", "memsam")
     cfg.pop("prompt_loss", None)          # read by the trainer (an extra supervised frame), not a loss argument
     cfg.pop("key_mask_p", None)           # read by the trainer (true-mask key frames), not a loss argument
+    zoom = cfg.pop("memory_zoom", 0.0)   # read by the trainer (memory-mask jitter), checked here at config time
+    if memory_zoom_transform(zoom) is not None and name != "memsam":
+        raise ConfigError(f"loss.memory_zoom perturbs MemSAM's memory; the {name!r} loss trains a prompt-free "
+                          "model, which has none. Remove loss.memory_zoom.")
     if name not in LOSSES:
         raise ConfigError(f"Unknown loss {name!r}; choose from {', '.join(LOSSES)}.")
     fn = LOSSES[name]

@@ -16,6 +16,7 @@ from echosam.models.registry import get_family, preset_config
 
 from .config import deep_merge
 from .datasets.clips import IGNORE
+from .memory_jitter import memory_zoom_transform
 
 log = logging.getLogger("training")
 
@@ -85,6 +86,8 @@ def forward_batch(model, core, prompted: bool, batch: dict, device) -> torch.Ten
         return model(images)
     if "box" in batch and batch["box"].ndim == 3:
         return decode_every_frame(core, images, batch, device)
+    # ``memory_zoom`` (training only): the masks written to memory are resized at random (`training.memory_jitter`)
+    jitter = memory_zoom_transform(batch.get("memory_zoom", 0.0)) if core.training else None
     if "box" in batch:
         box, pts, labels = batch_prompts(batch, device)
         if box is None and pts is None:
@@ -99,14 +102,15 @@ def forward_batch(model, core, prompted: bool, batch: dict, device) -> torch.Ten
             if float(batch.get("key_mask_p", 0.0)) > float(torch.rand(())):
                 m0 = batch["masks"][:, 0].to(device)
                 key = torch.where(m0 == 1, 10.0, -10.0)[:, None].float()
-            logits, boot = model(images, pts, labels, box, with_prompt_logits=True, key_mask_logits=key)
+            logits, boot = model(images, pts, labels, box, with_prompt_logits=True, key_mask_logits=key,
+                                 memory_mask_transform=jitter)
             batch["masks"] = torch.cat([batch["masks"][:, :1], batch["masks"]], dim=1)
             batch["labelled"] = torch.cat([batch["labelled"][:, :1], batch["labelled"]], dim=1)
             return torch.cat([boot[:, None], logits], dim=1)
-        return model(images, pts, labels, box)
+        return model(images, pts, labels, box, memory_mask_transform=jitter)
     pts = batch["point"].to(device, torch.float32)[:, None, :]
     labels = torch.where(pts[:, :, 0] >= 0, 1.0, -1.0).to(device)
-    return model(images, pts, labels)
+    return model(images, pts, labels, memory_mask_transform=jitter)
 
 
 def decode_every_frame(core, images: torch.Tensor, batch: dict, device) -> torch.Tensor:

@@ -271,6 +271,7 @@ class Trainer:
             for m, batch in enumerate(loader):
                 batch["prompt_loss"] = bool(self.cfg["loss"].get("prompt_loss", False))
                 batch["key_mask_p"] = float(self.cfg["loss"].get("key_mask_p", 0.0))
+                batch["memory_zoom"] = float(self.cfg["loss"].get("memory_zoom", 0.0))
                 group_start = (m // self.accum) * self.accum
                 group_size = min(self.accum, n_micro - group_start)
                 last = m == group_start + group_size - 1

@@ -53,7 +53,7 @@ every ``*Adapter*``, the global blocks' rel_pos, the whole memory module; all el
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -323,14 +323,17 @@ class MemSAM(nn.Module):
 
     # ---- the paper's per-video loop ------------------------------------------------------------------
     def forward(self, images: torch.Tensor, points=None, point_labels=None, box=None,
-                with_prompt_logits: bool = False, key_mask_logits: Optional[torch.Tensor] = None):
+                with_prompt_logits: bool = False, key_mask_logits: Optional[torch.Tensor] = None,
+                memory_mask_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         """Released training/test loop: images ``(B,T,3,S,S)``, frame-0 points ``(B,P,2)`` + labels ``(B,P)``
         and/or a frame-0 box ``(B,4)`` xyxy (all None = SAM's no-prompt bootstrap) -> logits ``(B,T,1,S,S)``,
         every frame predicted from memory. The released loop takes points only; the box is the same
         SAM prompt path the Session uses for a box. ``with_prompt_logits``: also return the frame-0
         prompt decoding ``(B,1,S,S)`` (training without SAM weights supervises it directly).
         ``key_mask_logits`` ``(B,1,S,S)``: encode frame 0's memory from this mask instead of the prompt
-        decoding, as the Session does for a mask key frame (XMem-style training from the true mask)."""
+        decoding, as the Session does for a mask key frame (XMem-style training from the true mask).
+        ``memory_mask_transform``: applied to each propagated frame's logits before they are written to
+        memory (training perturbations, e.g. `training.memory_jitter`); the outputs are not changed."""
         if images.ndim != 5:
             raise ModelError(f"MemSAM.forward expects (B, T, 3, S, S) clips, got {tuple(images.shape)}.")
         b, t = images.shape[:2]
@@ -353,7 +356,8 @@ class MemSAM(nn.Module):
             logits, hidden = self.segment_from_memory(fi, bank, hidden)
             preds.append(logits)
             if i < t - 1:
-                value, hidden = self.encode_value(images[:, i], fi, logits, hidden)
+                to_memory = logits if memory_mask_transform is None else memory_mask_transform(logits)
+                value, hidden = self.encode_value(images[:, i], fi, to_memory, hidden)
                 if i == 0:
                     bank.clear()   # released: the bootstrap value only serves frame 0's readout
                 bank.add(fi.key, fi.shrinkage, value, permanent=(i == 0), frame=i)
