@@ -199,6 +199,20 @@ def test_readout_is_xmem_anisotropic_l2():
 
 
 @torch.no_grad()
+def test_padded_point_batches_decode_and_bad_labels_are_refused(tiny, clip):
+    """Training batches pad shorter point lists with label -1 (SAM's not-a-point): they decode (a run once died
+    here mid-epoch); any other label is a clear error."""
+    f = tiny.encode(clip[:2])
+    pts = torch.tensor([[[40.0, 24.0], [10.0, 10.0]], [[30.0, 30.0], [0.0, 0.0]]])
+    out = tiny.decode_prompt(f, points=pts, point_labels=torch.tensor([[1, 0], [1, -1]]), box=[[20, 10, 60, 40]] * 2)
+    assert out.shape == (2, 1, 64, 64) and torch.isfinite(out).all()
+    alone = tiny.decode_prompt(f.index(0), points=pts[:1], point_labels=torch.tensor([[1, 0]]), box=[[20, 10, 60, 40]])
+    assert torch.allclose(out[:1], alone, atol=1e-4)           # the other sample's padding does not leak
+    with pytest.raises(PromptError, match="-1 \\(padding\\)"):
+        tiny.decode_prompt(f, points=pts, point_labels=torch.tensor([[1, 2], [1, 1]]))
+
+
+@torch.no_grad()
 def test_user_mask_seeded_into_memory_changes_next_frame(tiny, clip):
     f = tiny.encode(clip[:2])
     yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")

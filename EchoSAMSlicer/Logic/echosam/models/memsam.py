@@ -247,7 +247,7 @@ class MemSAM(nn.Module):
     def decode_prompt(self, feats: FrameFeatures, points=None, point_labels=None, box=None,
                       mask_logits=None) -> torch.Tensor:
         """SAM prediction from prompts on encoded frame(s): points ``(B,P,2)`` xy in S-pixel coordinates with
-        labels ``(B,P)`` (1 include, 0 exclude), box ``(B,4)`` xyxy S-pixels, mask ``(B,1,S,S)`` logits.
+        labels ``(B,P)`` (1 include, 0 exclude, -1 padding), box ``(B,4)`` xyxy S-pixels, mask ``(B,1,S,S)`` logits.
         All None = SAM's no-prompt prediction. -> logits ``(B,1,S,S)``."""
         b, dev, s = len(feats), feats.embedding.device, self.img_size
         pts = None
@@ -260,8 +260,9 @@ class MemSAM(nn.Module):
                     or tuple(point_labels.shape) != tuple(points.shape[:2]):
                 raise PromptError(f"points must be ({b}, P, 2) with labels ({b}, P), P >= 1; got {tuple(points.shape)} "
                                   f"and {tuple(point_labels.shape)}.")
-            if not bool(((point_labels == 0) | (point_labels == 1)).all()):
-                raise PromptError("point labels must be 1 (include) or 0 (exclude).")
+            # -1 is SAM's padding (a batch whose samples have different numbers of points): not a point
+            if not bool(((point_labels == 0) | (point_labels == 1) | (point_labels == -1)).all()):
+                raise PromptError("point labels must be 1 (include), 0 (exclude) or -1 (padding).")
             pts = (points, point_labels)
         if box is not None:
             box = torch.as_tensor(box, dtype=torch.float32, device=dev).reshape(-1, 4)
