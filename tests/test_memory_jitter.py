@@ -39,7 +39,7 @@ def test_zoom_by_one_is_identity_and_passes_gradients():
 
 def test_memory_zoom_setting_is_checked():
     assert memory_zoom_transform(0.0) is None
-    for bad in (-0.1, 0.5, 2):
+    for bad in (-0.1, 0.5, 2, "ten %", None):
         with pytest.raises(ConfigError, match="memory_zoom must be in"):
             memory_zoom_transform(bad)
     with pytest.raises(ConfigError, match="prompt-free"):

@@ -100,7 +100,8 @@ LOSSES = {"memsam": memsam_loss, "dice_ce": dice_ce_loss}
 
 def build_loss(cfg):
     """``loss: {name: memsam | dice_ce, dice_weight: 0.8, pos_weight: 2.0, prompt_loss: false}`` ->
-    callable(logits, masks, labelled). ``prompt_loss`` (MemSAM): also supervise the frame-0 prompt decoding."""
+    callable(logits, masks, labelled). ``prompt_loss`` (MemSAM): also supervise the frame-0 prompt decoding;
+    ``memory_zoom`` (MemSAM): resize the masks written to memory at random (`memory_jitter`)."""
     cfg = {"name": cfg} if isinstance(cfg, str) else dict(cfg or {})
     name = cfg.pop("name", "memsam")
     cfg.pop("prompt_loss", None)          # read by the trainer (an extra supervised frame), not a loss argument

@@ -45,7 +45,10 @@ def zoom_about_centroid(logits: torch.Tensor, factors: torch.Tensor) -> torch.Te
 def memory_zoom_transform(max_zoom: float):
     """``loss.memory_zoom`` -> a `MemSAM.forward` ``memory_mask_transform`` that scales each memory mask
     by a factor uniform in ``[1 - max_zoom, 1 + max_zoom]``, or None when ``max_zoom`` is 0."""
-    z = float(max_zoom)
+    try:
+        z = float(max_zoom)
+    except (TypeError, ValueError):
+        z = float("nan")
     if not 0.0 <= z < 0.5:
         raise ConfigError(f"loss.memory_zoom must be in [0, 0.5) (the largest relative size change of a memory "
                           f"mask; 0.15 = +-15 %), got {max_zoom}.")
