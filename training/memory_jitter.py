@@ -2,10 +2,11 @@
 
 Why: propagated from its own masks, MemSAM's cavity area follows the true area with a slope of about
 0.65 (too small at end-diastole, too large at end-systole: EF biased low), even when frame 0 is the
-true mask. The decoder has learnt to trust the memory's mask size. Writing each propagated mask to
-memory zoomed about its own centroid by a random factor makes the memory's size unreliable, so the
-loss on the next frames rewards reading the size from the image. The outputs (what the loss sees)
-are never perturbed; inference never uses this.
+true mask. The hypothesis was that the decoder trusts the memory's mask size: writing each propagated
+mask to memory zoomed about its own centroid by a random factor makes that size unreliable, so the
+loss on the next frames rewards reading the size from the image. Measured (`sim_memsam_ft18.yaml`):
+Dice rose, the EF bias did not move, so the option is kept for experiments, not used by the bundled
+model. The outputs (what the loss sees) are never perturbed; inference never uses this.
 """
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ def zoom_about_centroid(logits: torch.Tensor, factors: torch.Tensor) -> torch.Te
         p = torch.sigmoid(logits.float())[:, 0]
         ys = torch.linspace(-1, 1, h, device=logits.device)
         xs = torch.linspace(-1, 1, w, device=logits.device)
-        mass = p.sum((1, 2)).clamp_min(1e-6)
+        total = p.sum((1, 2))
+        mass = total.clamp_min(1e-6)
         cy = (p.sum(2) * ys).sum(1) / mass
         cx = (p.sum(1) * xs).sum(1) / mass
-        empty = p.sum((1, 2)) < 1.0
+        empty = total < 1.0
         cx, cy = torch.where(empty, 0.0, cx), torch.where(empty, 0.0, cy)
         inv = 1.0 / factors.to(logits.device).float()
     # output point x samples the input at c + (x - c) / f
