@@ -25,15 +25,20 @@ HEART_BOX = (230, 60, 470, 400)       # where the heart is on this cine (screen 
 
 
 def segment(cine, region_cine, region, loaded, box=None):
+    """(labels on the full frame, the region the model saw): a prompt-zoomed MemSAM sees the crop around its box."""
     from echosam.session import Session
+    from echosam.zoom import model_margin, zoom_region
 
+    if loaded.prompted and model_margin(loaded) is not None:
+        region = zoom_region(region, box, model_margin(loaded))
+        region_cine = region.crop_cine(cine)
     s = Session(region_cine, loaded, structures=["lv", "myo", "la"] if not loaded.prompted else ["lv"])
     if s.prompted:
         s.add_box(0, "lv", region.box_to_crop(box))
         s.propagate()
     else:
         s.segment_auto()
-    return region.uncrop(np.asarray(s.labels))
+    return region.uncrop(np.asarray(s.labels)), region
 
 
 def check(labels, cine, region) -> dict:
@@ -116,8 +121,9 @@ def main(argv=None) -> int:
               "methods": {}}
     fig, ax = plt.subplots(len(methods), 3, figsize=(13, 3.6 * len(methods)), squeeze=False)
     for i, (name, (loaded, box)) in enumerate(methods.items()):
-        labels = segment(cine, rc, region, loaded, box)
+        labels, seen = segment(cine, rc, region, loaded, box)
         summary, area, res = check(labels, cine, region)
+        summary["zoom"] = seen.zoom
         report["methods"][name] = summary
         print(name, json.dumps(summary))
         ed = summary["ed_frames"][0] if summary["ed_frames"] else int(np.argmax(area))
@@ -130,6 +136,9 @@ def main(argv=None) -> int:
                     a.contour(labels[t] == lab, levels=[0.5], colors=col, linewidths=1)
             if region.mask is not None:
                 a.contour(region.mask, levels=[0.5], colors="yellow", linewidths=0.6, linestyles="dotted")
+            if seen.zoom:                                 # the crop a prompt-zoomed model saw
+                x0, y0, x1, y1 = seen.zoom["box"]
+                a.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], color="cyan", lw=0.6, ls="--")
             a.set_title(f"{name}\n{what}: frame {t}", fontsize=8)
             a.axis("off")
         a = ax[i, 2]

@@ -38,7 +38,7 @@ def load_case(path) -> dict:
     z = np.load(path, allow_pickle=False)
     return {"name": Path(path).stem, "frames": z["frames"], "labels": z["labels"], "spacing": tuple(z["spacing"]),
             "fps": float(z["fps"]), "ed": list(z["ed"]), "es": list(z["es"]),
-            "params": json.loads(str(z["params"]))}
+            "params": json.loads(str(z["params"])), "fan": z["fan"] if "fan" in z.files else None}
 
 
 def truth_boxes(labels0: np.ndarray) -> dict:
@@ -51,16 +51,28 @@ def run_model(loaded, case: dict, structures, boxes: dict) -> np.ndarray:
     from echosam.cine import Cine
     from echosam.session import Session
 
+    from echosam.fan import FanRegion
+    from echosam.zoom import model_margin, union_box, zoom_region
+
     cine = Cine.from_array(case["frames"], spacing=case["spacing"], fps=case["fps"], name=case["name"])
+    region = None
+    if loaded.prompted and model_margin(loaded) is not None and boxes:
+        # a prompt-zoomed model runs on the crop around its prompts, as `echosam segment` runs it
+        fan = case.get("fan")
+        fan = FanRegion.from_mask(fan, "user") if fan is not None else FanRegion.whole_frame(cine.frames.shape[1:])
+        region = zoom_region(fan, union_box([boxes[k] for k in structures if k in boxes]), model_margin(loaded))
+        cine = region.crop_cine(cine)
     s = Session(cine, loaded, structures=list(structures))
     if s.prompted:
         for k in structures:
             if k in boxes:
-                s.add_box(0, k, tuple(float(v) for v in boxes[k]))
+                box = boxes[k] if region is None else region.box_to_crop(boxes[k])
+                s.add_box(0, k, tuple(float(v) for v in box))
         s.propagate()
     else:
         s.segment_auto()
-    return np.asarray(s.labels).copy()
+    labels = np.asarray(s.labels).copy()
+    return labels if region is None else region.uncrop(labels)
 
 
 def baseline_box(case: dict, boxes: dict) -> np.ndarray:

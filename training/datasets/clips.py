@@ -227,6 +227,51 @@ def resize_clip(frames: np.ndarray, masks: np.ndarray, size: int) -> tuple:
     return f.clamp_(0, 255).numpy(), m.numpy()
 
 
+ZOOM_KEYS = ("p", "margin", "margin_jitter", "union_p")
+
+
+def check_zoom(cfg) -> Optional[dict]:
+    """``data.prompt_zoom`` -> {p, margin, margin_jitter, union_p} or None: with probability ``p`` a training
+    clip is cropped to `echosam.zoom.zoom_box` around its prompt frame's true masks (all structures with
+    probability ``union_p``, else the clip's own), with a margin drawn from margin +- margin_jitter;
+    evaluation clips always are, with ``margin`` around every structure (the evaluation protocol's boxes)."""
+    if not cfg:
+        return None
+    if not isinstance(cfg, dict):
+        raise DatasetError(f"data.prompt_zoom must be a mapping of {', '.join(ZOOM_KEYS)}, not {cfg!r}.")
+    unknown = set(cfg) - set(ZOOM_KEYS)
+    if unknown:
+        raise DatasetError(f"data.prompt_zoom: unknown keys {sorted(unknown)}; use {', '.join(ZOOM_KEYS)}.")
+    out = {"p": 1.0, "margin": 0.25, "margin_jitter": 0.0, "union_p": 0.5}
+    for k, v in cfg.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise DatasetError(f"data.prompt_zoom.{k} must be a number >= 0, not {v!r}.")
+        out[k] = float(v)
+    if out["p"] > 1 or out["union_p"] > 1 or out["margin_jitter"] > out["margin"]:
+        raise DatasetError("data.prompt_zoom: p and union_p are probabilities (<= 1) and margin_jitter must not "
+                           "exceed margin.")
+    return out
+
+
+def zoom_clip(frames: np.ndarray, masks: np.ndarray, label_map: np.ndarray, own_label: int, labels: Seq[int],
+              zoom: dict, train: bool, rng: np.random.Generator) -> tuple:
+    """Crop a clip (T, H, W) to the zoom box of its prompt frame's ``label_map`` (see `check_zoom`); the
+    crop the engine makes from the user's prompts (`echosam.zoom`). The joint box is that of ``labels`` (the
+    dataset's structures), the clip's own that of ``own_label``. Returns (frames, masks, box or None)."""
+    from echosam.zoom import mask_extent, zoom_box
+
+    u = rng.random(3)      # drawn always, so a clip's other draws do not depend on the zoom settings
+    if train and u[0] >= zoom["p"]:
+        return frames, masks, None
+    union = (not train) or u[1] < zoom["union_p"]
+    ext = mask_extent(np.isin(label_map, list(labels)) if union else label_map == own_label)
+    if ext is None:
+        return frames, masks, None
+    margin = zoom["margin"] + (zoom["margin_jitter"] * (2 * u[2] - 1) if train else 0.0)
+    x0, y0, x1, y1 = zoom_box(ext, label_map.shape, margin)
+    return frames[:, y0:y1 + 1, x0:x1 + 1], masks[:, y0:y1 + 1, x0:x1 + 1], (x0, y0, x1, y1)
+
+
 class ClipDataset:
     """Clips from a source (a `torch.utils.data.Dataset` by duck typing: ``__len__``/``__getitem__``).
 
@@ -245,7 +290,7 @@ class ClipDataset:
     def __init__(self, source, classes: Seq[str] = ("lv",), clip_frames: Optional[int] = 10,
                  supervision: str = "semi", size: Optional[int] = None, transform=None, train: bool = True,
                  seed: int = 0, prompted: bool = False, prompt_mix: Optional[dict] = None, sampling: str = "ed_es",
-                 window_max_step: int = 2):
+                 window_max_step: int = 2, prompt_zoom: Optional[dict] = None):
         if supervision not in ("semi", "full"):
             raise DatasetError(f"supervision must be 'semi' or 'full', got {supervision!r}.")
         if sampling not in CLIP_SAMPLING:
@@ -253,6 +298,7 @@ class ClipDataset:
         if int(window_max_step) < 1:
             raise DatasetError(f"clip_max_step must be >= 1 (frames between a window's frames), got {window_max_step}.")
         self.sampling, self.window_max_step = sampling, int(window_max_step)
+        self.zoom = check_zoom(prompt_zoom)
         if len(source) == 0:
             raise DatasetError(f"{source!r} holds no usable cases.")
         self.source, self.classes, self.clip_frames = source, list(classes), clip_frames
@@ -319,6 +365,12 @@ class ClipDataset:
             labelled[j] = True
         frames = seq.frames[idx].astype(np.float32)
         spacing = tuple(float(s) for s in seq.spacing)
+        if self.zoom is not None and self.prompted and labelled.any():
+            f0 = int(idx[int(np.argmax(labelled))])
+            own = get_structure(self.classes[structure]).label
+            every = [get_structure(k).label for k in self.classes]
+            frames, masks, _ = zoom_clip(frames, masks, seq.labels[f0], own, every, self.zoom, self.train, rng)
+            H, W = frames.shape[1:]
         if self.size:
             frames, masks = resize_clip(frames, masks, self.size)
             spacing = (spacing[0] * H / self.size, spacing[1] * W / self.size)

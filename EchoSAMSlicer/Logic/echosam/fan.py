@@ -57,12 +57,14 @@ RegionSpec = Union[str, Sequence[float], None]
 class FanRegion:
     """The imaging fan of a cine and the crop mapping. ``mask`` (H, W) bool on the full frame;
     ``bbox`` (x0, y0, x1, y1) inclusive pixel indices of the crop; ``source`` one of `SOURCES`;
-    ``notice`` a one-line message for the user (None when there is nothing to say)."""
+    ``notice`` a one-line message for the user (None when there is nothing to say); ``zoom`` the prompt
+    zoom that narrowed the fan to the prompts' surroundings (`echosam.zoom`), None for none."""
 
     mask: np.ndarray
     bbox: tuple
     source: str
     notice: Optional[str] = None
+    zoom: Optional[dict] = None
 
     def __post_init__(self) -> None:
         m = np.asarray(self.mask, dtype=bool)
@@ -196,10 +198,10 @@ class FanRegion:
 
     # ---- records ------------------------------------------------------------------------------
     def summary(self) -> dict:
-        """JSON-able: source, bbox (inclusive pixels), crop size, fan fraction, notice."""
+        """JSON-able: source, bbox (inclusive pixels), crop size, fan fraction, notice, zoom."""
         h, w = self.crop_shape
         return {"source": self.source, "bbox": list(self.bbox), "crop_size": [w, h],
-                "fan_fraction": round(self.fraction, 4), "notice": self.notice}
+                "fan_fraction": round(self.fraction, 4), "notice": self.notice, "zoom": self.zoom}
 
     def save(self, folder) -> None:
         """The mask as ``fan_mask.png`` (0/255) in ``folder``; the summary goes in the caller's record."""
@@ -217,7 +219,7 @@ class FanRegion:
         if mask.shape != tuple(shape_hw):
             raise EchoSAMError(f"{path.name} is {mask.shape[1]}x{mask.shape[0]}, the cine {shape_hw[1]}x{shape_hw[0]}: "
                                "give the cine this result was segmented from.")
-        return cls(mask, tuple(summary["bbox"]), summary["source"], summary.get("notice"))
+        return cls(mask, tuple(summary["bbox"]), summary["source"], summary.get("notice"), summary.get("zoom"))
 
 
 # ---- parsing and the one entry point --------------------------------------------------------------

@@ -192,6 +192,21 @@ def prepare_cine(cine_path, region="auto", notify=None, read: Optional[dict] = N
     return cine, fan, model_cine
 
 
+def zoom_to_prompts(fan, prompts: Prompts, loaded, keys, cine, notify=None):
+    """The region a prompt-zoomed model (`echosam.zoom`) runs on: ``fan`` narrowed around the box (and its
+    include points) and the mask file's ``keys`` pixels, or ``fan`` itself when they give no extent."""
+    from .zoom import prompt_extent, zoom_for
+
+    masks = []
+    if prompts.mask and loaded.prompted:
+        lab = read_mask_frame(prompts.mask, prompts.mask_frame, cine)
+        masks.append(np.isin(lab, [get_structure(k).label for k in keys]))
+    region, notice = zoom_for(fan, loaded, prompt_extent(prompts.box, prompts.points, prompts.labels, masks))
+    if notice:
+        (notify or _to_stderr)(notice)
+    return region
+
+
 def _to_stderr(message: str) -> None:
     print(f"echosam: {message}", file=sys.stderr)
 
@@ -229,11 +244,11 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                  structures=("lv",), prompts: Optional[Prompts] = None, device: str = "auto",
                  precision: str = "auto", formats=("seq.nrrd",), overlay: bool = True, progress=None,
                  loaded=None, region="auto", keep_connected: bool = True, notify=None,
-                 read: Optional[dict] = None, record_paths: bool = False) -> dict:
+                 read: Optional[dict] = None, record_paths: bool = False, zoom: bool = True) -> dict:
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
     ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
-    connected-region rule (`echosam.consistency`); ``read`` the reader options. Returns {"result":
-    cardiac analysis, "outdir", "session" (on the region's crop), "region"}."""
+    connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`); ``read``
+    the reader options. Returns {"result": cardiac analysis, "outdir", "session" (on the crop), "region"}."""
     from .io.lock import folder_lock
     from .session import Session
     from .structures import parse_structures
@@ -246,13 +261,16 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     with folder_lock(output):
         cine, fan, model_cine = prepare_cine(cine_path, region, notify, read)
         loaded = loaded or load(model, device, family)
+        zoomed = zoom_to_prompts(fan, prompts or Prompts(), loaded, keys, cine, notify) if zoom else fan
+        if zoomed is not fan:
+            fan, model_cine = zoomed, zoomed.crop_cine(cine)
         s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected)
         apply_prompts(s, prompts or Prompts(), device, region=fan, cine=cine)
         s.segment(progress=progress)
         run = {"command": "segment", "cine": input_record(cine_path, record_paths), "record_paths": bool(record_paths),
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
                "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
-               "overlay": bool(overlay), "region": fan.summary(), "keep_connected": bool(keep_connected),
+               "overlay": bool(overlay), "region": fan.summary(), "zoom": bool(zoom), "keep_connected": bool(keep_connected),
                "precision": precision, "compute": s.path.to_dict(),
                "model_ef_accuracy": ef_accuracy_note(loaded.meta)}
         out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine)
@@ -289,6 +307,7 @@ def correct_outputs(outdir, mask_path, frame: int, structure: str = "lv", cine_p
     from .io.atomic import follow_link
     from .io.lock import folder_lock
     from .session import Session
+    from .zoom import check_inside_zoom
 
     outdir = follow_link(Path(outdir))
     read_run(outdir)
@@ -301,8 +320,10 @@ def correct_outputs(outdir, mask_path, frame: int, structure: str = "lv", cine_p
             loaded = load(run.get("model_path") or run["model"], device, run.get("family"))
         fan = _stored_region(outdir, run, cine.shape[1:])
         s = Session.load(outdir / "session", fan.crop_cine(cine), loaded, precision=run.get("precision", "auto"))
-        lab = fan.crop(read_mask_frame(mask_path, frame, cine))
+        full = read_mask_frame(mask_path, frame, cine)
         key = get_structure(structure).key
+        check_inside_zoom(fan, structure_mask(full, key), f"The corrected {key} mask")
+        lab = fan.crop(full)
         s.set_mask(frame, key, structure_mask(lab, key))
         s.propagate(progress=progress)
         fix = {"frame": int(frame), "structure": key, "mask": input_record(mask_path, run.get("record_paths", False))}

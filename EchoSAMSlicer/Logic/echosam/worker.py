@@ -181,7 +181,7 @@ class SegmentationResult:
 
     labels: Any                 # (T, H, W) uint8 label map (structures.py values), a copy
     locked: dict                # {structure: sorted locked frames}
-    prompts: dict               # Session.prompts_to_dict() (JSON-able)
+    prompts: dict               # Session.prompts_to_dict() (JSON-able; on the session's region crop)
     structures: list            # structure keys of the session
     prompted: bool
     compute_path: str = ""      # Session.compute_path: how it was computed (device, precision, threads)
@@ -205,6 +205,7 @@ def job_new_session(state, progress, cancel, cine, structures=("lv",), **session
     from .session import Session
     if "loaded" not in state:
         raise ModelError("No model is loaded; choose a model first.")
+    state.pop("region", None)          # a session on the cine as given (`slicer.jobs` sets the region it crops to)
     state["session"] = Session(cine, state["loaded"], structures=tuple(structures), **session_kwargs)
     return state["session"]
 
@@ -238,7 +239,9 @@ def job_result(state, progress, cancel) -> SegmentationResult:
     """The session's current labels, locks and prompts (submit after propagate / segment_auto)."""
     from .report import ef_accuracy_note
     s = session_of(state)
-    return SegmentationResult(s.labels.copy(), s.locked_frames, s.prompts_to_dict(), list(s.structures), s.prompted,
+    region = state.get("region")
+    labels = region.uncrop(s.labels) if region is not None else s.labels.copy()     # back onto the full frame
+    return SegmentationResult(labels, s.locked_frames, s.prompts_to_dict(), list(s.structures), s.prompted,
                               s.compute_path, ef_accuracy_note(s.loaded.meta) or "")
 
 

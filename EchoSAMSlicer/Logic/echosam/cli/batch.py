@@ -19,9 +19,12 @@ def parse_shard(text):
 
 def segment_options(args) -> dict:
     """The `pipeline.segment_cine` options this batch passes to every case (part of each case's key)."""
-    return {"structures": args.structures, "precision": args.precision,
+    opts = {"structures": args.structures, "precision": args.precision,
             "formats": [f for f in args.formats.split(",") if f.strip()], "overlay": not args.no_overlay,
             "region": args.region, "keep_connected": not args.no_keep_connected, "read": reading_options(args)}
+    if args.no_zoom:           # only when asked: the options key of batches run before the zoom existed is kept
+        opts["zoom"] = False
+    return opts
 
 
 def config_from_args(args):

@@ -28,7 +28,7 @@ def cmd_segment(args) -> int:
                                 structures=args.structures, prompts=prompts_from_args(args), device=args.device,
                                 precision=args.precision, formats=args.formats.split(","),
                                 overlay=not args.no_overlay, progress=progress_for(args, "echosam"),
-                                region=args.region, keep_connected=not args.no_keep_connected,
+                                region=args.region, keep_connected=not args.no_keep_connected, zoom=not args.no_zoom,
                                 read=reading_options(args), record_paths=args.record_paths)
     _print_result(out["result"], args.output, out["run"].get("model_ef_accuracy"))
     print(f"computed with: {out['session'].compute_path}")
@@ -81,10 +81,13 @@ def _print_result(res, outdir, ef_note=None) -> None:
 
 # ---- registration --------------------------------------------------------------------------------------
 def add_region_arguments(p) -> None:
-    """``--region`` and ``--no-keep-connected``, shared by ``segment`` and ``batch``."""
+    """``--region``, ``--no-zoom`` and ``--no-keep-connected``, shared by ``segment`` and ``batch``."""
     p.add_argument("--region", default="auto",
                    help="ultrasound region the model sees: auto (DICOM US region, else the fan detected from "
                         "the pixels), off (whole frame), or x0,y0,x1,y1 (a box in cine pixels, inclusive)")
+    p.add_argument("--no-zoom", action="store_true",
+                   help="show a prompt-zoomed MemSAM the whole region (default: the region around the box or "
+                        "mask prompts, as it was trained; echosam.zoom)")
     p.add_argument("--no-keep-connected", action="store_true",
                    help="keep every connected component of a structure (default: drop stray components far "
                         "from the prompt and from the previous frame's mask)")

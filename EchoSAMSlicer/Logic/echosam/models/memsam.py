@@ -97,6 +97,7 @@ class MemSAMConfig:
     memory_cap: Optional[int] = 16     # working-memory frames beyond the permanent key frames
     sensory_memory: bool = True        # False: the memory decoder sees a zero hidden state on every frame
     neighbour_channels: bool = False   # True: frames t-1, t, t+1 as R, G, B (see module note 9)
+    prompt_zoom: Optional[float] = None  # trained on crops around its prompts with this margin (echosam.zoom)
 
     def __post_init__(self) -> None:
         if isinstance(self.sam, dict):
@@ -112,6 +113,8 @@ class MemSAMConfig:
             (0.0 <= self.deep_update_prob <= 1.0, f"deep_update_prob {self.deep_update_prob} is not in [0, 1]"),
             (0.0 < self.threshold < 1.0, f"threshold {self.threshold} is not in (0, 1)"),
             (self.memory_cap is None or int(self.memory_cap) >= 0, f"memory_cap {self.memory_cap} is negative"),
+            (self.prompt_zoom is None or (isinstance(self.prompt_zoom, (int, float)) and 0 <= self.prompt_zoom <= 2),
+             f"prompt_zoom {self.prompt_zoom!r} is not a margin in [0, 2] (or null)"),
             (min(self.key_dim, self.value_dim, self.hidden_dim, self.decoder_mid_dim, self.reinforce_dim) > 0,
              "key/value/hidden/decoder/reinforce widths must be positive"),
             (len(self.classes) >= 1, "classes must name at least one structure"),

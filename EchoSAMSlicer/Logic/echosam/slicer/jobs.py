@@ -5,6 +5,10 @@ The worker's state is the only place the session lives: `job_sync_session` rebui
 cine, model or structures change (``state["session_key"]``) and, every run, loads the prompts the
 controller read from the scene (the source of truth), so the session never holds prompts the scene
 does not. Unchanged entries keep their versions: only affected frames are recomputed.
+
+The session runs on the cine's ultrasound region (`echosam.slicer.region`), as `echosam segment` does:
+the fan is found once per cine, prompts are mapped into its crop, and `echosam.worker.job_result` maps
+the labels back onto the full frame.
 """
 from __future__ import annotations
 
@@ -12,14 +16,25 @@ from .. import worker as wk
 
 
 def job_sync_session(state, progress, cancel, key, cine, structures, prompts: dict, precision: str = "auto") -> bool:
-    """Make ``state["session"]`` the session of ``key`` holding exactly ``prompts`` (``precision``: "auto"
-    or "fp32", part of ``key``); True if rebuilt."""
-    rebuilt = state.get("session_key") != key or "session" not in state
+    """Make ``state["session"]`` the session of ``key`` holding exactly ``prompts`` (full-frame pixels;
+    ``precision``: "auto" or "fp32", part of ``key``) on the cine's region; True if rebuilt."""
+    from ..fan import find_region
+    from .region import crop_prompts, region_for
+
+    if state.get("fan_key") != key[:3]:
+        state["fan"], state["fan_key"] = find_region(cine), key[:3]
+    if "loaded" not in state:
+        raise wk.ModelError("No model is loaded; choose a model first.")
+    region = region_for(state["fan"], state["loaded"], prompts, structures)
+    crop_key = key + (region.bbox, (region.zoom or {}).get("box") and tuple(region.zoom["box"]))
+    session_prompts = crop_prompts(prompts, region) if prompts is not None else None
+    rebuilt = state.get("session_key") != crop_key or "session" not in state
     if rebuilt:
         state.pop("session_key", None)
-        wk.job_new_session(state, progress, cancel, cine=cine, structures=structures, precision=precision)
-        state["session_key"] = key
+        wk.job_new_session(state, progress, cancel, cine=region.crop_cine(cine), structures=structures,
+                           precision=precision)
+        state["session_key"], state["region"] = crop_key, region
     session = state["session"]
-    if session.prompted and prompts is not None:
-        session.load_prompts_dict(prompts)
+    if session.prompted and session_prompts is not None:
+        session.load_prompts_dict(session_prompts)
     return rebuilt

@@ -1,0 +1,66 @@
+"""The ultrasound region of the Slicer panel's session: the same crop `echosam segment` makes.
+
+The scene holds the cine and its prompts in full-frame pixels; the worker's session runs on the
+region's crop (`echosam.fan`: the DICOM ultrasound region or the fan found in the pixels, narrowed
+around the prompts for a prompt-zoomed MemSAM, `echosam.zoom`). `region_for` picks the region,
+`crop_prompts` maps the scene's prompts into it (a prompt off the fan is refused, as on the command
+line) and `echosam.worker.job_result` maps the labels back onto the full frame. The region is part of
+the session's key: a prompt that widens the zoom rebuilds the session (the encoder runs again).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from ..errors import PromptError
+from ..session.store import mask_to_rle, rle_to_mask
+from ..structures import get_structure
+
+
+def region_for(fan, loaded, prompts, structures):
+    """The region the session runs on: ``fan`` (a `FanRegion`), narrowed around the boxes (with their include
+    points) and masks of ``structures`` when the model was trained prompt-zoomed (`echosam.zoom`)."""
+    from ..zoom import prompt_extent, union_box, zoom_for
+
+    if not prompts:
+        return fan
+    keys, shape = {get_structure(s).key for s in structures}, tuple(prompts["shape"])
+    items = [p for p in prompts.get("prompts", []) if p.get("structure") in keys]
+    extent = union_box([prompt_extent(p.get("box"), p.get("points"), p.get("labels"),
+                                      [rle_to_mask(p["mask"], shape)] if "mask" in p else []) for p in items])
+    return zoom_for(fan, loaded, extent)[0]
+
+
+def crop_prompts(prompts: dict, region) -> dict:
+    """A full-frame prompts dictionary (`Session.prompts_to_dict` format) -> the same prompts on the
+    region's crop. A point or box off the region's crop is a PromptError; a mask loses what lies
+    outside the fan (the model never sees it and no label is written there)."""
+    if region.is_whole_frame:
+        return prompts
+    x0, y0, x1, y1 = region.bbox
+    where = (f"the imaging fan's box (x {x0}..{x1}, y {y0}..{y1})" if not region.zoom else
+             f"the region the model is zoomed to (x {x0}..{x1}, y {y0}..{y1}); prompt with a box that covers it")
+    out = copy.deepcopy(prompts)
+    out["shape"] = list(region.crop_shape)
+    for item in out.get("prompts", []):
+        name = get_structure(item["structure"]).name
+        if "points" in item:
+            for x, y in item["points"]:
+                if not region.contains_xy(x, y):
+                    raise PromptError(f"A {name} point on frame {item['frame']} (x={x:g}, y={y:g}) is outside {where}.")
+            item["points"] = [list(map(float, p)) for p in region.to_crop_xy(np.asarray(item["points"], float))]
+        if "box" in item:
+            b = item["box"]
+            if b[2] < x0 or b[0] > x1 or b[3] < y0 or b[1] > y1:
+                raise PromptError(f"The {name} box on frame {item['frame']} is outside {where}.")
+            item["box"] = list(region.box_to_crop(b))
+        if "mask" in item:
+            crop = region.crop(rle_to_mask(item["mask"], region.shape))
+            if not crop.any():
+                raise PromptError(f"The {name} mask on frame {item['frame']} lies outside {where}.")
+            item["mask"] = mask_to_rle(crop)
+    return out
+
+
+__all__ = ["region_for", "crop_prompts"]

@@ -1,0 +1,129 @@
+"""Prompt zoom: a prompted model sees the heart, not the whole fan.
+
+A MemSAM at 128 px sees a whole apical fan with the left heart in about a third of its width: the
+myocardium is 2-4 input pixels thick and the decoder's 32 x 32 masks cannot place its edges
+(docs/evaluation.md, "Where MemSAM's error comes from"). The user's prompt already says where the
+heart is, so the model input can be the region around the prompts instead: the prompts' joint box
+grown by ``margin`` of its size on every side, widened where needed so that neither side is under
+``MIN_ASPECT`` of the other (the crop is stretched to the model's square input), and clipped to the
+frame. The structures' motion through the loop must stay inside it: the margin is that allowance.
+
+A model trained on such crops records its margin in its config (``prompt_zoom``); the pipeline then
+narrows the ultrasound region (`echosam.fan.FanRegion`) to the zoom box, so that prompts, labels,
+``run.json`` and `echosam correct` all go through the one crop mapping. Training draws the same box
+from the true masks (`zoom_box`, with a random margin) so the model sees at training what it sees in
+use. Labels outside the zoom box are background by construction.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import EchoSAMError, PromptError
+
+MIN_ASPECT = 0.6       # the zoom box's shorter side is at least this fraction of its longer side
+
+
+def union_box(boxes: Sequence) -> Optional[tuple]:
+    """The joint (x0, y0, x1, y1) of boxes (pixel coordinates); None when there is none."""
+    boxes = [tuple(float(v) for v in b) for b in boxes if b is not None]
+    if not boxes:
+        return None
+    a = np.array(boxes)
+    return (float(a[:, 0].min()), float(a[:, 1].min()), float(a[:, 2].max()), float(a[:, 3].max()))
+
+
+def mask_extent(mask: np.ndarray) -> Optional[tuple]:
+    """The tight (x0, y0, x1, y1) pixel box of a mask's non-zero pixels; None when it is empty."""
+    yx = np.argwhere(np.asarray(mask) != 0)
+    if len(yx) == 0:
+        return None
+    (y0, x0), (y1, x1) = yx.min(0), yx.max(0)
+    return (float(x0), float(y0), float(x1), float(y1))
+
+
+def zoom_box(box, shape_hw, margin: float, min_aspect: float = MIN_ASPECT) -> tuple:
+    """The crop (x0, y0, x1, y1), inclusive integer pixels inside an (H, W) frame, around ``box``:
+    grown by ``margin`` of its width/height on each side, then its shorter side widened about the
+    centre to at least ``min_aspect`` of the longer one, then clipped to the frame."""
+    if not margin >= 0:
+        raise EchoSAMError(f"The zoom margin must be a number >= 0, not {margin!r}.")
+    h_img, w_img = (int(v) for v in shape_hw)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 >= x0 and y1 >= y0):
+        raise EchoSAMError(f"Zoom box {tuple(box)} has its corners the wrong way round (x0 <= x1, y0 <= y1).")
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    w, h = (x1 - x0 + 1) * (1 + 2 * margin), (y1 - y0 + 1) * (1 + 2 * margin)
+    w, h = max(w, min_aspect * h), max(h, min_aspect * w)
+    # clip to the frame; a side pushed off one edge is not moved to the other (the heart stays centred)
+    left, right = int(np.floor(cx - w / 2 + 0.5)), int(np.ceil(cx + w / 2 - 0.5))
+    top, bottom = int(np.floor(cy - h / 2 + 0.5)), int(np.ceil(cy + h / 2 - 0.5))
+    return (max(0, left), max(0, top), min(w_img - 1, right), min(h_img - 1, bottom))
+
+
+def zoom_region(region, box, margin: float):
+    """A `FanRegion` narrowed to the zoom box around ``box`` (full-frame pixels): its fan mask inside
+    that box. The region is returned as it is when the zoom box holds its whole crop."""
+    from .fan import FanRegion
+
+    x0, y0, x1, y1 = zoom_box(box, region.shape, margin)
+    rect = np.zeros(region.shape, bool)
+    rect[y0:y1 + 1, x0:x1 + 1] = True
+    mask = region.mask & rect
+    if not mask.any():
+        raise EchoSAMError(f"The prompts' box {tuple(round(v) for v in box)} does not meet the imaging fan "
+                           f"{region.bbox}; place the prompt on the fan.")
+    if mask.sum() == region.mask.sum():
+        return region
+    note = f"the model input is zoomed to the prompts: x {x0}..{x1}, y {y0}..{y1} (margin {margin:g})"
+    narrowed = FanRegion.from_mask(mask, region.source, notice=region.notice)
+    return replace(narrowed, zoom={"box": [x0, y0, x1, y1], "margin": float(margin), "note": note})
+
+
+def prompt_extent(box=None, points=None, labels=None, masks=()) -> Optional[tuple]:
+    """The joint box (pixels) of what prompts say about the structures' extent: a box together with its
+    include points (label 1), and the pixels of each mask; None when they give none (points alone)."""
+    boxes = []
+    if box is not None:
+        boxes.append(tuple(float(v) for v in box))
+        if points is not None and len(points):
+            pts = np.asarray(points, dtype=float).reshape(-1, 2)
+            if labels is not None:
+                pts = pts[np.asarray(labels).reshape(-1) == 1]
+            boxes += [(x, y, x, y) for x, y in pts]
+    boxes += [mask_extent(m) for m in masks]
+    return union_box(boxes)
+
+
+def zoom_for(region, loaded, extent):
+    """(region, notice): ``region`` narrowed around ``extent`` when ``loaded`` is a prompt-zoomed model; the
+    notice says what happened (None for a model without the zoom)."""
+    margin = model_margin(loaded)
+    if margin is None or not loaded.prompted:
+        return region, None
+    if extent is None:
+        return region, ("the prompts give no extent (points only, or a seed): the model sees the whole fan; a box "
+                        "or a mask lets it zoom to the heart, which is more accurate.")
+    zoomed = zoom_region(region, extent, margin)
+    return zoomed, (zoomed.zoom or {}).get("note")
+
+
+def check_inside_zoom(region, mask: np.ndarray, what: str) -> None:
+    """A PromptError when a full-frame ``mask`` reaches outside a zoomed ``region`` (a correction there
+    would be cut: the model never sees those pixels and no label is written there)."""
+    if region.zoom and (np.asarray(mask, bool) & ~region.mask).any():
+        x0, y0, x1, y1 = region.bbox
+        raise PromptError(f"{what} reaches outside the region this result was zoomed to (x {x0}..{x1}, y {y0}..{y1}); "
+                          "segment again with a box that covers the whole structure.")
+
+
+def model_margin(loaded) -> Optional[float]:
+    """The zoom margin a loaded model was trained with (its config's ``prompt_zoom``), None for none."""
+    m = getattr(loaded.config, "prompt_zoom", None)
+    return None if m is None else float(m)
+
+
+__all__ = ["MIN_ASPECT", "union_box", "mask_extent", "zoom_box", "zoom_region", "prompt_extent", "zoom_for",
+           "check_inside_zoom", "model_margin"]

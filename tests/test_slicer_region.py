@@ -1,0 +1,65 @@
+"""The Slicer panel's session runs on the ultrasound region, as `echosam segment` does: a scanner screen
+capture in a real MRML sequence, a real worker thread, a tiny prompt-zoomed MemSAM. Labels land on the
+original pixels, never outside the fan (nor outside the zoom), and a prompt off the fan is refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (MRML libraries) is not installed for this Python")
+
+from echosam import mrml, zoom  # noqa: E402
+from echosam.errors import PromptError  # noqa: E402
+from echosam.slicer.controller import Controller  # noqa: E402
+from screen_fixtures import make_screen_capture  # noqa: E402
+from slicer_scene import HeadlessScene, add_cine_sequence, dicom_us_matrix, headless, scene  # noqa: E402,F401
+from test_slicer_workflow import ok, run_to_end  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def zoomed_spec(tmp_path_factory):
+    import torch
+
+    from echosam.checkpoints import save_checkpoint
+    from echosam.models.registry import build_model, preset_config
+    torch.manual_seed(0)
+    cfg = preset_config("memsam", "tiny")
+    cfg.prompt_zoom = 0.25
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-zoomed.safetensors"
+    return str(save_checkpoint(build_model("memsam", cfg).eval(), "memsam", cfg, path, classes=["lv", "myo", "la"]))
+
+
+def test_panel_session_crops_to_the_fan_and_zooms_to_the_box(scene, zoomed_spec):
+    cap = make_screen_capture(n_frames=6, seed=4, apex=(90, 20))
+    seq, browser = add_cine_sequence(scene, cap.frames, dicom_us_matrix(angle_deg=0.0), rgb=True)
+    cine = mrml.cine_from_sequence(browser)
+    yx = np.argwhere(cap.labels[0] == 1)
+    (y0, x0), (y1, x1) = yx.min(0), yx.max(0)
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "LV box")
+    roi.SetCenterWorld(list(cine.pixel_to_ras((x0 + x1) / 2, (y0 + y1) / 2)))
+    sx, sy = (x1 - x0) * cine.spacing[1], (y1 - y0) * cine.spacing[0]
+    roi.SetSizeWorld([sx, sy, 2.0])
+    c = Controller()
+    try:
+        c.submit_segmentation(browser, zoomed_spec, "cpu", ["lv"], frame=0, roi=roi)
+        ok(run_to_end(c))
+        state = c.worker.state
+        region, session = state["region"], state["session"]
+        assert region.zoom is not None and region.source == "detected"
+        assert session.cine.shape[1:] == region.crop_shape and region.crop_shape[1] < cap.fan.shape[1] // 2
+        box = mrml.load_session_state(seq)["prompts"]["prompts"][0]["box"]
+        assert list(region.zoom["box"]) == list(zoom.zoom_box(box, cap.fan.shape, 0.25))
+        labels = mrml.read_labels(browser, mrml.find_segmentation_sequence(browser), ["lv"], cine)
+        assert labels.shape == cap.labels.shape and (labels > 0).any()
+        assert not (labels[:, ~region.mask] > 0).any() and not (labels[:, ~cap.fan] > 0).any()
+
+        # a point on the screen text, off the fan: refused plainly, the result stays as it was
+        text = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "LA include")
+        text.AddControlPoint(list(cine.pixel_to_ras(cap.fan.shape[1] - 3, 3)))
+        c.submit_segmentation(browser, zoomed_spec, "cpu", ["lv", "la"], frame=0, prompt_structure="LA", include=text)
+        end = run_to_end(c)[-1]
+        assert end.kind == "error" and "outside" in end.text
+        after = mrml.read_labels(browser, mrml.find_segmentation_sequence(browser), ["lv"], cine)
+        assert np.array_equal(after, labels)
+    finally:
+        c.shutdown()
