@@ -29,6 +29,7 @@ DEFAULTS: dict = {
         "clip_frames": 10,
         "clip_sampling": "ed_es",    # ed_es: MemSAM's ED->ES rule; window: frames in a row anywhere (training only)
         "clip_max_step": 2,          # window: frames 1..clip_max_step apart (drawn per clip)
+        "prompt_zoom": None,         # {p, margin, margin_jitter, union_p}: prompted clips cropped around their prompts
         "supervision": "semi",
         "on_bad_sample": "skip",
         "augment": {"gamma": 0.5, "rotate": 0.5, "scale": 0.5, "contrast": 0.5},
