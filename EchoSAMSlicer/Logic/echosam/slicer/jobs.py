@@ -13,6 +13,7 @@ the labels back onto the full frame.
 from __future__ import annotations
 
 from .. import worker as wk
+from ..errors import ModelError
 
 
 def job_sync_session(state, progress, cancel, key, cine, structures, prompts: dict, precision: str = "auto") -> bool:
@@ -21,12 +22,12 @@ def job_sync_session(state, progress, cancel, key, cine, structures, prompts: di
     from ..fan import find_region
     from .region import crop_prompts, region_for
 
-    if state.get("fan_key") != key[:3]:
+    if state.get("fan_key") != key[:3]:             # the fan of this cine (sequence, frames, size), found once
         state["fan"], state["fan_key"] = find_region(cine), key[:3]
     if "loaded" not in state:
-        raise wk.ModelError("No model is loaded; choose a model first.")
+        raise ModelError("No model is loaded; choose a model first.")
     region = region_for(state["fan"], state["loaded"], prompts, structures)
-    crop_key = key + (region.bbox, (region.zoom or {}).get("box") and tuple(region.zoom["box"]))
+    crop_key = key + (region.bbox, tuple(region.zoom["box"]) if region.zoom else None)
     session_prompts = crop_prompts(prompts, region) if prompts is not None else None
     rebuilt = state.get("session_key") != crop_key or "session" not in state
     if rebuilt:
