@@ -7,6 +7,7 @@
 - ``true mask on frame 0``: frame 0 seeded with the TRUE masks instead; what is left is propagation's error;
 - ``true box on every frame``: every frame decoded from its own true tight box, so the memory adds nothing;
   what is left is the per-structure decoder's error at this model size.
+A prompt-zoomed MemSAM (`echosam.zoom`) sees the protocol's crop (around the frame-0 boxes) in every row.
 Prints one table (LV / ES LV / MYO / LA Dice, EF MAE and bias) with the same scoring as `training.evaluate`.
 Simulated loops only: they carry exact labels.
 """
@@ -22,30 +23,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "EchoSAMSlicer" / "Logic"), str(ROOT)]
 
 from echosam.checkpoints import load_model  # noqa: E402
-from echosam.cine import Cine  # noqa: E402
-from echosam.session import Session  # noqa: E402
 from training import loop_eval as le  # noqa: E402
-
-
-def _session(loaded, case) -> Session:
-    cine = Cine.from_array(case["frames"], spacing=case["spacing"], fps=case["fps"], name=case["name"])
-    return Session(cine, loaded, structures=list(le.STRUCT))
 
 
 def run(loaded, case, mode: str) -> np.ndarray:
     if mode == "box0":                                   # the protocol itself, through its own code
         return le.run_model(loaded, case, le.STRUCT, le.truth_boxes(case["labels"][0]))
-    s = _session(loaded, case)
+    # the same crop as the protocol (a prompt-zoomed model: around the frame-0 boxes), then better prompts
+    s, region = le.case_session(loaded, case, le.STRUCT, le.truth_boxes(case["labels"][0]))
+    crop = (lambda a: a) if region is None else region.crop
     frames = range(len(case["labels"])) if mode == "every_box" else [0]
     for t in frames:
-        boxes = le.truth_boxes(case["labels"][t])
-        for k, box in boxes.items():                     # truth_boxes lists only the structures present
+        labels = crop(case["labels"][t])
+        for k, box in le.truth_boxes(labels).items():    # truth_boxes lists only the structures present
             if mode == "mask0":
-                s.set_mask(t, k, case["labels"][t] == le.LABEL[k])
+                s.set_mask(t, k, labels == le.LABEL[k])
             else:
                 s.add_box(t, k, tuple(float(v) for v in box))
     s.propagate()
-    return np.asarray(s.labels).copy()
+    labels = np.asarray(s.labels).copy()
+    return labels if region is None else region.uncrop(labels)
 
 
 def main(argv=None) -> int:

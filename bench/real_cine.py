@@ -27,10 +27,10 @@ HEART_BOX = (230, 60, 470, 400)       # where the heart is on this cine (screen 
 def segment(cine, region_cine, region, loaded, box=None):
     """(labels on the full frame, the region the model saw): a prompt-zoomed MemSAM sees the crop around its box."""
     from echosam.session import Session
-    from echosam.zoom import model_margin, zoom_region
+    from echosam.zoom import joint_extent, zoom_for
 
-    if loaded.prompted and model_margin(loaded) is not None:
-        region = zoom_region(region, box, model_margin(loaded))
+    if loaded.prompted:
+        region, _ = zoom_for(region, loaded, joint_extent({"lv": box}))
         region_cine = region.crop_cine(cine)
     s = Session(region_cine, loaded, structures=["lv", "myo", "la"] if not loaded.prompted else ["lv"])
     if s.prompted:

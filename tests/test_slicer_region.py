@@ -48,7 +48,7 @@ def test_panel_session_crops_to_the_fan_and_zooms_to_the_box(scene, zoomed_spec)
         assert region.zoom is not None and region.source == "detected"
         assert session.cine.shape[1:] == region.crop_shape and region.crop_shape[1] < cap.fan.shape[1] // 2
         box = mrml.load_session_state(seq)["prompts"]["prompts"][0]["box"]
-        assert list(region.zoom["box"]) == list(zoom.zoom_box(box, cap.fan.shape, 0.25))
+        assert list(region.zoom["box"]) == list(zoom.zoom_box(zoom.with_context("lv", box), cap.fan.shape, 0.25))
         labels = mrml.read_labels(browser, mrml.find_segmentation_sequence(browser), ["lv"], cine)
         assert labels.shape == cap.labels.shape and (labels > 0).any()
         assert not (labels[:, ~region.mask] > 0).any() and not (labels[:, ~cap.fan] > 0).any()

@@ -65,6 +65,23 @@ def _rect(shape, box):
     return m
 
 
+def test_an_lv_box_alone_is_given_its_walls():
+    # an LV cavity box is grown by a sixth of its size per side (its walls and annulus) unless the myocardium's
+    # own extent is prompted too; other boxes stay as they are
+    assert zoom.with_context("lv", (10, 20, 39, 79)) == pytest.approx((5, 10, 44, 89))
+    assert zoom.with_context("myo", (10, 20, 39, 79)) == (10, 20, 39, 79)
+    assert zoom.joint_extent({"lv": (10, 20, 39, 79)}) == pytest.approx((5, 10, 44, 89))
+    assert zoom.joint_extent({"lv": (10, 20, 39, 79), "myo": (8, 18, 41, 81), "la": None}) == (8, 18, 41, 81)
+    assert zoom.joint_extent({"lv": None}) is None
+    # include points widen a box, exclude points do not; a mask gives its pixels' box; points alone give nothing
+    assert zoom.prompt_extent((10, 10, 20, 20), [(30, 15), (0, 0)], [1, 0]) == (10, 10, 30, 20)
+    m = np.zeros((50, 60), bool)
+    m[5:9, 7:12] = True
+    assert zoom.prompt_extent(mask=m) == (7, 5, 11, 8)
+    assert zoom.prompt_extent(points=[(3, 3)], labels=[1]) is None
+    assert zoom.union_box([None, (0, 0, 1, 1), (5, -1, 6, 0)]) == (0, -1, 6, 1) and zoom.union_box([None]) is None
+
+
 def test_memsam_config_checks_the_zoom_margin():
     assert MemSAMConfig(prompt_zoom=0.25).prompt_zoom == 0.25
     assert MemSAMConfig.from_dict(MemSAMConfig(prompt_zoom=0.3).to_dict()).prompt_zoom == 0.3
@@ -159,7 +176,7 @@ def test_segment_zooms_to_the_box_and_correct_reuses_it(data, capsys):
     assert rc == 0
     assert "zoomed to the prompts" in capsys.readouterr().err
     run = json.loads((out / "run.json").read_text())
-    want = zoom.zoom_box(box, cap.fan.shape, 0.25)
+    want = zoom.zoom_box(zoom.with_context("lv", box), cap.fan.shape, 0.25)
     assert run["zoom"] is True and run["region"]["zoom"]["box"] == list(want)
     fan = FanRegion.load(out, run["region"], cap.fan.shape)
     assert fan.mask.any() and not (fan.mask & ~_rect(cap.fan.shape, want)).any()     # the detected fan, inside the box
@@ -216,6 +233,7 @@ def test_loop_evaluation_runs_a_zoomed_model_on_its_crop(data):
             "fan": cap.fan}
     boxes = le.truth_boxes(case["labels"][0])
     lab = le.run_model(loaded, case, le.STRUCT, boxes)
-    x0, y0, x1, y1 = zoom.zoom_box(zoom.union_box(list(boxes.values())), case["fan"].shape, 0.25)
+    extent = zoom.joint_extent(boxes)
+    x0, y0, x1, y1 = zoom.zoom_box(extent, case["fan"].shape, 0.25)
     outside = ~_rect(case["fan"].shape, (x0, y0, x1, y1)) | ~case["fan"]
     assert lab.shape == case["labels"].shape and not (lab[:, outside] > 0).any()

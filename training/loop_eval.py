@@ -47,22 +47,29 @@ def truth_boxes(labels0: np.ndarray) -> dict:
     return {k: mask_box(labels0 == LABEL[k]) for k in STRUCT if (labels0 == LABEL[k]).any()}
 
 
-def run_model(loaded, case: dict, structures, boxes: dict) -> np.ndarray:
+def case_session(loaded, case: dict, structures, boxes: dict) -> tuple:
+    """(Session, region or None) for a case as `echosam segment` runs it: a prompt-zoomed MemSAM
+    (`echosam.zoom`) on the crop of the case's fan around the joint box of ``boxes`` (full-frame
+    pixels), any other model on the whole case. Prompts then go in ``region.box_to_crop`` pixels and
+    labels come back through ``region.uncrop``."""
     from echosam.cine import Cine
-    from echosam.session import Session
-
     from echosam.fan import FanRegion
-    from echosam.zoom import model_margin, union_box, zoom_region
+    from echosam.session import Session
+    from echosam.zoom import joint_extent, zoom_for
 
     cine = Cine.from_array(case["frames"], spacing=case["spacing"], fps=case["fps"], name=case["name"])
     region = None
-    if loaded.prompted and model_margin(loaded) is not None and boxes:
-        # a prompt-zoomed model runs on the crop around its prompts, as `echosam segment` runs it
+    if loaded.prompted and boxes:
         fan = case.get("fan")
         fan = FanRegion.from_mask(fan, "user") if fan is not None else FanRegion.whole_frame(cine.frames.shape[1:])
-        region = zoom_region(fan, union_box([boxes[k] for k in structures if k in boxes]), model_margin(loaded))
-        cine = region.crop_cine(cine)
-    s = Session(cine, loaded, structures=list(structures))
+        zoomed, _ = zoom_for(fan, loaded, joint_extent({k: boxes[k] for k in structures if k in boxes}))
+        if zoomed.zoom:
+            region, cine = zoomed, zoomed.crop_cine(cine)
+    return Session(cine, loaded, structures=list(structures)), region
+
+
+def run_model(loaded, case: dict, structures, boxes: dict) -> np.ndarray:
+    s, region = case_session(loaded, case, structures, boxes)
     if s.prompted:
         for k in structures:
             if k in boxes:

@@ -195,13 +195,13 @@ def prepare_cine(cine_path, region="auto", notify=None, read: Optional[dict] = N
 def zoom_to_prompts(fan, prompts: Prompts, loaded, keys, cine, notify=None):
     """The region a prompt-zoomed model (`echosam.zoom`) runs on: ``fan`` narrowed around the box (and its
     include points) and the mask file's ``keys`` pixels, or ``fan`` itself when they give no extent."""
-    from .zoom import prompt_extent, zoom_for
+    from .zoom import joint_extent, prompt_extent, union_box, zoom_for
 
-    masks = []
+    extents = {keys[0]: prompt_extent(prompts.box, prompts.points, prompts.labels)}
     if prompts.mask and loaded.prompted:
         lab = read_mask_frame(prompts.mask, prompts.mask_frame, cine)
-        masks.append(np.isin(lab, [get_structure(k).label for k in keys]))
-    region, notice = zoom_for(fan, loaded, prompt_extent(prompts.box, prompts.points, prompts.labels, masks))
+        extents.update({k: union_box([extents.get(k), prompt_extent(mask=lab == get_structure(k).label)]) for k in keys})
+    region, notice = zoom_for(fan, loaded, joint_extent(extents))
     if notice:
         (notify or _to_stderr)(notice)
     return region

@@ -25,6 +25,10 @@ import numpy as np
 from .errors import EchoSAMError, PromptError
 
 MIN_ASPECT = 0.6       # the zoom box's shorter side is at least this fraction of its longer side
+# Per side, before the model's margin, for an LV box without a myocardium prompt: with the bundled MemSAM's
+# margin (0.25) one LV box is then cropped as at margin 0.5, which on the val loops gives LV Dice 0.930 and EF MAE
+# 3.9 from one LV box, against 0.894 and 7.8 at 0.25 (a crop that hides the walls and the annulus).
+CAVITY_CONTEXT = {"lv": 1.0 / 6.0}
 
 
 def union_box(boxes: Sequence) -> Optional[tuple]:
@@ -83,9 +87,21 @@ def zoom_region(region, box, margin: float):
     return replace(narrowed, zoom={"box": [x0, y0, x1, y1], "margin": float(margin), "note": note})
 
 
-def prompt_extent(box=None, points=None, labels=None, masks=()) -> Optional[tuple]:
-    """The joint box (pixels) of what prompts say about the structures' extent: a box together with its
-    include points (label 1), and the pixels of each mask; None when they give none (points alone)."""
+def with_context(key: str, box) -> Optional[tuple]:
+    """A structure's box grown by the context its decoder needs that the box itself does not show
+    (`CAVITY_CONTEXT`: an LV cavity box by a sixth of its size per side, for its walls and the mitral
+    annulus). None stays None."""
+    if box is None:
+        return None
+    grow = CAVITY_CONTEXT.get(key, 0.0)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    dx, dy = grow * (x1 - x0 + 1), grow * (y1 - y0 + 1)
+    return (x0 - dx, y0 - dy, x1 + dx, y1 + dy)
+
+
+def prompt_extent(box=None, points=None, labels=None, mask=None) -> Optional[tuple]:
+    """The box (pixels) of what one structure's prompts say about its extent: a box together with its
+    include points (label 1), and a mask's pixels; None when they give none (points alone)."""
     boxes = []
     if box is not None:
         boxes.append(tuple(float(v) for v in box))
@@ -94,13 +110,21 @@ def prompt_extent(box=None, points=None, labels=None, masks=()) -> Optional[tupl
             if labels is not None:
                 pts = pts[np.asarray(labels).reshape(-1) == 1]
             boxes += [(x, y, x, y) for x, y in pts]
-    boxes += [mask_extent(m) for m in masks]
+    if mask is not None:
+        boxes.append(mask_extent(mask))
     return union_box(boxes)
 
 
+def joint_extent(extents: dict) -> Optional[tuple]:
+    """The box the zoom grows: the union of the structures' extents ({key: box or None}), an LV box given its
+    walls (`with_context`) unless the myocardium's own extent, which holds them, is among them."""
+    has_walls = extents.get("myo") is not None
+    return union_box([box if has_walls else with_context(key, box) for key, box in extents.items()])
+
+
 def zoom_for(region, loaded, extent):
-    """(region, notice): ``region`` narrowed around ``extent`` when ``loaded`` is a prompt-zoomed model; the
-    notice says what happened (None for a model without the zoom)."""
+    """(region, notice): ``region`` narrowed around ``extent`` (`joint_extent` of the prompted structures)
+    when ``loaded`` is a prompt-zoomed model; the notice says what happened (None for a model without it)."""
     margin = model_margin(loaded)
     if margin is None or not loaded.prompted:
         return region, None
@@ -126,5 +150,5 @@ def model_margin(loaded) -> Optional[float]:
     return None if m is None else float(m)
 
 
-__all__ = ["MIN_ASPECT", "union_box", "mask_extent", "zoom_box", "zoom_region", "prompt_extent", "zoom_for",
-           "check_inside_zoom", "model_margin"]
+__all__ = ["MIN_ASPECT", "CAVITY_CONTEXT", "with_context", "joint_extent", "union_box", "mask_extent", "zoom_box",
+           "zoom_region", "prompt_extent", "zoom_for", "check_inside_zoom", "model_margin"]

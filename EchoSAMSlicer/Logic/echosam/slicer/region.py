@@ -21,14 +21,18 @@ from ..structures import get_structure
 def region_for(fan, loaded, prompts, structures):
     """The region the session runs on: ``fan`` (a `FanRegion`), narrowed around the boxes (with their include
     points) and masks of ``structures`` when the model was trained prompt-zoomed (`echosam.zoom`)."""
-    from ..zoom import prompt_extent, union_box, zoom_for
+    from ..zoom import joint_extent, prompt_extent, union_box, zoom_for
 
     if not prompts:
         return fan
     keys, shape = {get_structure(s).key for s in structures}, tuple(prompts["shape"])
     items = [p for p in prompts.get("prompts", []) if p.get("structure") in keys]
-    extent = union_box([prompt_extent(p.get("box"), p.get("points"), p.get("labels"),
-                                      [rle_to_mask(p["mask"], shape)] if "mask" in p else []) for p in items])
+    extents: dict = {}
+    for p in items:
+        own = prompt_extent(p.get("box"), p.get("points"), p.get("labels"),
+                            rle_to_mask(p["mask"], shape) if "mask" in p else None)
+        extents[p["structure"]] = union_box([extents.get(p["structure"]), own])
+    extent = joint_extent(extents)
     return zoom_for(fan, loaded, extent)[0]
 
 
