@@ -90,6 +90,10 @@ def test_export_loads_in_engine_and_evaluates(tmp_path):
     md = (out / "summary.md").read_text()
     assert "| lv |" in md and "Dice (%)" in md and "predicted vs dataset EF" in md
     assert (out / "per_frame.csv").read_text().count("\n") == n + 1
+    # a model that does not exist: one line that names it, not a traceback
+    with pytest.raises(SystemExit) as e:
+        eval_main(["--model", str(tmp_path / "nope.safetensors"), "--data", "phantom:seed=1,n_cases=1", "--out", str(out)])
+    assert "training.evaluate:" in str(e.value) and "nope" in str(e.value)
 
 
 @pytest.mark.parametrize("family", ["masam", "medivista"])

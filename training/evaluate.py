@@ -158,7 +158,8 @@ def _write_csv(path: Path, rows: list) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, action="append",
-                    help="own-format checkpoint (.safetensors) from training.train; repeat to compare (loop protocol)")
+                    help="own-format checkpoint (.safetensors) from training.train, or a Models.json name; repeat to "
+                         "compare (loop protocol)")
     ap.add_argument("--protocol", default="clip", choices=["clip", "loop"],
                     help="clip: the papers' 10-frame ED->ES clips; loop: whole loops through the engine's Session "
                          "(box prompts on frame 0 for MemSAM), with EF and ED/ES from the product's estimator "
@@ -177,14 +178,23 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--max-clips", type=int, default=None)
     args = ap.parse_args(argv)
-    from echosam.checkpoints import load_checkpoint
+    from echosam.errors import EchoSAMError
+
+    try:
+        return _run(args, ap)
+    except EchoSAMError as e:                # a missing model, bad data: one line, not a traceback
+        raise SystemExit(f"python -m training.evaluate: {e}") from None
+
+
+def _run(args, ap) -> int:
+    from echosam.checkpoints import load_model
 
     if args.protocol == "loop":
         return _main_loop(args)
     if len(args.model) != 1:
         ap.error("the clip protocol evaluates one --model; use --protocol loop to compare several")
     args.model = args.model[0]
-    loaded = load_checkpoint(args.model, device=args.device)
+    loaded = load_model(args.model, device=args.device)
     if loaded.prompted and len(loaded.classes) > 1:
         ap.error(f"{args.model} propagates {', '.join(loaded.classes)} one structure at a time; "
                  "evaluate it with --protocol loop")
@@ -206,7 +216,7 @@ def main(argv=None) -> int:
 
 
 def _main_loop(args) -> int:
-    from echosam.checkpoints import load_checkpoint
+    from echosam.checkpoints import load_model
 
     from .loop_eval import evaluate_loops, table
 
@@ -214,7 +224,7 @@ def _main_loop(args) -> int:
     if kind != "simulated" or not root:
         raise SystemExit("--protocol loop needs --data simulated:PATH (a folder of case_*.npz with labels on every frame)")
     methods = {Path(m).stem if Path(m).stem not in ("best", "final") else Path(m).parent.name:
-               load_checkpoint(m, device=args.device) for m in args.model}
+               load_model(m, device=args.device) for m in args.model}
     if args.baselines:
         methods.update({"box copy (baseline)": "box", "Otsu in box (baseline)": "otsu"})
     if args.truth_row:
