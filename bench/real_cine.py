@@ -29,9 +29,9 @@ def segment(cine, region_cine, region, loaded, box=None):
     from echosam.session import Session
     from echosam.zoom import joint_extent, zoom_for
 
-    if loaded.prompted:
-        region, _ = zoom_for(region, loaded, joint_extent({"lv": box}))
-        region_cine = region.crop_cine(cine)
+    zoomed = zoom_for(region, loaded, joint_extent({"lv": box}))[0] if loaded.prompted else region
+    if zoomed is not region:
+        region, region_cine = zoomed, zoomed.crop_cine(cine)
     s = Session(region_cine, loaded, structures=["lv", "myo", "la"] if not loaded.prompted else ["lv"])
     if s.prompted:
         s.add_box(0, "lv", region.box_to_crop(box))

@@ -54,6 +54,7 @@ def test_zoom_region_narrows_the_fan_and_is_recorded(tmp_path):
     assert again.bbox == z.bbox and again.zoom == z.zoom and np.array_equal(again.mask, z.mask)
     # a box that covers the whole region changes nothing; one off the fan is refused
     assert zoom.zoom_region(region, (20, 10, 109, 89), 0.25) is region
+    assert region.meets_box((0, 0, 20, 10)) and not region.meets_box((0, 0, 19, 9))   # crop box (20, 10, 109, 89)
     with pytest.raises(EchoSAMError, match="does not meet the imaging fan"):
         zoom.zoom_region(region, (20, 10, 25, 14), 0.0)
 

@@ -138,12 +138,12 @@ def random_click(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray:
-    """Tight box (x0, y0, x1, y1) of a mask in pixel-centre coordinates, or all -1 when empty."""
-    yx = np.argwhere(mask)
-    if len(yx) == 0:
-        return np.full(4, -1.0, dtype=np.float32)
-    (r0, c0), (r1, c1) = yx.min(0), yx.max(0)
-    return np.array([c0, r0, c1, r1], dtype=np.float32)
+    """Tight box (x0, y0, x1, y1) of a mask in pixel-centre coordinates (`echosam.zoom.mask_extent`), or
+    all -1 when empty."""
+    from echosam.zoom import mask_extent
+
+    ext = mask_extent(mask)
+    return np.full(4, -1.0, dtype=np.float32) if ext is None else np.array(ext, dtype=np.float32)
 
 
 PROMPT_MODES = ("box", "point", "box+point")

@@ -178,6 +178,11 @@ class FanRegion:
         return (float(np.clip(x0, 0, w - 1)), float(np.clip(y0, 0, h - 1)),
                 float(np.clip(x1, 0, w - 1)), float(np.clip(y1, 0, h - 1)))
 
+    def meets_box(self, box) -> bool:
+        """Whether a box (x0, y0, x1, y1) in full-frame pixels overlaps the crop box."""
+        x0, y0, x1, y1 = self.bbox
+        return not (box[2] < x0 or box[0] > x1 or box[3] < y0 or box[1] > y1)
+
     def contains_xy(self, x: float, y: float) -> bool:
         """Whether the pixel nearest (x, y) lies in the crop box."""
         x0, y0, x1, y1 = self.bbox

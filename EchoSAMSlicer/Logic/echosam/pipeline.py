@@ -173,7 +173,7 @@ def map_prompts(prompts: Prompts, region, shape_hw) -> Prompts:
         if any(not 0 <= round(v) < lim for v, lim in zip(box, (w, h, w, h))):
             raise PromptError(f"Box {tuple(box)} is outside the {w}x{h} image; box corners are cine pixels "
                               "(x = column, y = row) on the image.")
-        if box[2] < x0 or box[0] > x1 or box[3] < y0 or box[1] > y1:
+        if not region.meets_box(box):
             raise PromptError(f"Box {tuple(box)} is outside {where}.")
         box = region.box_to_crop(box)
     return replace(prompts, points=pts, box=box)

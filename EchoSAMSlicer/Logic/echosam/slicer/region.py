@@ -55,10 +55,9 @@ def crop_prompts(prompts: dict, region) -> dict:
                     raise PromptError(f"A {name} point on frame {item['frame']} (x={x:g}, y={y:g}) is outside {where}.")
             item["points"] = [list(map(float, p)) for p in region.to_crop_xy(np.asarray(item["points"], float))]
         if "box" in item:
-            b = item["box"]
-            if b[2] < x0 or b[0] > x1 or b[3] < y0 or b[1] > y1:
+            if not region.meets_box(item["box"]):
                 raise PromptError(f"The {name} box on frame {item['frame']} is outside {where}.")
-            item["box"] = list(region.box_to_crop(b))
+            item["box"] = list(region.box_to_crop(item["box"]))
         if "mask" in item:
             crop = region.crop(rle_to_mask(item["mask"], region.shape))
             if not crop.any():
