@@ -63,3 +63,27 @@ def test_panel_session_crops_to_the_fan_and_zooms_to_the_box(scene, zoomed_spec)
         assert np.array_equal(after, labels)
     finally:
         c.shutdown()
+
+
+def test_panel_says_when_no_fan_is_found_and_when_points_give_no_zoom(scene, zoomed_spec):
+    # a still screen capture: nothing varies, so no fan can be found; the panel says so (as the command line
+    # does) and that an include point alone gives the zoom no extent, then segments the whole frame
+    cap = make_screen_capture(n_frames=4, seed=5, apex=(90, 20))
+    still = np.repeat(cap.frames[:1], 4, axis=0)
+    seq, browser = add_cine_sequence(scene, still, dicom_us_matrix(angle_deg=0.0), rgb=True)
+    cine = mrml.cine_from_sequence(browser)
+    y, x = np.argwhere(cap.labels[0] == 1).mean(0)
+    point = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "LV include")
+    point.AddControlPoint(list(cine.pixel_to_ras(x, y)))
+    c = Controller()
+    try:
+        c.submit_segmentation(browser, zoomed_spec, "cpu", ["lv"], frame=0, include=point)
+        end = ok(run_to_end(c))
+        region = c.worker.state["region"]
+        assert region.source == "none" and region.is_whole_frame and region.zoom is None
+        assert "No imaging fan found" in end.text and "segmenting the whole frame" in end.text
+        assert "give no extent" in end.text
+        labels = mrml.read_labels(browser, mrml.find_segmentation_sequence(browser), ["lv"], cine)
+        assert labels.shape == still.shape[:3]
+    finally:
+        c.shutdown()

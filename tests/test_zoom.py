@@ -146,6 +146,21 @@ def test_evaluation_clips_are_the_engine_crop_and_training_clips_vary():
         ClipDataset(src, prompt_zoom={"margin": 0.1, "margin_jitter": 0.2})
 
 
+
+def test_training_crop_of_a_lone_lv_box_is_the_engines_crop():
+    # an LV box alone: the engine grows it by its walls' context before the margin; training must crop the same
+    from training.datasets.clips import zoom_clip
+
+    src = _Source()
+    zcfg = {"p": 1.0, "margin": 0.25, "margin_jitter": 0.0, "union_p": 0.0}
+    lab = src.labels[0]
+    frames, masks, box = zoom_clip(src.seq.frames.astype(np.float32), lab[None].astype(np.int64), lab, "lv",
+                                   ["lv", "myo", "la"], zcfg, True, np.random.default_rng(0))
+    lv = zoom.mask_extent(lab == 1)
+    want = zoom.zoom_box(zoom.joint_extent({"lv": lv}), lab.shape, 0.25)
+    assert box == want and want != zoom.zoom_box(lv, lab.shape, 0.25)
+    assert frames.shape[1:] == (want[3] - want[1] + 1, want[2] - want[0] + 1)
+
 # ---- the engine: segment, correct, batch options, loop evaluation ----------------------------------------
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

@@ -253,18 +253,21 @@ def check_zoom(cfg) -> Optional[dict]:
     return out
 
 
-def zoom_clip(frames: np.ndarray, masks: np.ndarray, label_map: np.ndarray, own_label: int, labels: Seq[int],
+def zoom_clip(frames: np.ndarray, masks: np.ndarray, label_map: np.ndarray, own: str, keys: Seq[str],
               zoom: dict, train: bool, rng: np.random.Generator) -> tuple:
-    """Crop a clip (T, H, W) to the zoom box of its prompt frame's ``label_map`` (see `check_zoom`); the
-    crop the engine makes from the user's prompts (`echosam.zoom`). The joint box is that of ``labels`` (the
-    dataset's structures), the clip's own that of ``own_label``. Returns (frames, masks, box or None)."""
-    from echosam.zoom import mask_extent, zoom_box
+    """Crop a clip (T, H, W) to the zoom box of its prompt frame's ``label_map`` (see `check_zoom`): the
+    crop the engine makes from the user's prompts (`echosam.zoom`), by the engine's own rule
+    (`echosam.zoom.joint_extent`: a lone LV box is first grown by its walls' context). The joint box is that
+    of ``keys`` (the dataset's structures), the clip's own that of the structure ``own``.
+    Returns (frames, masks, box or None)."""
+    from echosam.zoom import joint_extent, mask_extent, zoom_box
 
     u = rng.random(3)      # drawn always, so a clip's other draws do not depend on the zoom settings
     if train and u[0] >= zoom["p"]:
         return frames, masks, None
     union = (not train) or u[1] < zoom["union_p"]
-    ext = mask_extent(np.isin(label_map, list(labels)) if union else label_map == own_label)
+    extents = {k: mask_extent(label_map == get_structure(k).label) for k in (keys if union else [own])}
+    ext = joint_extent(extents)
     if ext is None:
         return frames, masks, None
     margin = zoom["margin"] + (zoom["margin_jitter"] * (2 * u[2] - 1) if train else 0.0)
@@ -367,9 +370,8 @@ class ClipDataset:
         spacing = tuple(float(s) for s in seq.spacing)
         if self.zoom is not None and self.prompted and labelled.any():
             f0 = int(idx[int(np.argmax(labelled))])
-            own = get_structure(self.classes[structure]).label
-            every = [get_structure(k).label for k in self.classes]
-            frames, masks, _ = zoom_clip(frames, masks, seq.labels[f0], own, every, self.zoom, self.train, rng)
+            frames, masks, _ = zoom_clip(frames, masks, seq.labels[f0], self.classes[structure], self.classes,
+                                         self.zoom, self.train, rng)
             H, W = frames.shape[1:]
         if self.size:
             frames, masks = resize_clip(frames, masks, self.size)

@@ -186,6 +186,7 @@ class SegmentationResult:
     prompted: bool
     compute_path: str = ""      # Session.compute_path: how it was computed (device, precision, threads)
     ef_accuracy: str = ""       # the model's known EF error (`report.ef_accuracy_note`), "" if not recorded
+    notices: tuple = ()         # what the user should know about the region (no fan found, no zoom), one line each
 
 
 def job_load_model(state, progress, cancel, spec: str, device: str = "cpu", family: Optional[str] = None):
@@ -242,7 +243,8 @@ def job_result(state, progress, cancel) -> SegmentationResult:
     region = state.get("region")
     labels = region.uncrop(s.labels) if region is not None else s.labels.copy()     # back onto the full frame
     return SegmentationResult(labels, s.locked_frames, s.prompts_to_dict(), list(s.structures), s.prompted,
-                              s.compute_path, ef_accuracy_note(s.loaded.meta) or "")
+                              s.compute_path, ef_accuracy_note(s.loaded.meta) or "",
+                              tuple(state.get("region_notices", ())))
 
 
 def job_undo(state, progress, cancel) -> Optional[SegmentationResult]:

@@ -218,6 +218,7 @@ class Controller:
                          "left as you edited them: press Propagate to use them.")
         if not summary.get("calibrated", True):
             parts.append("Volumes are uncalibrated (1 mm pixels): calibrate the spacing.")
+        parts += [n[:1].upper() + n[1:] + ("" if n.endswith(".") else ".") for n in summary.get("notices", [])]
         return " ".join(parts)
 
     def _analyse(self, seq, labels, cine) -> tuple:
@@ -273,9 +274,8 @@ class Controller:
         step = undo.make_step(data.get("what", "Segment"), state["prompts"], state["written"], before, labels,
                               structures)
         _, summary = self._publish(browser, cine, labels, structures, frames, prompts, written, step)
-        summary["kept_edits"] = kept
-        summary["compute_path"] = result.compute_path
-        summary["ef_accuracy"] = result.ef_accuracy
+        summary.update(kept_edits=kept, compute_path=result.compute_path)
+        summary.update(ef_accuracy=result.ef_accuracy, notices=list(result.notices))
         return summary
 
     # ---- lock, undo, edit, calibrate (main thread, no model needed; work after a scene reload) ----

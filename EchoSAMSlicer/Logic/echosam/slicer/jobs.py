@@ -26,7 +26,7 @@ def job_sync_session(state, progress, cancel, key, cine, structures, prompts: di
         state["fan"], state["fan_key"] = find_region(cine), key[:3]
     if "loaded" not in state:
         raise ModelError("No model is loaded; choose a model first.")
-    region = region_for(state["fan"], state["loaded"], prompts, structures)
+    region, state["region_notices"] = region_for(state["fan"], state["loaded"], prompts, structures)
     crop_key = key + (region.bbox, tuple(region.zoom["box"]) if region.zoom else None)
     session_prompts = crop_prompts(prompts, region) if prompts is not None else None
     rebuilt = state.get("session_key") != crop_key or "session" not in state

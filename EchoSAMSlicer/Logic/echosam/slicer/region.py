@@ -18,13 +18,16 @@ from ..session.store import mask_to_rle, rle_to_mask
 from ..structures import get_structure
 
 
-def region_for(fan, loaded, prompts, structures):
-    """The region the session runs on: ``fan`` (a `FanRegion`), narrowed around the boxes (with their include
-    points) and masks of ``structures`` when the model was trained prompt-zoomed (`echosam.zoom`)."""
+def region_for(fan, loaded, prompts, structures) -> tuple:
+    """``(region, notices)``: the region the session runs on, ``fan`` (a `FanRegion`) narrowed around the boxes
+    (with their include points) and masks of ``structures`` when the model was trained prompt-zoomed
+    (`echosam.zoom`), and what the user should be told about it (no fan found; prompts that give the zoom no
+    extent), as the command line prints it."""
     from ..zoom import joint_extent, prompt_extent, union_box, zoom_for
 
+    notices = [fan.notice] if fan.notice else []
     if not prompts:
-        return fan
+        return fan, notices
     keys, shape = {get_structure(s).key for s in structures}, tuple(prompts["shape"])
     items = [p for p in prompts.get("prompts", []) if p.get("structure") in keys]
     extents: dict = {}
@@ -32,8 +35,10 @@ def region_for(fan, loaded, prompts, structures):
         own = prompt_extent(p.get("box"), p.get("points"), p.get("labels"),
                             rle_to_mask(p["mask"], shape) if "mask" in p else None)
         extents[p["structure"]] = union_box([extents.get(p["structure"]), own])
-    extent = joint_extent(extents)
-    return zoom_for(fan, loaded, extent)[0]
+    region, notice = zoom_for(fan, loaded, joint_extent(extents))
+    if notice and not region.zoom:          # a successful zoom is routine; only its absence needs saying
+        notices.append(notice)
+    return region, notices
 
 
 def crop_prompts(prompts: dict, region) -> dict:
