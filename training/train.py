@@ -104,6 +104,9 @@ class Trainer:
         self.classes = list(self.mconfig.classes)
         self.model.to(self.ctx.device)
         self.data_cfg = dict(cfg["data"], structures=self.classes)
+        if "prompt" in self.data_cfg:      # box prompts carry the helper points the model's config names
+            rule = getattr(self.mconfig, "box_helpers", "centre")
+            self.data_cfg["prompt"] = dict(self.data_cfg["prompt"], box_helpers=rule)
         size = self.mconfig.sam.img_size
         prompted = self.spec.prompted
         self.train_ds = build_clip_dataset(self.data_cfg, "train", size=size, seed=self.seed, prompted=prompted)

@@ -153,7 +153,8 @@ def clip_prompt(fg: np.ndarray, key: str, train: bool, rng: np.random.Generator,
     """Frame-0 prompt of a prompted clip: (box, points, labels). Evaluation: the tight box of the
     truth (with the structure's helper points, `echosam.structures.box_helper_points`). Training: a
     box with each side moved by up to ``mix['jitter']`` of its size, a click, or both, drawn with the
-    probabilities in ``mix``, so the model learns the prompts users give."""
+    probabilities in ``mix``, so the model learns the prompts users give. ``mix['box_helpers']``: the
+    model's helper-point rule (set by the trainer from the model config)."""
     from echosam.structures import box_helper_points
 
     box = mask_box(fg)
@@ -177,7 +178,7 @@ def clip_prompt(fg: np.ndarray, key: str, train: bool, rng: np.random.Generator,
     if mode == "point":
         box = np.full(4, -1.0, dtype=np.float32)
     elif mode == "box":
-        for x, y, lb in box_helper_points(key, box):
+        for x, y, lb in box_helper_points(key, box, mix.get("box_helpers", "centre")):
             pts.append(np.array([x, y], np.float32))
             labs.append(lb)
     return (box.astype(np.float32), np.array(pts, np.float32).reshape(-1, 2), np.array(labs, np.int64))
@@ -198,7 +199,7 @@ def every_frame_prompts(masks: np.ndarray, labelled: np.ndarray, key: str, train
     prompt and loses its supervision (``labelled`` is cleared in place)."""
     T = len(masks)
     mode = draw_prompt_mode(mix, rng) if train else "box"
-    one = {mode: 1.0, "jitter": float(mix.get("jitter", 0.08))}
+    one = {mode: 1.0, "jitter": float(mix.get("jitter", 0.08)), "box_helpers": mix.get("box_helpers", "centre")}
     prompts = [None] * T
     for t in range(T):
         fg = (masks[t] >= 1) & (masks[t] != IGNORE)

@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError, PromptError
+from ..structures import BOX_HELPER_RULES
 from .fast import full_precision
 from .features import FrameTensors
 from .memory import MemoryBank, MemoryModule, readout
@@ -98,6 +99,7 @@ class MemSAMConfig:
     sensory_memory: bool = True        # False: the memory decoder sees a zero hidden state on every frame
     neighbour_channels: bool = False   # True: frames t-1, t, t+1 as R, G, B (see module note 9)
     prompt_zoom: Optional[float] = None  # trained on crops around its prompts with this margin (echosam.zoom)
+    box_helpers: str = "centre"        # the points a box implies, as trained (echosam.structures.box_helper_points)
 
     def __post_init__(self) -> None:
         if isinstance(self.sam, dict):
@@ -115,6 +117,7 @@ class MemSAMConfig:
             (self.memory_cap is None or int(self.memory_cap) >= 0, f"memory_cap {self.memory_cap} is negative"),
             (self.prompt_zoom is None or (isinstance(self.prompt_zoom, (int, float)) and 0 <= self.prompt_zoom <= 2),
              f"prompt_zoom {self.prompt_zoom!r} is not a margin in [0, 2] (or null)"),
+            (self.box_helpers in BOX_HELPER_RULES, f"box_helpers {self.box_helpers!r} is not one of {BOX_HELPER_RULES}"),
             (min(self.key_dim, self.value_dim, self.hidden_dim, self.decoder_mid_dim, self.reinforce_dim) > 0,
              "key/value/hidden/decoder/reinforce widths must be positive"),
             (len(self.classes) >= 1, "classes must name at least one structure"),

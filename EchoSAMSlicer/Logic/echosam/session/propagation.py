@@ -109,7 +109,8 @@ class Propagator:
             if e.box is not None:
                 box_xy = self.transform.box(e.box)
                 box = torch.tensor([box_xy], dtype=torch.float32, device=self.device)
-                helpers = box_helper_points(key, box_xy) if pts is None else []
+                rule = getattr(getattr(self.model, "config", None), "box_helpers", "centre")
+                helpers = box_helper_points(key, box_xy, rule) if pts is None else []
                 if helpers:
                     pts = torch.tensor([[(x, y) for x, y, _ in helpers]], dtype=torch.float32, device=self.device)
                     lab = torch.tensor([[lb for _, _, lb in helpers]], dtype=torch.int64, device=self.device)
