@@ -239,6 +239,26 @@ def test_no_zoom_and_points_only_see_the_whole_fan(data, capsys):
     assert "zoom" not in segment_options(build_parser().parse_args(["batch", str(d), "-o", str(d / "b")]))
 
 
+
+def test_a_seed_model_gives_the_zoom_its_extent(data, capsys):
+    # --seed-model: the bundled prompt-free MA-SAM runs on the fan (what it was trained on); its frame-0 labels
+    # give the zoom its extent and seed the prompt-zoomed MemSAM on the crop around them
+    d, cap = data
+    out = d / "seeded"
+    assert cli.main(["segment", str(d / "screen.dcm"), "-o", str(out), "--model", str(d / "zoomed.safetensors"),
+                     "--seed-model", "echosam-sim-masam-small", "--structures", "lv,myo,la", "--device", "cpu", "-q",
+                     "--no-overlay"]) == 0
+    err = capsys.readouterr().err
+    assert "zoomed to the prompts" in err and "give no extent" not in err
+    run = json.loads((out / "run.json").read_text())
+    x0, y0, x1, y1 = run["region"]["zoom"]["box"]
+    lx0, ly0, lx1, ly1 = _box(cap.labels[0] == 1)
+    assert x0 <= lx0 and y0 <= ly0 and lx1 <= x1 and ly1 <= y1            # the seed found the heart: its LV is inside
+    assert (x1 - x0 + 1) * (y1 - y0 + 1) < 0.8 * cap.fan.shape[0] * cap.fan.shape[1]
+    lab, _ = read_labels(out / "labels.seq.nrrd")
+    fan = FanRegion.load(out, run["region"], cap.fan.shape)
+    assert (lab[0] == 1).any() and not (lab[:, ~fan.mask] > 0).any()
+
 def test_loop_evaluation_runs_a_zoomed_model_on_its_crop(data):
     from echosam.checkpoints import load_model
     from training import loop_eval as le

@@ -192,14 +192,15 @@ def prepare_cine(cine_path, region="auto", notify=None, read: Optional[dict] = N
     return cine, fan, model_cine
 
 
-def zoom_to_prompts(fan, prompts: Prompts, loaded, keys, cine, notify=None):
+def zoom_to_prompts(fan, prompts: Prompts, loaded, keys, cine, notify=None, seed=None):
     """The region a prompt-zoomed model (`echosam.zoom`) runs on: ``fan`` narrowed around the box (and its
-    include points) and the mask file's ``keys`` pixels, or ``fan`` itself when they give no extent."""
+    include points), the mask file's ``keys`` pixels or the ``seed`` labels (full frame, `echosam.seeding`),
+    or ``fan`` itself when they give no extent."""
     from .zoom import joint_extent, prompt_extent, union_box, zoom_for
 
     extents = {keys[0]: prompt_extent(prompts.box, prompts.points, prompts.labels)}
-    if prompts.mask and loaded.prompted:
-        lab = read_mask_frame(prompts.mask, prompts.mask_frame, cine)
+    for lab in ([read_mask_frame(prompts.mask, prompts.mask_frame, cine)] if prompts.mask and loaded.prompted else
+                []) + ([seed] if seed is not None else []):
         extents.update({k: union_box([extents.get(k), prompt_extent(mask=lab == get_structure(k).label)]) for k in keys})
     region, notice = zoom_for(fan, loaded, joint_extent(extents))
     if notice:
@@ -211,7 +212,7 @@ def _to_stderr(message: str) -> None:
     print(f"echosam: {message}", file=sys.stderr)
 
 
-def apply_prompts(session, prompts: Prompts, device: str = "auto", region=None, cine=None) -> None:
+def apply_prompts(session, prompts: Prompts, device: str = "auto", region=None, cine=None, seed=None) -> None:
     """Put ``prompts`` into a session (points/box on the first structure, a mask file on each structure it
     holds, else a seed from ``seed_model``). Nothing to do for a prompt-free model given no prompt.
     With a `FanRegion`, ``prompts`` are in full-frame pixels and the session runs on the region's crop;
@@ -230,14 +231,8 @@ def apply_prompts(session, prompts: Prompts, device: str = "auto", region=None, 
         for k in found:
             session.set_mask(prompts.mask_frame, k, structure_mask(lab, k))
     if session.prompted and not any(session.key_frames.values()):
-        if not (prompts.seed_model or prompts.seed_loaded):
-            raise PromptError(f"{session.loaded.family} is a prompted model and no prompt was given: add --points, "
-                              "--box or --mask, or --seed-model NAME (a prompt-free model) to seed it.")
-        seed = prompts.seed_loaded or load(prompts.seed_model, device)
-        if seed.prompted:
-            raise PromptError(f"--seed-model {prompts.seed_model} is a prompted model ({seed.family}); a seed model must "
-                              "be prompt-free (medivista or masam), e.g. echosam-demo-masam-tiny.")
-        session.seed_from_auto(prompts.frame, auto=seed)
+        from .seeding import seed_session
+        seed_session(session, prompts, device, seed, region)
 
 
 def segment_cine(cine_path, output, model: Optional[str] = None, family: Optional[str] = None,
@@ -250,6 +245,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`); ``read``
     the reader options. Returns {"result": cardiac analysis, "outdir", "session" (on the crop), "region"}."""
     from .io.lock import folder_lock
+    from .seeding import seed_for_zoom
     from .session import Session
     from .structures import parse_structures
 
@@ -261,11 +257,13 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     with folder_lock(output):
         cine, fan, model_cine = prepare_cine(cine_path, region, notify, read)
         loaded = loaded or load(model, device, family)
-        zoomed = zoom_to_prompts(fan, prompts or Prompts(), loaded, keys, cine, notify) if zoom else fan
+        prompts = prompts or Prompts()
+        seed = seed_for_zoom(prompts, loaded, fan, cine, keys, device) if zoom else None
+        zoomed = zoom_to_prompts(fan, prompts, loaded, keys, cine, notify, seed) if zoom else fan
         if zoomed is not fan:
             fan, model_cine = zoomed, zoomed.crop_cine(cine)
         s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected)
-        apply_prompts(s, prompts or Prompts(), device, region=fan, cine=cine)
+        apply_prompts(s, prompts, device, region=fan, cine=cine, seed=seed)
         s.segment(progress=progress)
         run = {"command": "segment", "cine": input_record(cine_path, record_paths), "record_paths": bool(record_paths),
                "read": read, "model": model or str(loaded.path), "family": loaded.family,

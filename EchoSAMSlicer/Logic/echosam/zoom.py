@@ -129,7 +129,7 @@ def zoom_for(region, loaded, extent):
     if margin is None or not loaded.prompted:
         return region, None
     if extent is None:
-        return region, ("the prompts give no extent (points only, or a seed): the model sees the whole fan; a box "
+        return region, ("the prompts give no extent (points only): the model sees the whole fan; a box "
                         "or a mask lets it zoom to the heart, which is more accurate.")
     zoomed = zoom_region(region, extent, margin)
     return zoomed, (zoomed.zoom or {}).get("note")

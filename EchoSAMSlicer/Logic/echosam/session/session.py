@@ -35,7 +35,7 @@ from ..models.fast import inference_context, optimise_for_inference
 from ..progress import CancelToken, no_progress
 from ..structures import get_structure
 from .features import FeatureCache
-from .prompt_free import auto_labels, seed_masks, window_around
+from .prompt_free import auto_labels, seed_masks
 from .propagation import Propagator, frame_signatures
 from .results import Results
 from .store import PromptStore
@@ -280,9 +280,8 @@ class Session:
                 raise PromptError(f"Seed labels {auto.shape} do not match the cine {self.results.labels.shape}.")
             lab = auto[f]
         else:
-            start, stop = window_around(f, self.n_frames, int(getattr(auto.config, "clip_frames", 10)))
-            keys = [get_structure(c).key for c in auto.classes]
-            lab = auto_labels(auto, self.grey[start:stop], keys, progress, cancel)[f - start]
+            from ..seeding import frame_labels
+            lab = frame_labels(auto, self.grey, f, [get_structure(c).key for c in auto.classes], progress, cancel)
         seeded = seed_masks(lab, self.structures)
         if not seeded:
             raise PromptError(f"The prompt-free model found none of {', '.join(self.structures)} on frame {f}; "
