@@ -258,6 +258,11 @@ def test_a_seed_model_gives_the_zoom_its_extent(data, capsys):
     lab, _ = read_labels(out / "labels.seq.nrrd")
     fan = FanRegion.load(out, run["region"], cap.fan.shape)
     assert (lab[0] == 1).any() and not (lab[:, ~fan.mask] > 0).any()
+    # a seed frame the cine does not have: one line, nothing written
+    bad = d / "seeded_bad"
+    assert cli.main(["segment", str(d / "screen.dcm"), "-o", str(bad), "--model", str(d / "zoomed.safetensors"),
+                     "--seed-model", "echosam-sim-masam-small", "--frame", "99", "--device", "cpu", "-q"]) == 2
+    assert "Frame 99 does not exist" in capsys.readouterr().err and not bad.exists()
 
 def test_loop_evaluation_runs_a_zoomed_model_on_its_crop(data):
     from echosam.checkpoints import load_model

@@ -23,7 +23,8 @@ def seed_model_of(prompts, device: str = "auto"):
         seed = prompts.seed_loaded
     else:
         from .checkpoints import load_model
-        seed = load_model(prompts.seed_model, device=device)
+        from .device import resolve_device
+        seed = load_model(prompts.seed_model, device=resolve_device(device))
     if seed.prompted:
         raise PromptError(f"--seed-model {prompts.seed_model} is a prompted model ({seed.family}); a seed model must "
                           "be prompt-free (medivista or masam), e.g. echosam-demo-masam-tiny.")
@@ -52,6 +53,8 @@ def seed_for_zoom(prompts, loaded, fan, cine, structures, device: str = "auto") 
     seed = seed_model_of(prompts, device)
     if seed is None:
         return None
+    if not 0 <= int(prompts.frame) < cine.n_frames:
+        raise PromptError(f"Frame {prompts.frame} does not exist: this cine has frames 0..{cine.n_frames - 1}.")
     crop = fan.crop_cine(cine)
     return fan.uncrop(frame_labels(seed, grey_0_255(crop.frames), prompts.frame, structures))
 
