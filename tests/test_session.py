@@ -267,6 +267,11 @@ def test_prompt_free_model_refuses_prompts_and_seeds_memsam(ph, memsam):
     with pytest.raises(PromptError, match="found none"):
         s3.seed_from_auto(0, auto=np.zeros_like(ph.labels))
     assert s3.seed_frames["lv"] == []
+    # the labels of the seed frame alone (echosam.seeding: a seed made on the fan, cropped to the session)
+    assert s3.seed_from_auto(2, auto=ph.labels[2]) == ["lv"]
+    assert np.array_equal(s3.prompts.get("lv", 2).mask, ph.labels[2] == 1)
+    with pytest.raises(PromptError, match="do not match"):
+        s3.seed_from_auto(2, auto=ph.labels[2][:-1])
 
 
 def test_prompts_dict_round_trip(ph, memsam):

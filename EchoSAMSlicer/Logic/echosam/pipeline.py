@@ -199,8 +199,10 @@ def zoom_to_prompts(fan, prompts: Prompts, loaded, keys, cine, notify=None, seed
     from .zoom import joint_extent, prompt_extent, union_box, zoom_for
 
     extents = {keys[0]: prompt_extent(prompts.box, prompts.points, prompts.labels)}
-    for lab in ([read_mask_frame(prompts.mask, prompts.mask_frame, cine)] if prompts.mask and loaded.prompted else
-                []) + ([seed] if seed is not None else []):
+    labels = [seed] if seed is not None else []
+    if prompts.mask and loaded.prompted:
+        labels.append(read_mask_frame(prompts.mask, prompts.mask_frame, cine))
+    for lab in labels:
         extents.update({k: union_box([extents.get(k), prompt_extent(mask=lab == get_structure(k).label)]) for k in keys})
     region, notice = zoom_for(fan, loaded, joint_extent(extents))
     if notice:

@@ -64,9 +64,7 @@ def seed_session(session, prompts, device: str = "auto", seed: Optional[np.ndarr
     cropped to ``region``, the session's crop) when given, else from the seed model run on the session's cine.
     A PromptError when there is no seed model either. Returns the structures seeded."""
     if seed is not None:
-        labels = np.zeros(session.cine.frames.shape[:3], np.uint8)
-        labels[prompts.frame] = region.crop(seed) if region is not None else seed
-        return session.seed_from_auto(prompts.frame, auto=labels)
+        return session.seed_from_auto(prompts.frame, auto=region.crop(seed) if region is not None else seed)
     model = seed_model_of(prompts, device)
     if model is None:
         raise PromptError(f"{session.loaded.family} is a prompted model and no prompt was given: add --points, "

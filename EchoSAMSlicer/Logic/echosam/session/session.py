@@ -269,16 +269,16 @@ class Session:
 
     def seed_from_auto(self, frame: int = 0, auto=None, progress=None, cancel=None) -> list:
         """Seed key frames on ``frame`` from a prompt-free result: ``auto`` is a prompt-free `LoadedModel`
-        (run on a window around ``frame``) or a (T, H, W) label map. Seeds are not locked. Returns the
-        structures seeded."""
+        (run on a window around ``frame``), a (T, H, W) label map, or the (H, W) labels of ``frame``. Seeds
+        are not locked. Returns the structures seeded."""
         self._require_prompted()
         f = self.prompts.check_frame(frame)
         if auto is None:
             raise PromptError("seed_from_auto needs a prompt-free model or label map (auto=...).")
         if isinstance(auto, np.ndarray):
-            if auto.shape != self.results.labels.shape:
+            if auto.shape not in (self.results.labels.shape, self.results.labels.shape[1:]):
                 raise PromptError(f"Seed labels {auto.shape} do not match the cine {self.results.labels.shape}.")
-            lab = auto[f]
+            lab = auto[f] if auto.ndim == 3 else auto
         else:
             from ..seeding import frame_labels
             lab = frame_labels(auto, self.grey, f, [get_structure(c).key for c in auto.classes], progress, cancel)
