@@ -201,3 +201,52 @@ def test_class_weights_charge_the_weighted_class_more():
     assert float(ring2(logits, truth_t, labelled)) > float(plain(logits, truth_t, labelled)) + 0.02
     with pytest.raises(ConfigError, match="class_weights needs 3"):
         build_loss({"name": "dice_ce", "class_weights": [1, 2]})(logits, truth_t, labelled)
+
+
+def _disc_clip(radii, shape=32):
+    """One clip (1, T, 1, S, S) of sharp sigmoid logits for discs of the given radii, and its (1, T, S, S) truth."""
+    yy, xx = np.mgrid[:shape, :shape]
+    r2 = (yy - shape // 2) ** 2 + (xx - shape // 2) ** 2
+    masks = np.stack([(r2 < r ** 2) for r in radii]).astype(np.int64)
+    return torch.from_numpy(np.where(masks == 1, 12.0, -12.0)).float()[None, :, None], torch.from_numpy(masks)[None]
+
+
+def test_area_curve_term_sees_a_squeezed_cycle_and_not_a_uniform_scale():
+    from training.losses import area_curve_error
+
+    _, truth = _disc_clip([10, 9, 7, 6])                         # "ED" to "ES"
+    labelled = torch.ones(1, 4, dtype=torch.bool)
+    exact, _ = _disc_clip([10, 9, 7, 6])
+    scaled, _ = _disc_clip([11, 9.9, 7.7, 6.6])                  # every frame 21 % too large: same curve
+    squeezed, _ = _disc_clip([9.5, 8.8, 7.3, 6.5])               # ED too small, ES too large
+    assert float(area_curve_error(exact, truth, labelled)) < 0.01
+    assert float(area_curve_error(scaled, truth, labelled)) < 0.03
+    assert float(area_curve_error(squeezed, truth, labelled)) > 0.08
+    squeezed.requires_grad_(True)
+    area_curve_error(squeezed, truth, labelled).backward()
+    g = squeezed.grad[0, :, 0]
+    assert float(g[0].sum()) < 0 < float(g[3].sum())             # grow the ED frame, shrink the ES frame
+    one = torch.tensor([[True, False, False, False]])
+    assert float(area_curve_error(squeezed.detach(), truth, one)) == 0.0    # one frame has no curve
+
+
+def test_dice_per_clip_weighs_a_thin_structure_as_much_as_a_large_one():
+    from echosam.errors import ConfigError
+    from training.losses import build_loss
+
+    big_lg, big = _disc_clip([12, 12])
+    big_lg[0, :, 0, 4, 4] = 12.0                                  # a large structure, almost exact
+    yy, xx = np.mgrid[:32, :32]
+    r2 = (yy - 16) ** 2 + (xx - 16) ** 2
+    ring = ((r2 >= 8 ** 2) & (r2 < 10 ** 2)).astype(np.int64)
+    half = ring * (xx < 16)                                       # a thin ring drawn on one side only
+    thin = torch.from_numpy(np.stack([ring, ring]))[None]
+    thin_lg = torch.from_numpy(np.where(np.stack([half, half]) == 1, 12.0, -12.0)).float()[None, :, None]
+    logits, masks = torch.cat([big_lg, thin_lg]), torch.cat([big, thin])
+    labelled = torch.ones(2, 2, dtype=torch.bool)
+    pooled = build_loss({"name": "memsam", "dice_weight": 1.0})(logits, masks, labelled)
+    per_clip = build_loss({"name": "memsam", "dice_weight": 1.0, "dice_per": "clip"})(logits, masks, labelled)
+    assert float(per_clip) == pytest.approx(0.5 * (1 / 3), abs=0.02)   # the ring's Dice 2/3 counts for half
+    assert float(pooled) < 0.5 * float(per_clip)
+    with pytest.raises(ConfigError, match="dice_per"):
+        build_loss({"name": "memsam", "dice_per": "frame"})(logits, masks, labelled)
