@@ -212,22 +212,25 @@ def _disc_clip(radii, shape=32):
 
 
 def test_area_curve_term_sees_a_squeezed_cycle_and_not_a_uniform_scale():
-    from training.losses import area_curve_error
+    from training.losses import area_curve_error, clip_areas
+
+    def curve(logits, truth, labelled):
+        return area_curve_error(clip_areas(logits, truth, labelled), like=logits)
 
     _, truth = _disc_clip([10, 9, 7, 6])                         # "ED" to "ES"
     labelled = torch.ones(1, 4, dtype=torch.bool)
     exact, _ = _disc_clip([10, 9, 7, 6])
     scaled, _ = _disc_clip([11, 9.9, 7.7, 6.6])                  # every frame 21 % too large: same curve
     squeezed, _ = _disc_clip([9.5, 8.8, 7.3, 6.5])               # ED too small, ES too large
-    assert float(area_curve_error(exact, truth, labelled)) < 0.01
-    assert float(area_curve_error(scaled, truth, labelled)) < 0.03
-    assert float(area_curve_error(squeezed, truth, labelled)) > 0.08
+    assert float(curve(exact, truth, labelled)) < 0.01
+    assert float(curve(scaled, truth, labelled)) < 0.03
+    assert float(curve(squeezed, truth, labelled)) > 0.08
     squeezed.requires_grad_(True)
-    area_curve_error(squeezed, truth, labelled).backward()
+    curve(squeezed, truth, labelled).backward()
     g = squeezed.grad[0, :, 0]
     assert float(g[0].sum()) < 0 < float(g[3].sum())             # grow the ED frame, shrink the ES frame
     one = torch.tensor([[True, False, False, False]])
-    assert float(area_curve_error(squeezed.detach(), truth, one)) == 0.0    # one frame has no curve
+    assert float(curve(squeezed.detach(), truth, one)) == 0.0    # one frame has no curve
 
 
 def test_dice_per_clip_weighs_a_thin_structure_as_much_as_a_large_one():

@@ -239,7 +239,6 @@ def test_no_zoom_and_points_only_see_the_whole_fan(data, capsys):
     assert "zoom" not in segment_options(build_parser().parse_args(["batch", str(d), "-o", str(d / "b")]))
 
 
-
 def test_a_seed_model_gives_the_zoom_its_extent(data, capsys):
     # --seed-model: the bundled prompt-free MA-SAM runs on the fan (what it was trained on); its frame-0 labels
     # give the zoom its extent and seed the prompt-zoomed MemSAM on the crop around them
@@ -263,6 +262,7 @@ def test_a_seed_model_gives_the_zoom_its_extent(data, capsys):
     assert cli.main(["segment", str(d / "screen.dcm"), "-o", str(bad), "--model", str(d / "zoomed.safetensors"),
                      "--seed-model", "echosam-sim-masam-small", "--frame", "99", "--device", "cpu", "-q"]) == 2
     assert "Frame 99 does not exist" in capsys.readouterr().err and not bad.exists()
+
 
 def test_loop_evaluation_runs_a_zoomed_model_on_its_crop(data):
     from echosam.checkpoints import load_model

@@ -58,46 +58,47 @@ def memsam_loss(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tenso
     x = lg[:, 0].float()[valid]
     y = (mk[valid] >= 1).float()
     bce = F.binary_cross_entropy_with_logits(x, y, pos_weight=torch.tensor(pos_weight, device=x.device))
+    areas = clip_areas(logits, masks, labelled) if dice_per == "clip" or curve_weight else None
     if dice_per == "batch":
         p = torch.sigmoid(x)
         dice = (2 * (p * y).sum() + SMOOTH) / (p.sum() + y.sum() + SMOOTH)
     else:
-        dice = clip_dice(logits, masks, labelled)
+        dice = clip_dice(areas)
     loss = dice_weight * (1 - dice) + (1 - dice_weight) * bce
     if area_weight:
         fg = ((mk >= 1) & valid)[:, None].float()
         loss = loss + area_weight * relative_area_error(torch.sigmoid(lg[:, :1].float()), fg, valid[:, None].float())
     if curve_weight:
-        loss = loss + curve_weight * area_curve_error(logits, masks, labelled)
+        loss = loss + curve_weight * area_curve_error(areas, like=logits)
     return loss
 
 
-def _clip_areas(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor):
-    """(B,T,1,S,S) logits, (B,T,S,S) masks, (B,T) flags -> per clip and frame: soft-intersection, soft area and
-    true area over the valid pixels (B, T), and which frames are supervised (B, T)."""
-    p = torch.sigmoid(logits[:, :, 0].float())
+def clip_areas(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor) -> tuple:
+    """(B,T,1,S,S) logits, (B,T,S,S) masks, (B,T) flags -> per clip and frame (B, T): soft intersection, soft area
+    and true area over the supervised pixels, and which frames have any (computed once for both clip terms)."""
     valid = (masks != IGNORE) & labelled.bool()[:, :, None, None]
+    p = torch.sigmoid(logits[:, :, 0].float()) * valid.float()
     y = ((masks >= 1) & valid).float()
-    p = p * valid.float()
-    return (p * y).sum((2, 3)), p.sum((2, 3)), y.sum((2, 3)), labelled.bool() & valid.flatten(2).any(2)
+    return (p * y).sum((2, 3)), p.sum((2, 3)), y.sum((2, 3)), valid.flatten(2).any(2)
 
 
-def clip_dice(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
-    """Mean over clips of each clip's soft Dice, pooled over its supervised frames."""
-    inter, soft, true, sup = _clip_areas(logits, masks, labelled)
+def clip_dice(areas: tuple) -> torch.Tensor:
+    """Mean over clips of each clip's soft Dice, pooled over its supervised frames (``areas`` from `clip_areas`)."""
+    inter, soft, true, sup = areas
     sup = sup.float()
     dice = (2 * (inter * sup).sum(1) + SMOOTH) / ((soft * sup).sum(1) + (true * sup).sum(1) + SMOOTH)
     return dice[sup.sum(1) > 0].mean()
 
 
-def area_curve_error(logits: torch.Tensor, masks: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+def area_curve_error(areas: tuple, like: torch.Tensor) -> torch.Tensor:
     """Mean over clips (with two or more supervised frames showing the structure) of the mean absolute difference
-    between the log soft-area curve and the log true-area curve, each taken about its own clip mean."""
-    _, soft, true, sup = _clip_areas(logits, masks, labelled)
+    between the log soft-area curve and the log true-area curve, each taken about its own clip mean (``areas``
+    from `clip_areas`; ``like``: the logits, for a zero that keeps the graph when no clip qualifies)."""
+    _, soft, true, sup = areas
     use = sup & (true > 0)
     keep = use.sum(1) >= 2
     if not keep.any():
-        return logits.sum() * 0.0
+        return like.sum() * 0.0
     w = use[keep].float()
     ls, lt = torch.log(soft[keep] + 1.0), torch.log(true[keep].clamp(min=1.0))
     n = w.sum(1, keepdim=True)
