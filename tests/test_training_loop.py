@@ -164,3 +164,33 @@ def test_fine_tune_applies_overrides_to_the_initial_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="change the architecture of init_checkpoint"):
         Trainer(_cfg(tmp_path, "bad", sets=[f"model.init_checkpoint={init}", "model.overrides={key_dim: 12}",
                                             "data.splits={train: {seed: 0, n_cases: 1}}"]))
+
+
+def test_fine_tune_at_another_input_size_resizes_only_the_position_tables(tmp_path):
+    """model.overrides.sam.img_size may differ from init_checkpoint's (a finer mask for thin walls): the encoder's
+    absolute and global-attention relative position tables are resized bilinearly, every other weight starts as
+    saved, and the run trains and exports a checkpoint at the new size that the engine loads."""
+    from echosam.checkpoints import save_checkpoint
+    from echosam.models.registry import build_model
+    from echosam.models.sam import resize_pos_embed, resize_rel_pos
+
+    torch.manual_seed(0)
+    start = build_model("memsam", preset="tiny")
+    assert start.config.sam.img_size == 64
+    init = save_checkpoint(start, "memsam", start.config, tmp_path / "start.safetensors", classes=["lv"])
+    tr = Trainer(_cfg(tmp_path, "big", sets=[f"model.init_checkpoint={init}", "model.overrides={sam: {img_size: 96}}",
+                                             "data.splits={train: {seed: 0, n_cases: 1}}", "train.epochs=1"]))
+    ref, got = start.state_dict(), tr.model.state_dict()
+    resized = [k for k in ref if ref[k].shape != got[k].shape]
+    assert resized and all(k.startswith("image_encoder.") and k.endswith(("pos_embed", "rel_pos_h", "rel_pos_w"))
+                           for k in resized)
+    for k in resized:  # each table grew with the token grid (96 / 64) and holds the bilinear resize of the saved one
+        want = got[k].shape[1] if k.endswith("pos_embed") else got[k].shape[0]
+        have = ref[k].shape[1] if k.endswith("pos_embed") else ref[k].shape[0]
+        assert want > have
+        expect = resize_pos_embed(ref[k], want) if k.endswith("pos_embed") else resize_rel_pos(ref[k], want)
+        assert torch.equal(got[k], expect), k
+    assert all(torch.equal(ref[k], got[k]) for k in ref if k not in resized)
+    summary = tr.run()
+    loaded = load_checkpoint(summary["final"])
+    assert loaded.config.sam.img_size == 96 and loaded.model.img_size == 96

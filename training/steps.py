@@ -44,9 +44,14 @@ def build_model_from_config(mcfg: dict, classes: Optional[list] = None):
         # e.g. MemSAM's sensory_memory); the weights must still fit the result exactly.
         config = spec.config_cls.from_dict(deep_merge(loaded.config.to_dict(), over))
         model = spec.build(config)
-        from echosam.models.sam import describe_mismatch
+        from echosam.models.sam import describe_mismatch, fit_state_dict_to_model
 
-        state = loaded.model.state_dict()
+        # A fine-tune may change the input size (e.g. 128 -> 192 px for a finer mask): the encoder's
+        # position tables are resized bilinearly, as SAM's official weights are; every other weight must fit.
+        state = fit_state_dict_to_model(loaded.model.state_dict(), model)
+        if loaded.config.sam.img_size != config.sam.img_size:
+            log.info("input size %d -> %d px: position tables of %s resized", loaded.config.sam.img_size,
+                     config.sam.img_size, mcfg["init_checkpoint"])
         problem = describe_mismatch(model, state)
         if problem:
             raise CheckpointError(f"model.overrides change the architecture of init_checkpoint "
