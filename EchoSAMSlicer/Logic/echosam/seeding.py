@@ -22,9 +22,8 @@ def seed_model_of(prompts, device: str = "auto"):
     if prompts.seed_loaded is not None:
         seed = prompts.seed_loaded
     else:
-        from .checkpoints import load_model
-        from .device import resolve_device
-        seed = load_model(prompts.seed_model, device=resolve_device(device))
+        from .pipeline import load
+        seed = load(prompts.seed_model, device)
     if seed.prompted:
         raise PromptError(f"--seed-model {prompts.seed_model} is a prompted model ({seed.family}); a seed model must "
                           "be prompt-free (medivista or masam), e.g. echosam-demo-masam-tiny.")
