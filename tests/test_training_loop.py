@@ -194,3 +194,31 @@ def test_fine_tune_at_another_input_size_resizes_only_the_position_tables(tmp_pa
     summary = tr.run()
     loaded = load_checkpoint(summary["final"])
     assert loaded.config.sam.img_size == 96 and loaded.model.img_size == 96
+
+
+def test_decoder_only_fine_tune_leaves_encoder_and_memory_bit_identical(tmp_path):
+    """model.trainable as a list of modules: a key-frame decoder fine-tune changes the prompt encoder and the mask
+    decoder only; the exported checkpoint's encoder and memory are the initial ones, bit for bit."""
+    from echosam.checkpoints import save_checkpoint
+    from echosam.models.registry import build_model
+
+    torch.manual_seed(0)
+    start = build_model("memsam", preset="tiny")
+    init = save_checkpoint(start, "memsam", start.config, tmp_path / "start.safetensors", classes=["lv"])
+    tr = Trainer(_cfg(tmp_path, "dec", sets=[f"model.init_checkpoint={init}", "model.trainable=[prompt_encoder, mask_decoder]",
+                                             "data.splits={train: {seed: 0, n_cases: 1}}", "train.epochs=1"]))
+    trainable = {n.split(".")[0] for n, p in tr.model.named_parameters() if p.requires_grad}
+    assert trainable == {"prompt_encoder", "mask_decoder"}
+    ref = {k: v.clone() for k, v in start.state_dict().items()}
+    got = load_checkpoint(tr.run()["final"]).model.state_dict()
+    frozen = [k for k in ref if not k.startswith(("prompt_encoder.", "mask_decoder."))]
+    assert any(k.startswith("image_encoder.") for k in frozen) and any(k.startswith("memory.") for k in frozen)
+    assert [k for k in frozen if not torch.equal(ref[k], got[k])] == []
+    assert any(not torch.equal(ref[k], got[k]) for k in ref if k.startswith("mask_decoder."))
+
+
+def test_trainable_list_naming_no_module_is_refused(tmp_path):
+    from training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="names no parameters of this model: \\['decoder'\\].*mask_decoder"):
+        Trainer(_cfg(tmp_path, "bad", sets=["model.trainable=[decoder]", "data.splits={train: {seed: 0, n_cases: 1}}"]))

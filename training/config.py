@@ -21,7 +21,7 @@ DEFAULTS: dict = {
         "overrides": {},             # deep-merged into the preset's config dict
         "init_sam": None,            # official SAM .pth (e.g. sam_vit_b_01ec64.pth) via checkpoints.load_official
         "init_checkpoint": None,     # own-format .safetensors to fine-tune from
-        "trainable": "paper",        # paper: model.set_paper_trainable(); all: every parameter
+        "trainable": "paper",        # paper: model.set_paper_trainable(); all: every parameter; [prefixes]
     },
     "data": {
         "dataset": "phantom",

@@ -60,16 +60,43 @@ def build_model_from_config(mcfg: dict, classes: Optional[list] = None):
         model.load_state_dict(state, strict=True)
     else:
         model = spec.build(config)
+    set_trainable(model, mcfg.get("trainable", "paper"))
+    enter_train_mode(model, mcfg.get("trainable", "paper"))
+    return model, spec, config
+
+
+def enter_train_mode(model, trainable) -> None:
+    """``model.train()``, except that with ``trainable`` a list of modules the batch norms outside them stay in
+    eval mode: a frozen module keeps its running statistics as well as its weights."""
     model.train()
-    trainable = str(mcfg.get("trainable", "paper"))
-    if trainable == "paper":
+    if isinstance(trainable, (list, tuple)):
+        prefixes = tuple(str(t).rstrip(".") + "." for t in trainable)
+        for name, m in model.named_modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not (name + ".").startswith(prefixes):
+                m.eval()
+
+
+def set_trainable(model, trainable) -> None:
+    """``paper``: the family's released split; ``all``: every parameter; a list of parameter-name prefixes
+    (e.g. ``[prompt_encoder, mask_decoder]``): those only, the rest frozen (a decoder-only fine-tune leaves the
+    encoder's features and the memory exactly as they were)."""
+    if isinstance(trainable, (list, tuple)):
+        prefixes = tuple(str(t).rstrip(".") + "." for t in trainable)
+        names = [n for n, _ in model.named_parameters()]
+        unknown = [t for t, pre in zip(trainable, prefixes) if not any(n.startswith(pre) for n in names)]
+        if unknown or not prefixes:
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ConfigError(f"model.trainable names no parameters of this model: {unknown or trainable}. "
+                              f"Use 'paper', 'all' or a list of its modules, e.g. {tops}.")
+        for n, p in model.named_parameters():
+            p.requires_grad_(n.startswith(prefixes))
+    elif trainable == "paper":
         model.set_paper_trainable()
     elif trainable == "all":
         for p in model.parameters():
             p.requires_grad_(True)
     else:
-        raise ConfigError(f"model.trainable must be 'paper' or 'all', got {trainable!r}")
-    return model, spec, config
+        raise ConfigError(f"model.trainable must be 'paper', 'all' or a list of module names, got {trainable!r}")
 
 
 def prepare_images(core, frames: torch.Tensor, device) -> torch.Tensor:

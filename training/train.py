@@ -37,7 +37,7 @@ from .datasets.clips import PromptGroupBatches, collate_prompted
 from .logs import CsvLog, plot_curves
 from .losses import build_loss
 from .optim import build_optimizer, build_scheduler, precision_setup
-from .steps import build_model_from_config, dice_counts, forward_batch, logits_to_labels
+from .steps import build_model_from_config, dice_counts, enter_train_mode, forward_batch, logits_to_labels
 
 log = logging.getLogger("training")
 STATE_FORMAT = "echosam-train-state"
@@ -235,7 +235,7 @@ class Trainer:
                     counts[k] += dice_counts(pred.cpu(), batch["masks"], batch["labelled"], 1)[0]
                 else:
                     counts += dice_counts(pred.cpu(), batch["masks"], batch["labelled"], len(self.classes))
-        core.train()
+        enter_train_mode(core, self.cfg["model"].get("trainable", "paper"))
         flat = D.all_reduce_sum(self.ctx, counts.ravel().tolist())
         counts = np.array(flat).reshape(-1, 2)
         per = {c: (counts[k, 0] / counts[k, 1] if counts[k, 1] else float("nan")) for k, c in enumerate(self.classes)}
