@@ -192,16 +192,14 @@ def prepare_cine(cine_path, region="auto", notify=None, read: Optional[dict] = N
     return cine, fan, model_cine
 
 
-def zoom_to_prompts(fan, prompts: Prompts, loaded, keys, cine, notify=None, seed=None):
+def zoom_to_prompts(fan, prompts: Prompts, loaded, keys, mask_labels=None, notify=None, seed=None):
     """The region a prompt-zoomed model (`echosam.zoom`) runs on: ``fan`` narrowed around the box (and its
-    include points), the mask file's ``keys`` pixels or the ``seed`` labels (full frame, `echosam.seeding`),
-    or ``fan`` itself when they give no extent."""
+    include points), the mask file's ``keys`` pixels (``mask_labels``, its frame as read, full frame) or the
+    ``seed`` labels (full frame, `echosam.seeding`), or ``fan`` itself when they give no extent."""
     from .zoom import joint_extent, prompt_extent, union_box, zoom_for
 
     extents = {keys[0]: prompt_extent(prompts.box, prompts.points, prompts.labels)}
-    labels = [seed] if seed is not None else []
-    if prompts.mask and loaded.prompted:
-        labels.append(read_mask_frame(prompts.mask, prompts.mask_frame, cine))
+    labels = [lab for lab in (seed, mask_labels if loaded.prompted else None) if lab is not None]
     for lab in labels:
         extents.update({k: union_box([extents.get(k), prompt_extent(mask=lab == get_structure(k).label)]) for k in keys})
     region, notice = zoom_for(fan, loaded, joint_extent(extents))
@@ -214,19 +212,18 @@ def _to_stderr(message: str) -> None:
     print(f"echosam: {message}", file=sys.stderr)
 
 
-def apply_prompts(session, prompts: Prompts, device: str = "auto", region=None, cine=None, seed=None) -> None:
-    """Put ``prompts`` into a session (points/box on the first structure, a mask file on each structure it
-    holds, else a seed from ``seed_model``). Nothing to do for a prompt-free model given no prompt.
-    With a `FanRegion`, ``prompts`` are in full-frame pixels and the session runs on the region's crop;
-    ``cine`` is then the full-frame cine (a mask file must lie on its grid)."""
+def apply_prompts(session, prompts: Prompts, device: str = "auto", region=None, mask_labels=None, seed=None) -> None:
+    """Put ``prompts`` into a session (points/box on the first structure, the mask file's frame ``mask_labels``
+    (`read_mask_frame`) on each structure it holds, else a seed from ``seed_model``). Nothing to do for a
+    prompt-free model given no prompt. With a `FanRegion`, ``prompts`` and ``mask_labels`` are in full-frame
+    pixels and the session runs on the region's crop."""
     keys = session.structures
     if region is not None:
         prompts = map_prompts(prompts, region, region.shape)
     if prompts.points is not None or prompts.box is not None:
         session.add_new_points_or_box(prompts.frame, keys[0], prompts.points, prompts.labels, prompts.box)
-    if prompts.mask:
-        lab = read_mask_frame(prompts.mask, prompts.mask_frame, cine if cine is not None else session.cine)
-        lab = region.crop(lab) if region is not None else lab
+    if mask_labels is not None:
+        lab = region.crop(mask_labels) if region is not None else mask_labels
         found = [k for k in keys if structure_mask(lab, k).any()]
         if not found:
             raise PromptError(f"Mask file {prompts.mask} has none of {', '.join(keys)} on frame {prompts.mask_frame}.")
@@ -260,12 +257,13 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
         cine, fan, model_cine = prepare_cine(cine_path, region, notify, read)
         loaded = loaded or load(model, device, family)
         prompts = prompts or Prompts()
+        mask_labels = read_mask_frame(prompts.mask, prompts.mask_frame, cine) if prompts.mask else None
         seed = seed_for_zoom(prompts, loaded, fan, cine, keys, device) if zoom else None
-        zoomed = zoom_to_prompts(fan, prompts, loaded, keys, cine, notify, seed) if zoom else fan
+        zoomed = zoom_to_prompts(fan, prompts, loaded, keys, mask_labels, notify, seed) if zoom else fan
         if zoomed is not fan:
             fan, model_cine = zoomed, zoomed.crop_cine(cine)
         s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected)
-        apply_prompts(s, prompts, device, region=fan, cine=cine, seed=seed)
+        apply_prompts(s, prompts, device, region=fan, mask_labels=mask_labels, seed=seed)
         s.segment(progress=progress)
         run = {"command": "segment", "cine": input_record(cine_path, record_paths), "record_paths": bool(record_paths),
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
