@@ -196,13 +196,12 @@ def zoom_to_prompts(fan, prompts: Prompts, loaded, keys, mask_labels=None, notif
     """The region a prompt-zoomed model (`echosam.zoom`) runs on: ``fan`` narrowed around the box (and its
     include points), the mask file's ``keys`` pixels (``mask_labels``, its frame as read, full frame) or the
     ``seed`` labels (full frame, `echosam.seeding`), or ``fan`` itself when they give no extent."""
-    from .zoom import joint_extent, prompt_extent, union_box, zoom_for
+    from .zoom import joint_extent, structure_extents, zoom_for
 
-    extents = {keys[0]: prompt_extent(prompts.box, prompts.points, prompts.labels)}
     labels = [lab for lab in (seed, mask_labels if loaded.prompted else None) if lab is not None]
-    for lab in labels:
-        extents.update({k: union_box([extents.get(k), prompt_extent(mask=lab == get_structure(k).label)]) for k in keys})
-    region, notice = zoom_for(fan, loaded, joint_extent(extents))
+    items = [(keys[0], prompts.box, prompts.points, prompts.labels, None)]
+    items += [(k, None, None, None, lab == get_structure(k).label) for lab in labels for k in keys]
+    region, notice = zoom_for(fan, loaded, joint_extent(structure_extents(items)))
     if notice:
         (notify or _to_stderr)(notice)
     return region

@@ -115,6 +115,15 @@ def prompt_extent(box=None, points=None, labels=None, mask=None) -> Optional[tup
     return union_box(boxes)
 
 
+def structure_extents(items) -> dict:
+    """{structure key: the union of its prompts' extents (or None)} from ``(key, box, points, labels, mask)`` items,
+    one per prompt (`prompt_extent`); the command line and Slicer gather their prompts this way."""
+    extents: dict = {}
+    for key, box, points, labels, mask in items:
+        extents[key] = union_box([extents.get(key), prompt_extent(box, points, labels, mask)])
+    return extents
+
+
 def joint_extent(extents: dict) -> Optional[tuple]:
     """The box the zoom grows: the union of the structures' extents ({key: box or None}), an LV box given its
     walls (`with_context`) unless the myocardium's own extent, which holds them, is among them."""

@@ -23,19 +23,16 @@ def region_for(fan, loaded, prompts, structures) -> tuple:
     (with their include points) and masks of ``structures`` when the model was trained prompt-zoomed
     (`echosam.zoom`), and what the user should be told about it (no fan found; prompts that give the zoom no
     extent), as the command line prints it."""
-    from ..zoom import joint_extent, prompt_extent, union_box, zoom_for
+    from ..zoom import joint_extent, structure_extents, zoom_for
 
     notices = [fan.notice] if fan.notice else []
     if not prompts:
         return fan, notices
     keys, shape = {get_structure(s).key for s in structures}, tuple(prompts["shape"])
-    items = [p for p in prompts.get("prompts", []) if p.get("structure") in keys]
-    extents: dict = {}
-    for p in items:
-        own = prompt_extent(p.get("box"), p.get("points"), p.get("labels"),
-                            rle_to_mask(p["mask"], shape) if "mask" in p else None)
-        extents[p["structure"]] = union_box([extents.get(p["structure"]), own])
-    region, notice = zoom_for(fan, loaded, joint_extent(extents))
+    items = [(p["structure"], p.get("box"), p.get("points"), p.get("labels"),
+              rle_to_mask(p["mask"], shape) if "mask" in p else None)
+             for p in prompts.get("prompts", []) if p.get("structure") in keys]
+    region, notice = zoom_for(fan, loaded, joint_extent(structure_extents(items)))
     if notice and not region.zoom:          # a successful zoom is routine; only its absence needs saying
         notices.append(notice)
     return region, notices
