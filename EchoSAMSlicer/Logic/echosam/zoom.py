@@ -160,4 +160,4 @@ def model_margin(loaded) -> Optional[float]:
 
 
 __all__ = ["MIN_ASPECT", "CAVITY_CONTEXT", "with_context", "joint_extent", "union_box", "mask_extent", "zoom_box",
-           "zoom_region", "prompt_extent", "zoom_for", "check_inside_zoom", "model_margin"]
+           "zoom_region", "prompt_extent", "structure_extents", "zoom_for", "check_inside_zoom", "model_margin"]
