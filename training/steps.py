@@ -60,9 +60,15 @@ def build_model_from_config(mcfg: dict, classes: Optional[list] = None):
         model.load_state_dict(state, strict=True)
     else:
         model = spec.build(config)
-    set_trainable(model, mcfg.get("trainable", "paper"))
-    enter_train_mode(model, mcfg.get("trainable", "paper"))
+    trainable = mcfg.get("trainable", "paper")
+    set_trainable(model, trainable)
+    enter_train_mode(model, trainable)
     return model, spec, config
+
+
+def module_prefixes(trainable) -> tuple:
+    """``model.trainable`` as a list of module names -> their parameter-name prefixes (``"memory."``)."""
+    return tuple(str(t).rstrip(".") + "." for t in trainable)
 
 
 def enter_train_mode(model, trainable) -> None:
@@ -70,7 +76,7 @@ def enter_train_mode(model, trainable) -> None:
     eval mode: a frozen module keeps its running statistics as well as its weights."""
     model.train()
     if isinstance(trainable, (list, tuple)):
-        prefixes = tuple(str(t).rstrip(".") + "." for t in trainable)
+        prefixes = module_prefixes(trainable)
         for name, m in model.named_modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not (name + ".").startswith(prefixes):
                 m.eval()
@@ -81,7 +87,7 @@ def set_trainable(model, trainable) -> None:
     (e.g. ``[prompt_encoder, mask_decoder]``): those only, the rest frozen (a decoder-only fine-tune leaves the
     encoder's features and the memory exactly as they were)."""
     if isinstance(trainable, (list, tuple)):
-        prefixes = tuple(str(t).rstrip(".") + "." for t in trainable)
+        prefixes = module_prefixes(trainable)
         names = [n for n, _ in model.named_parameters()]
         unknown = [t for t, pre in zip(trainable, prefixes) if not any(n.startswith(pre) for n in names)]
         if unknown or not prefixes:
