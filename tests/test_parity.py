@@ -154,3 +154,45 @@ def test_session_bootstrap_deep_updates_whatever_the_eval_switch(at_eval):
     assert torch.allclose(s.results.logits["lv"][0].float(), want_logits[0, 0], atol=2e-2, rtol=1e-2)
     if not at_eval:          # the released rule differs from following the switch: the test can tell them apart
         assert not torch.allclose(hidden, key_frame(False)[1], atol=1e-5)
+
+
+# 5. MemSAM: key_frame_reads repeats the key frame's prediction from a memory of the last one --------------------
+def test_key_frame_reads_predict_the_key_frame_again_from_its_last_prediction():
+    torch.manual_seed(5)
+    cfg = preset_config("memsam", "tiny")
+    cfg.key_frame_reads = {"myo": 3}
+    cfg.classes = ["lv", "myo"]
+    model = build_model("memsam", cfg).eval()
+    _randomise(model.memory, 6)
+    _randomise(model.mask_decoder, 7)
+    lm = LoadedModel(model, "memsam", cfg, {}, None, "cpu")
+    ph = make_phantom(n_frames=3, seed=2, size=(64, 64))
+    s = Session(ph.cine, lm, structures=("lv", "myo"), keep_connected=False)
+    box = [16.0, 16.0, 48.0, 48.0]
+    s.add_box(0, "lv", box)
+    s.add_box(0, "myo", box)
+    s.propagate()
+
+    with torch.no_grad():
+        images = model.prepare_frames(torch.from_numpy(ph.cine.frames[:1].astype(np.float32)))
+        f = model.encode(images)
+
+        def reads(key, n):
+            """The key frame's output after n reads, each from a fresh memory of the last prediction."""
+            logits = s.propagator.key_logits(key, 0)
+            for _ in range(n):
+                value, hidden = model.encode_value(images, f, logits, model.init_hidden(1), deep_update=True)
+                bank = MemoryBank(None)
+                bank.add(f.key, f.shrinkage, value, permanent=True)
+                logits, hidden = model.segment_from_memory(f, bank, hidden)
+            return logits, hidden
+
+    for key, n in (("lv", 1), ("myo", 3)):         # structures not named read once, as the released loop
+        logits, hidden = s.propagator.key_output(key, 0)
+        want_logits, want_hidden = reads(key, n)
+        assert torch.allclose(logits, want_logits, atol=1e-5) and torch.allclose(hidden, want_hidden, atol=1e-5)
+    three, once = s.propagator.key_output("myo", 0)[0], reads("myo", 1)[0]
+    assert (three - once).abs().max() > 100 * 1e-5, "the test cannot tell 3 reads from 1"
+    for bad in ({"myo": 0}, {"myo": 1.5}, ["myo"]):
+        with pytest.raises(ValueError, match="key_frame_reads"):
+            cfg.__class__(sam=cfg.sam, key_frame_reads=bad)

@@ -100,6 +100,9 @@ class MemSAMConfig:
     neighbour_channels: bool = False   # True: frames t-1, t, t+1 as R, G, B (see module note 9)
     prompt_zoom: Optional[float] = None  # trained on crops around its prompts with this margin (echosam.zoom)
     box_helpers: str = "centre"        # the points a box implies, as trained (echosam.structures.box_helper_points)
+    # structure -> how many times a prompted key frame is predicted again from a memory of its last prediction
+    # (the released loop: once). A thin ring (the myocardium) sharpens over a few reads (docs/evaluation.md).
+    key_frame_reads: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.sam, dict):
@@ -121,6 +124,9 @@ class MemSAMConfig:
             (min(self.key_dim, self.value_dim, self.hidden_dim, self.decoder_mid_dim, self.reinforce_dim) > 0,
              "key/value/hidden/decoder/reinforce widths must be positive"),
             (len(self.classes) >= 1, "classes must name at least one structure"),
+            (isinstance(self.key_frame_reads, dict) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                                                            for n in self.key_frame_reads.values()),
+             f"key_frame_reads {self.key_frame_reads!r} is not a mapping of structure -> reads (an integer >= 1)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -186,6 +192,10 @@ class MemSAM(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def key_frame_reads(self, structure: str) -> int:
+        """Times a prompted key frame of ``structure`` is predicted again from memory (config.key_frame_reads)."""
+        return self.config.key_frame_reads.get(structure, 1)
 
     @property
     def img_size(self) -> int:

@@ -18,6 +18,8 @@ pixels (x = column, y = row).
 - ``segment_from_memory(features, bank, hidden) -> (logits, hidden)``
 - ``key_frame_from_memory``: True when a points/box key frame is predicted again from the memory its
   prompt seeded (MemSAM's released loop); False when the prompt's own prediction is the output (SAM).
+  Such a model also has ``key_frame_reads(structure) -> int``: how many times that prediction is
+  repeated, each from a fresh memory of the last one (1: the released loop).
 
 **ClipSegmenter** (MediViSTA, MA-SAM): prompt-free, over the whole loop.
 

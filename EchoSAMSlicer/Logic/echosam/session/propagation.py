@@ -134,7 +134,8 @@ class Propagator:
         with ``key_frame_from_memory`` follows MemSAM's released loop (models.md §1.2): the prompt
         decoder's logits only seed memory (a bootstrap value that always deep-updates), then the key
         frame is predicted again from that memory; this prediction is the output and becomes the
-        permanent memory entry. Other models (SAM) output the prompt's own prediction.
+        permanent memory entry; ``model.key_frame_reads(key)`` > 1 repeats that, each time from a fresh memory
+        of the last prediction. Other models (SAM) output the prompt's own prediction.
         """
         e = self.store.get(key, k)
         ck = (key, k, e.version, "out")
@@ -142,9 +143,11 @@ class Propagator:
             klog = self.key_logits(key, k)
             hidden = self.model.init_hidden(1).to(self.device)
             if e.mask is None and self.model.key_frame_from_memory:
-                bank = MemoryBank(self.memory_cap)
-                hidden = self._push(bank, hidden, k, klog, permanent=True, deep_update=True)
-                klog, hidden = self.from_memory(key, k, bank, hidden, prompt=e)
+                for _ in range(self.model.key_frame_reads(key)):
+                    hidden = self.model.init_hidden(1).to(self.device)
+                    bank = MemoryBank(self.memory_cap)
+                    hidden = self._push(bank, hidden, k, klog, permanent=True, deep_update=True)
+                    klog, hidden = self.from_memory(key, k, bank, hidden, prompt=e)
             self.key_cache[ck] = (klog, hidden)
         return self.key_cache[ck]
 
