@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import warnings
 
 import numpy as np
@@ -268,6 +269,34 @@ def test_window_sampling_takes_frames_in_a_row(camus):
     with pytest.raises(Exception, match="clip_sampling"):
         from training.datasets.clips import ClipDataset
         ClipDataset(camus, sampling="random")
+
+
+def test_phase_sampling_spreads_clips_over_every_systole_and_diastole(tmp_path):
+    """clip_sampling: phases -> in training, a clip runs from an ED to the next ES or from an ES to the next
+    ED, on any beat of a real simulated loop, every one drawn; validation keeps the first ED->ES pair."""
+    from training.datasets.clips import ClipDataset, memsam_clip_indices
+    from training.datasets.simulated import SimulatedSource
+    from training.simulator.cache import case_arrays, save_case
+    from training.simulator.scene import simulate
+    from sim_fixtures import small
+
+    sp = dataclasses.replace(small(11, n_frames=40, height=64), heart_rate=110.0, fps=30.0)
+    save_case(tmp_path / "case_000011.npz", case_arrays(sp, simulate(sp)))
+    src = SimulatedSource(tmp_path)
+    seq = src.load(0)
+    marks = sorted([(t, "ed") for t in seq.meta["ed_frames"]] + [(t, "es") for t in seq.meta["es_frames"]])
+    pairs = {(a, b) for (a, ka), (b, kb) in zip(marks, marks[1:]) if ka != kb}
+    assert len(pairs) >= 3, f"the test loop needs several phases, has {marks}"
+    train = ClipDataset(src, clip_frames=6, train=True, sampling="phases", classes=["lv"])
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        c = train.clip_from_sequence(seq, rng)
+        seen.add((int(c.indices[0]), int(c.indices[-1])))
+        assert (np.diff(c.indices) >= 0).all() and len(c.indices) == 6
+    assert seen == pairs
+    val = ClipDataset(src, clip_frames=6, train=False, sampling="phases", classes=["lv"])
+    assert val.clip_from_sequence(seq, rng).indices.tolist() == memsam_clip_indices(seq.ed, seq.es, 6).tolist()
 
 
 def test_window_max_step_spreads_a_clip_over_larger_motion(camus):

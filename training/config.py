@@ -27,7 +27,8 @@ DEFAULTS: dict = {
         "dataset": "phantom",
         "structures": None,          # default: the model's classes
         "clip_frames": 10,
-        "clip_sampling": "ed_es",    # ed_es: MemSAM's ED->ES rule; window: frames in a row anywhere (training only)
+        "clip_sampling": "ed_es",    # ed_es: MemSAM's ED->ES rule; window: frames in a row anywhere; phases: the
+                                     # ED->ES spread over any systole or diastole of the loop (both training only)
         "clip_max_step": 2,          # window: frames 1..clip_max_step apart (drawn per clip)
         "prompt_zoom": None,         # {p, margin, margin_jitter, union_p}: prompted clips cropped around their prompts
         "supervision": "semi",

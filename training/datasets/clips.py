@@ -94,7 +94,22 @@ def memsam_clip_indices(ed: int, es: int, n: int = 10) -> np.ndarray:
     return idx
 
 
-CLIP_SAMPLING = ("ed_es", "window")
+CLIP_SAMPLING = ("ed_es", "window", "phases")
+
+
+def phase_clip_indices(seq: "Sequence", clip: int, rng: np.random.Generator) -> np.ndarray:
+    """``clip_sampling: phases`` (training only): MemSAM's ED->ES spread (`memsam_clip_indices`) over one
+    systole or diastole drawn from the whole loop (an ED to the next ES, or an ES to the next ED, any beat),
+    when the source lists every ED and ES (``meta["ed_frames"]`` / ``["es_frames"]``); else over its one
+    ED/ES pair. The ED->ES rule alone shows a propagating model contraction from the first ED only, while
+    the engine carries a mask through every beat, relaxation included."""
+    marks = sorted([(int(t), "ed") for t in seq.meta.get("ed_frames", ())]
+                   + [(int(t), "es") for t in seq.meta.get("es_frames", ())])
+    pairs = [(a, b) for (a, ka), (b, kb) in zip(marks, marks[1:]) if ka != kb and b > a and b < seq.n_frames]
+    if not pairs:
+        return memsam_clip_indices(seq.ed, seq.es, clip)
+    a, b = pairs[int(rng.integers(len(pairs)))]
+    return memsam_clip_indices(a, b, clip)
 
 
 def window_clip_indices(n_frames: int, clip: int, rng: np.random.Generator, max_step: int = 2) -> np.ndarray:
@@ -340,6 +355,8 @@ class ClipDataset:
         prompt mode, so that a batch's prompts stack (same structure, same mode; `PromptGroupBatches`)."""
         if self.clip_frames and self.sampling == "window" and self.train:
             idx = window_clip_indices(seq.n_frames, self.clip_frames, rng, self.window_max_step)
+        elif self.clip_frames and self.sampling == "phases" and self.train:
+            idx = phase_clip_indices(seq, self.clip_frames, rng)
         elif self.clip_frames:
             idx = memsam_clip_indices(seq.ed, seq.es, self.clip_frames)
         else:

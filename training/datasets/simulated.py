@@ -88,7 +88,8 @@ def load_case(f: Path) -> Sequence:
         raise DatasetError(f"{f}: unreadable simulated case ({e})") from None
     return Sequence(name=f.stem, frames=frames.astype(np.float32), labels={t: labels[t] for t in range(len(labels))},
                     spacing=spacing, ed=ed, es=es, ef=true_ef(labels, spacing, ed, es),
-                    meta={"source": "simulated", "view": params["view"], "fps": fps, **params})
+                    meta={"source": "simulated", "view": params["view"], "fps": fps,
+                          "ed_frames": [int(t) for t in z["ed"]], "es_frames": [int(t) for t in z["es"]], **params})
 
 
 class FollowedSimulatedSource:

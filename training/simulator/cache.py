@@ -60,12 +60,16 @@ def write_case(out: Path, seed: int, ranges: str) -> str:
     if dst.exists():
         return "skip"
     sp = sample_params(seed, RANGES[ranges])
-    cine = simulate(sp)
-    save_case(dst, dict(frames=cine.frames, labels=cine.labels, fan=cine.fan,
-                        spacing=np.array(cine.spacing), fps=np.array(cine.fps),
-                        ed=np.array(cine.ed_frames, dtype=np.int64), es=np.array(cine.es_frames, dtype=np.int64),
-                        volume=cine.volume, params=np.array(json.dumps(params_summary(sp)))))
+    save_case(dst, case_arrays(sp, simulate(sp)))
     return "done"
+
+
+def case_arrays(sp, cine) -> dict:
+    """What a ``case_*.npz`` holds for a simulated cine (`training.datasets.simulated.load_case` reads it)."""
+    return dict(frames=cine.frames, labels=cine.labels, fan=cine.fan, spacing=np.array(cine.spacing),
+                fps=np.array(cine.fps), ed=np.array(cine.ed_frames, dtype=np.int64),
+                es=np.array(cine.es_frames, dtype=np.int64), volume=cine.volume,
+                params=np.array(json.dumps(params_summary(sp))))
 
 
 def save_case(dst: Path, arrays: dict) -> None:
