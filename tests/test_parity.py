@@ -193,6 +193,6 @@ def test_key_frame_reads_predict_the_key_frame_again_from_its_last_prediction():
         assert torch.allclose(logits, want_logits, atol=1e-5) and torch.allclose(hidden, want_hidden, atol=1e-5)
     three, once = s.propagator.key_output("myo", 0)[0], reads("myo", 1)[0]
     assert (three - once).abs().max() > 100 * 1e-5, "the test cannot tell 3 reads from 1"
-    for bad in ({"myo": 0}, {"myo": 1.5}, ["myo"]):
+    for bad in ({"myo": 0}, {"myo": 1.5}, ["myo"], 3, {"myocardium": 3}):
         with pytest.raises(ValueError, match="key_frame_reads"):
             cfg.__class__(sam=cfg.sam, key_frame_reads=bad)

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError, PromptError
-from ..structures import BOX_HELPER_RULES
+from ..structures import BOX_HELPER_RULES, STRUCTURES
 from .fast import full_precision
 from .features import FrameTensors
 from .memory import MemoryBank, MemoryModule, readout
@@ -109,6 +109,8 @@ class MemSAMConfig:
             self.sam = SamConfig.from_dict(self.sam)
         self.cnn_dims = tuple(int(d) for d in self.cnn_dims)
         self.classes = list(self.classes)
+        reads = self.key_frame_reads if isinstance(self.key_frame_reads, dict) else {}
+        unknown_reads = sorted(set(reads) - set(STRUCTURES))
         checks = [
             (self.intensity in INTENSITIES, f"intensity {self.intensity!r} is not one of {INTENSITIES}"),
             (self.reinforce_input in REINFORCE_INPUTS, f"reinforce_input {self.reinforce_input!r} is not one of {REINFORCE_INPUTS}"),
@@ -127,6 +129,7 @@ class MemSAMConfig:
             (isinstance(self.key_frame_reads, dict) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
                                                             for n in self.key_frame_reads.values()),
              f"key_frame_reads {self.key_frame_reads!r} is not a mapping of structure -> reads (an integer >= 1)"),
+            (not unknown_reads, f"key_frame_reads names {unknown_reads}, which are not structures ({', '.join(STRUCTURES)})"),
         ]
         for ok, msg in checks:
             if not ok:
