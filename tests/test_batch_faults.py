@@ -87,3 +87,20 @@ def test_interrupted_then_killed_batch_reruns_to_the_same_summary(echonet, refer
         read_summary_csv(reference[0] / "summary.csv"))
     with open(out / "summary.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 5
+
+
+def test_a_pool_broken_before_the_next_case_is_handed_over_loses_no_case(echonet, reference, tmp_path):
+    """The worker dies between cases and the pool notices before the driver submits the next one: that case
+    was never run and must still be run (submitting to a broken pool raises; the case goes back in the queue)."""
+    killed = []
+
+    def progress(done, total, message=""):
+        if done == 1 and not killed:
+            victim = mp.active_children()[0]
+            os.kill(victim.pid, signal.SIGKILL)
+            killed.append(victim.pid)
+            time.sleep(3.0)             # the pool's manager thread sees the death: the next submit is refused
+
+    res = run_batch(echonet, tmp_path / "out", config(workers=2, backend="pool"), progress=progress)
+    assert killed and res.pending == 0
+    assert without_timing(res.rows) == without_timing(read_summary_csv(reference[0] / "summary.csv"))

@@ -8,7 +8,8 @@ loads its model on its first case.
 Faults:
 - a worker that dies (killed, out of host memory) breaks the pool: the cases it was running with the
   others in flight are submitted again to a fresh pool; a case in flight at ``max_attempts`` breaks
-  becomes an error row ("worker process died");
+  becomes an error row ("worker process died"); a case the broken pool refused never ran and goes back
+  in the queue;
 - Ctrl-C / SIGTERM in the driver: workers ignore SIGINT (the driver decides); the driver terminates
   them (SIGTERM, default action: a worker never lingers) and the interrupt propagates to the caller.
   A case cut short leaves no result row and at most a hidden temporary folder next to its output
@@ -86,7 +87,12 @@ def run_pool(cases, spec, workers: int = 1, max_attempts: int = 2):
             while pending or inflight:
                 while pending and len(inflight) < workers:
                     case = pending.popleft()
-                    inflight[ex.submit(_run_case, case)] = case
+                    try:
+                        fut = ex.submit(_run_case, case)
+                    except BrokenProcessPool:       # a worker died before this case was handed over: never run
+                        pending.appendleft(case)
+                        raise
+                    inflight[fut] = case
                 done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
                 for fut in done:
                     case = inflight.pop(fut)
