@@ -39,7 +39,9 @@ def reference(echonet, tmp_path_factory):
 
 
 # ---- faults -------------------------------------------------------------------------------------------
-def test_a_killed_worker_loses_only_its_cases(echonet, reference, tmp_path):
+def kill_a_worker_after_the_first_case(pause_s: float = 0.0):
+    """(progress callback, pids killed): the callback SIGKILLs one pool worker when the first case is done,
+    then waits ``pause_s`` seconds (long enough and the pool notices the death before its next hand-over)."""
     killed = []
 
     def progress(done, total, message=""):
@@ -47,7 +49,13 @@ def test_a_killed_worker_loses_only_its_cases(echonet, reference, tmp_path):
             victim = mp.active_children()[0]
             os.kill(victim.pid, signal.SIGKILL)
             killed.append(victim.pid)
+            time.sleep(pause_s)
 
+    return progress, killed
+
+
+def test_a_killed_worker_loses_only_its_cases(echonet, reference, tmp_path):
+    progress, killed = kill_a_worker_after_the_first_case()
     res = run_batch(echonet, tmp_path / "out", config(workers=2, backend="pool"), progress=progress)
     assert killed and res.pending == 0
     assert without_timing(res.rows) == without_timing(read_summary_csv(reference[0] / "summary.csv"))
@@ -92,15 +100,7 @@ def test_interrupted_then_killed_batch_reruns_to_the_same_summary(echonet, refer
 def test_a_pool_broken_before_the_next_case_is_handed_over_loses_no_case(echonet, reference, tmp_path):
     """The worker dies between cases and the pool notices before the driver submits the next one: that case
     was never run and must still be run (submitting to a broken pool raises; the case goes back in the queue)."""
-    killed = []
-
-    def progress(done, total, message=""):
-        if done == 1 and not killed:
-            victim = mp.active_children()[0]
-            os.kill(victim.pid, signal.SIGKILL)
-            killed.append(victim.pid)
-            time.sleep(3.0)             # the pool's manager thread sees the death: the next submit is refused
-
+    progress, killed = kill_a_worker_after_the_first_case(3.0)   # the next submit meets a broken pool
     res = run_batch(echonet, tmp_path / "out", config(workers=2, backend="pool"), progress=progress)
     assert killed and res.pending == 0
     assert without_timing(res.rows) == without_timing(read_summary_csv(reference[0] / "summary.csv"))

@@ -126,8 +126,8 @@ class MemSAMConfig:
             (min(self.key_dim, self.value_dim, self.hidden_dim, self.decoder_mid_dim, self.reinforce_dim) > 0,
              "key/value/hidden/decoder/reinforce widths must be positive"),
             (len(self.classes) >= 1, "classes must name at least one structure"),
-            (isinstance(self.key_frame_reads, dict) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
-                                                            for n in self.key_frame_reads.values()),
+            (isinstance(self.key_frame_reads, dict)
+             and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in reads.values()),
              f"key_frame_reads {self.key_frame_reads!r} is not a mapping of structure -> reads (an integer >= 1)"),
             (not unknown_reads, f"key_frame_reads names {unknown_reads}, which are not structures ({', '.join(STRUCTURES)})"),
         ]
