@@ -9,8 +9,8 @@ from training.loop_eval import baseline_box, baseline_otsu, load_case, score, tr
 from training.simulator import cache
 
 
-def _case(tmp_path, monkeypatch, seed=21):
-    monkeypatch.setattr(cache, "sample_params", lambda s, ranges=None: small(s, n_frames=12))
+def _case(tmp_path, monkeypatch, seed=21, n_frames=12):
+    monkeypatch.setattr(cache, "sample_params", lambda s, ranges=None: small(s, n_frames=n_frames))
     cache.write_case(tmp_path, seed, "train")
     return load_case(cache.case_path(tmp_path, seed))
 
@@ -74,3 +74,33 @@ def test_truth_row_scores_exact_labels_and_keeps_the_finder_error(tmp_path, monk
     keys = ("ed_frame_err", "es_frame_err")
     assert np.array_equal([truth[k] for k in keys], [frame_err[k] for k in keys], equal_nan=True)
     assert "| truth | all | 1 | 1.000 |" in (tmp_path / "out" / "loops.md").read_text()
+
+
+def test_lv_area_ratios_and_the_ed_miss_by_fifth_locate_a_basal_under_segmentation(tmp_path, monkeypatch):
+    """An ED cavity cut at its mid-row (the base half left out, ES untouched): the score's ED area ratio is
+    the kept share, the ES one 1, and bench/ef_bias.py puts the whole miss in the basal fifths."""
+    import importlib.util
+    from pathlib import Path
+
+    case = _case(tmp_path, monkeypatch, n_frames=20)               # ED on frame 3, ES on frame 14
+    assert case["ed"] and case["es"]
+    pred = case["labels"].copy()
+    kept = []
+    for t in case["ed"]:
+        lv = pred[t] == 1
+        rows = np.nonzero(lv)[0]
+        cut = lv.copy()
+        cut[: (rows.min() + rows.max()) // 2] = False              # apex at the top of an apical view
+        pred[t][cut] = 0
+        kept.append((pred[t] == 1).sum() / lv.sum())
+    row = score(pred, case)
+    assert abs(row["lv_area_ratio_ed"] - np.mean(kept)) < 1e-12 and 0.3 < row["lv_area_ratio_ed"] < 0.7
+    assert row["lv_area_ratio_es"] == 1.0
+    assert score(case["labels"], case)["lv_area_ratio_ed"] == 1.0
+    spec = importlib.util.spec_from_file_location("ef_bias", Path(__file__).parents[1] / "bench" / "ef_bias.py")
+    ef_bias = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ef_bias)
+    t = case["ed"][0]
+    missed, total = ef_bias.missed_by_fifth(pred[t] == 1, case["labels"][t] == 1, case["labels"][t] == 3, case["spacing"])
+    share = missed / total
+    assert share[0] > 0.95 and share[-1] == 0.0 and missed.sum() == ((case["labels"][t] == 1) & (pred[t] != 1)).sum()

@@ -139,6 +139,10 @@ def score(pred: np.ndarray, case: dict) -> dict:
         row[f"dice_{k}"] = float(np.mean(d)) if d else float("nan")
     es = [t for t in case["es"] if 0 <= t < len(truth)]
     row["dice_lv_es"] = float(np.mean([dice(pred[t] == 1, truth[t] == 1) for t in es])) if es else float("nan")
+    # the LV's size at the true ED and ES frames, pred / true: how the EF error splits between the two phases
+    for phase, frames in (("ed", case["ed"]), ("es", es)):
+        r = [(pred[t] == 1).sum() / (truth[t] == 1).sum() for t in frames if 0 <= t < len(truth) and (truth[t] == 1).any()]
+        row[f"lv_area_ratio_{phase}"] = float(np.mean(r)) if r else float("nan")
     hd = [hd95_assd(pred[t] == 1, truth[t] == 1, sp)[0] for t in range(0, len(truth), max(len(truth) // 12, 1))]
     row["hd95_lv_mm"] = float(np.nanmean(hd)) if np.isfinite(hd).any() else float("nan")
     times = np.arange(len(truth)) / case["fps"]
