@@ -42,6 +42,46 @@ def test_off_centre_fans(apex):
     fan_checks(fan.find_region(Cine.from_array(c.frames)).mask, c.fan, c.furniture)
 
 
+def _dark_near_field(c, depth: float):
+    """The capture with its near field (the fan's pixels within ``depth`` of the apex row) black on every
+    frame, as on a dark display: nothing moves there. Returns (frames, the rows blanked as a mask)."""
+    ys = np.nonzero(c.fan)[0]
+    near = c.fan & (np.arange(c.fan.shape[0])[:, None] < ys.min() + depth)
+    frames = c.frames.copy()
+    frames[:, near] = 0
+    return frames, near
+
+
+def test_a_fan_whose_near_field_never_moves_keeps_its_apex():
+    """A dark display's black, still near field: the moving area starts in a cut across the sector, and
+    the apex of the LV lies above it. The sector's edges are extended to their apex; the fan is whole."""
+    c = make_screen_capture(n_frames=10, apex=(120, 20), radius=140.0, half_angle=35.0, size=(190, 260), seed=4)
+    frames, near = _dark_near_field(c, depth=0.35 * 140.0)
+    moving = fan.temporal_std(Cine.from_array(frames).frames) > fan.DYNAMIC_STD
+    assert not (moving & near).any()                               # nothing there to find the fan by
+    r = fan.find_region(Cine.from_array(frames))
+    assert r.source == "detected"
+    fan_checks(r.mask, c.fan, c.furniture, min_dice=0.98)
+    assert (r.mask & near).sum() >= 0.9 * near.sum()               # the apex wedge is back (was 0 before)
+    assert (r.mask & ~c.fan).sum() <= 0.02 * c.fan.sum()
+
+
+def test_the_apex_is_not_extended_over_screen_text():
+    """Static bright pixels (a label written in the black near field) stop the extension: screen text
+    never becomes fan, even if the apex stays cut."""
+    from PIL import Image, ImageDraw
+
+    c = make_screen_capture(n_frames=10, apex=(120, 20), radius=140.0, half_angle=35.0, size=(190, 260), seed=4)
+    frames, near = _dark_near_field(c, depth=0.35 * 140.0)
+    img = Image.new("L", frames.shape[2:0:-1])
+    ImageDraw.Draw(img).text((112, 34), "TIS", fill=255)
+    text = (np.asarray(img) > 0) & near
+    assert text.any()
+    frames[:, text] = 255
+    r = fan.find_region(Cine.from_array(frames))
+    assert r.source == "detected" and not (r.mask & text).any()
+
+
 def test_dicom_region_bounds_the_fan(cap, tmp_path):
     path = tmp_path / "screen.dcm"
     write_screen_dicom(cap, path, region="fan")

@@ -24,7 +24,9 @@ Where the fan comes from (`find_region`, ``spec="auto"``), in this order:
    fan), closed, holes filled, opened (cuts thin strokes off), the largest 8-connected component kept
    and regularised to its convex hull (a sector, apex at the top, two straight edges and an arc, is
    convex). It must look like a fan: at least ``MIN_FAN_FRACTION`` of the frame and solid (area over
-   hull area >= ``MIN_SOLIDITY``).
+   hull area >= ``MIN_SOLIDITY``). A moving area cut straight across below its apex (a near field
+   black and still on a dark display, where an apical view's LV apex lies) gets its top back: the two
+   straight edges are extended to their apex (`sector_apex`), never over static bright pixels (text).
 3. **none**: no fan found (one frame only, nothing varies, or no fan-like shape): the whole frame is
    used and `FanRegion.notice` says so in one line.
 
@@ -49,6 +51,8 @@ DYNAMIC_STD = 1.0               # grey levels (0..255): temporal std above which
 MIN_FAN_FRACTION = 0.02         # a fan covers at least 2 % of the frame (or of the DICOM region)
 MIN_SOLIDITY = 0.75             # area / convex-hull area of the cleaned component
 MAX_STD_FRAMES = 128            # frames used for the temporal statistics (evenly spread)
+APEX_MAX_EXTENSION = 0.75       # a sector's edges are extended to their apex by at most 3/4 of the moving height
+FLAT_TOP = 0.8                  # a moving area whose top row is this wide (of the edges' width) is cut, not arced
 
 RegionSpec = Union[str, Sequence[float], None]
 
@@ -378,11 +382,62 @@ def detect_fan(frames: np.ndarray, coloured: Optional[np.ndarray] = None, within
     solidity = comp.sum() / hull.sum()
     if solidity < MIN_SOLIDITY:
         return None, f"the moving area is not fan-shaped (solidity {solidity:.2f})"
+    apex = sector_apex(comp, r)
+    if apex is not None and not _static_bright(sub, apex).any():    # never extend over screen text
+        hull = convex_hull_mask(comp | apex)
     if never is not None:
         hull &= ~never
     out = np.zeros((H, W), bool)
     out[y0:y1 + 1, x0:x1 + 1] = hull
     return out, ""
+
+
+def sector_apex(comp: np.ndarray, r: int = 1) -> Optional[np.ndarray]:
+    """The part of a sector above its moving part, when that part starts in a cut across it; None otherwise.
+
+    On a dark display the near field can be black and still (no speckle to vary), so the moving area
+    starts some way down the sector, cut across it, and the apex of an apical view's LV lies in the part
+    left out. The sector's two straight edges (least-squares lines through each row's first and last
+    pixel, between the top and the widest row, where the bottom arc begins) are extended up to where they
+    meet. Only when they are straight and diverge downwards, the moving area is, just below its top, at
+    least ``FLAT_TOP`` of the edges' width there (a full cut, not a narrow or ragged top), and the apex
+    is at most ``APEX_MAX_EXTENSION`` of the fan's height above the cut. A curved array's fan looks the
+    same (its arc is such a cut) and gets the black wedge above its arc too: echocardiography uses
+    phased arrays, whose sectors start at the apex. ``r``: the morphology radius of `detect_fan` (the
+    margin kept from the cut and the arc). Returns an (H, W) bool mask of the rows added."""
+    rows = np.flatnonzero(comp.any(axis=1))
+    if len(rows) < 20:
+        return None
+    left = np.array([np.flatnonzero(comp[y])[0] for y in rows], float)
+    right = np.array([np.flatnonzero(comp[y])[-1] for y in rows], float)
+    top, height = rows[0], rows[-1] - rows[0]
+    widest = rows[int(np.argmax(right - left))]
+    use = (rows > top + 2 * r + 2) & (rows < widest - 2 * r - 2)
+    if use.sum() < 10:
+        return None
+    ys = rows[use].astype(float)
+    fit_l, fit_r = np.polyfit(ys, left[use], 1), np.polyfit(ys, right[use], 1)
+    scatter = max(np.std(left[use] - np.polyval(fit_l, ys)), np.std(right[use] - np.polyval(fit_r, ys)))
+    if scatter > 1.0 + r or fit_l[0] >= 0 or fit_r[0] <= 0:       # not two straight edges diverging downwards
+        return None
+    y_apex = (fit_r[1] - fit_l[1]) / (fit_l[0] - fit_r[0])
+    if not (2 * r + 1 < top - y_apex <= APEX_MAX_EXTENSION * height):
+        return None
+    first = int(np.flatnonzero(use)[0])                            # just below the cut (morphology rounds its row)
+    if (right[first] - left[first]) < FLAT_TOP * (np.polyval(fit_r, rows[first]) - np.polyval(fit_l, rows[first])):
+        return None
+    out = np.zeros_like(comp)
+    for y in range(max(int(np.ceil(y_apex)), 0), top):
+        x0, x1 = int(np.ceil(np.polyval(fit_l, y))), int(np.floor(np.polyval(fit_r, y)))
+        out[y, max(x0, 0):min(x1, comp.shape[1] - 1) + 1] = True
+    return out if out.any() else None
+
+
+def _static_bright(frames: np.ndarray, where: np.ndarray, level: float = 150.0, n: int = 4) -> np.ndarray:
+    """Pixels of ``where`` bright on ``n`` frames spread over the loop: static text or graphics."""
+    f = np.asarray(frames)
+    idx = np.unique(np.linspace(0, f.shape[0] - 1, min(n, f.shape[0])).round().astype(int))
+    return where & (f[idx].min(axis=0) > level)
 
 
 def _check_box(box, shape_hw) -> tuple:
@@ -395,4 +450,4 @@ def _check_box(box, shape_hw) -> tuple:
 
 
 __all__ = ["FanRegion", "find_region", "prepare_region", "parse_region", "detect_fan", "dicom_bmode_box",
-           "temporal_std", "convex_hull_mask", "SOURCES", "MASK_FILE"]
+           "temporal_std", "convex_hull_mask", "sector_apex", "SOURCES", "MASK_FILE"]
