@@ -119,6 +119,8 @@ def test_echonet_tree_with_the_process_pool(echonet, reference):
     assert all(r["model"] == prompt_free_model() and json.loads(r["options"])["options"] == OPTIONS for r in rows)
     truth = {c.case_id: c.truth["ef"] for c in discover(echonet).cases}
     assert all(r["true_ef"] == pytest.approx(truth[r["case"]]) for r in rows)
+    # EchoNet's AVIs carry no pixel spacing: no volumes in ml, and the notice says why (the EF stands)
+    assert all(r["edv_ml"] is None and r["esv_ml"] is None and "no pixel spacing" in r["notice"] for r in good)
 
     if have_pyarrow():                                   # the scale extra: the same table as Parquet
         import pyarrow.parquet as pq
@@ -130,7 +132,7 @@ def test_echonet_tree_with_the_process_pool(echonet, reference):
     metrics = json.loads((out / "agreement.json").read_text())["ef"]
     p = np.array([r["ef_percent"] for r in good])
     t = np.array([r["true_ef"] for r in good])
-    assert metrics["n"] == 5
+    assert metrics["n"] == 5 and "edv" not in metrics and "esv" not in metrics     # no ml to compare
     assert metrics["mae"] == pytest.approx(np.mean(np.abs(p - t)), abs=1e-3)
     assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean((p - t) ** 2)), abs=1e-3)
     assert metrics["bias"] == pytest.approx(np.mean(p - t), abs=1e-3)
@@ -185,6 +187,31 @@ def test_prompts_from_the_manifest_and_a_seed_model(tmp_path):
                                                           backend="inline"))
     assert [r["status"] for r in seeded.rows] == ["ok", "ok"] and seeded.metrics is None
     assert json.loads(seeded.rows[0]["options"])["seed_model"] == prompt_free_model()
+
+
+def test_a_manifest_cell_holds_one_box_per_structure(tmp_path):
+    """``box`` = "lv:... | myo:..." prompts each structure of a batch run with --structures lv,myo; a box for a
+    structure the run does not segment fails that case alone, with the fix in its error."""
+    from echosam.io import write_cine
+    from echosam.phantom import make_phantom
+
+    (tmp_path / "cines").mkdir()
+    ph = make_phantom(n_frames=16, size=(64, 64), seed=44, heart_rate=110)
+    for name in ("c0", "c1"):
+        write_cine(ph.cine, tmp_path / "cines" / f"{name}.seq.nrrd")
+    cell = {}
+    for name, lab in (("lv", 1), ("myo", 2), ("la", 3)):
+        rows, cols = np.nonzero(ph.labels[0] == lab)
+        cell[name] = f"{name}:{cols.min()},{rows.min()},{cols.max()},{rows.max()}"
+    (tmp_path / "manifest.csv").write_text("path,box\n" + f"cines/c0.seq.nrrd,\"{cell['lv']} | {cell['myo']}\"\n"
+                                           + f"cines/c1.seq.nrrd,\"{cell['lv']}|{cell['la']}\"\n")
+    res = run_batch(tmp_path / "manifest.csv", tmp_path / "out",
+                    config(model="echosam-sim-memsam-small", backend="inline", options=dict(OPTIONS, structures="lv,myo")))
+    ok, refused = res.rows
+    assert ok["status"] == "ok", ok["error"]
+    info = json.loads((tmp_path / "out" / ok["case"] / "report.json").read_text())["info"]
+    assert info["key_frames"] == {"lv": [0], "myo": [0]}
+    assert refused["status"] == "error" and "--structures lv,myo,la" in refused["error"]
 
 
 def test_no_lv_is_an_error_row_and_one_batch_per_output_folder(tmp_path):

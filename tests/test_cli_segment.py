@@ -12,6 +12,7 @@ from echosam.io import read_labels, write_cine, write_labels
 from echosam.models.registry import build_model, preset_config
 from echosam.phantom import make_phantom
 from echosam.report import format_summary
+from training.datasets.clips import mask_box
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,33 @@ def test_prompt_free_and_errors(data, capsys):
     assert rc == 2 and not bad.exists()
     # correct on a folder that is not a segment output
     assert _run(["correct", str(d), "--mask", str(d / "truth.seq.nrrd"), "--frame", "1"]) == 2
+
+
+def test_one_prompt_per_structure_and_what_is_refused(data, capsys):
+    """--box/--points name their structure ('myo:...'; unnamed: the first of --structures); each structure gets
+    its own key frame. A name outside --structures, two boxes for one structure or an unknown name: exit 2,
+    one line that says what to write, nothing written."""
+    d, ph = data
+    box = {k: tuple(int(v) for v in mask_box(ph.labels[0] == lab)) for k, lab in (("lv", 1), ("myo", 2), ("la", 3))}
+    text = {k: ",".join(map(str, b)) for k, b in box.items()}
+    out = d / "three"
+    assert _run(["segment", str(d / "cine.seq.nrrd"), "-o", str(out), "--model", str(d / "memsam.safetensors"),
+                 "--structures", "lv,myo,la", "--box", text["lv"], "--box", f"myo:{text['myo']}",
+                 "--box", f"LA:{text['la']}", "--no-overlay", "--quiet", "--device", "cpu"]) == 0
+    info = json.loads((out / "report.json").read_text())["info"]
+    assert info["key_frames"] == {"lv": [0], "myo": [0], "la": [0]} and info["calibrated"] is True
+    assert "pixel spacing" not in capsys.readouterr().err              # an NRRD carries its spacing
+
+    bad = d / "refused"
+    cases = [(["--box", f"myo:{text['myo']}"], "--structures lv,myo"),
+             (["--structures", "lv,myo", "--box", text["lv"], "--box", f"lv:{text['lv']}"], "Two --box values for lv"),
+             (["--box", f"heart:{text['lv']}"], "'heart' is not a structure"),
+             (["--points", "myo:10,10,1"], "which this run does not segment")]
+    for extra, says in cases:
+        assert _run(["segment", str(d / "cine.seq.nrrd"), "-o", str(bad), "--model", str(d / "memsam.safetensors"),
+                     "--quiet"] + extra) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and not bad.exists(), (extra, err)
 
 
 def test_demo_with_bundled_weights(tmp_path, capsys):

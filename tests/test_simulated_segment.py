@@ -75,3 +75,23 @@ def test_memsam_segment_from_a_box_stays_in_the_fan_on_the_original_pixels(scree
     # and it follows the LV better than copying the box to every frame (observed 0.94 vs 0.85)
     model_dice = np.mean([_dice(lv[t], truth[t]) for t in range(len(truth))])
     assert model_dice > _box_baseline(truth, box) + 0.03, model_dice
+
+
+def test_memsam_from_one_box_per_structure_follows_lv_myo_and_la(screen_dicom, tmp_path, capsys):
+    """The issue's protocol from the command line: one box per structure on frame 0 (`--box lv:... --box myo:...
+    --box la:...`). Each structure beats copying its box to every frame. The capture has no pixel spacing (no
+    DICOM region): the run says its volumes are not ml, and run.json records it."""
+    path, screen = screen_dicom
+    boxes, args = {}, ["--structures", "lv,myo,la"]
+    for name, lab in (("lv", 1), ("myo", 2), ("la", 3)):
+        boxes[lab] = tuple(int(v) for v in mask_box(screen.labels[0] == lab))
+        args += ["--box", f"{name}:" + ",".join(map(str, boxes[lab]))]
+    capsys.readouterr()
+    labels, run = _segment(path, tmp_path / "three", args)
+    out = capsys.readouterr()
+    assert not labels[:, ~screen.fan].any()
+    for lab, box in boxes.items():
+        truth = screen.labels == lab
+        model_dice = np.mean([_dice(labels[t] == lab, truth[t]) for t in range(len(truth)) if truth[t].any()])
+        assert model_dice > _box_baseline(truth, box) + 0.02, (lab, model_dice)
+    assert run["calibrated"] is False and "no pixel spacing" in out.err

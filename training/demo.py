@@ -5,8 +5,8 @@
 1. A simulated apical four-chamber loop (`training.simulator`, a seed never used in training) is
    rendered as a scanner screen capture (text, depth scale, ECG, markers) and written as an RGB
    ultrasound DICOM WITHOUT an ultrasound-region sequence, so the fan must be found from the pixels.
-2. `echosam segment` runs on it with the default model (MemSAM) from one box around the LV on
-   frame 0, as a user would draw it; then a prompt-free model segments LV, myocardium and LA.
+2. `echosam segment` runs on it with the default model (MemSAM) from one box per structure (LV,
+   myocardium, LA) on frame 0, as a user would draw them; then a prompt-free model segments the three.
    The truth is known: mean Dice per structure and the EF error are printed.
 3. Where the `pydicom-data` package is installed, the same is done on its real apical SonoSite cine
    (no truth): the EF, ED/ES frames and the overlay video are reported.
@@ -48,8 +48,8 @@ def simulated_case(out: Path) -> tuple:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "simulated_a4c_screen.dcm"
     write_dicom(screen, path, with_region=False, seed=DEMO_SEED)
-    box = tuple(int(v) for v in mask_box(screen.labels[0] == 1))
-    return path, screen, cine, box
+    boxes = {k: tuple(int(v) for v in mask_box(screen.labels[0] == lab)) for k, lab in (("lv", 1), ("myo", 2), ("la", 3))}
+    return path, screen, cine, boxes
 
 
 def score(folder: Path, screen, cine) -> dict:
@@ -86,16 +86,18 @@ def main(argv=None) -> int:
     dev = ["--device", args.device]
     print(f"EchoSAM demo: models '{model}' and '{PROMPT_FREE}' (small, trained on SIMULATED echoes only; "
           "research software, not for clinical use)")
-    path, screen, cine, box = simulated_case(out / "input")
+    path, screen, cine, boxes = simulated_case(out / "input")
     T, H, W, _ = screen.frames.shape
     print(f"1) simulated A4C screen capture: {T} frames, {W}x{H} px RGB, {cine.fps:.0f} fps, no DICOM region "
-          f"(the fan is found from the pixels); box around the LV on frame 0: {box}")
-    _segment(["segment", str(path), "-o", str(out / "simulated_memsam"), "--box", ",".join(map(str, box)),
-              "--structures", "lv"] + dev)
+          f"(the fan is found from the pixels); one box per structure on frame 0: "
+          + ", ".join(f"{k.upper()} {b}" for k, b in boxes.items()))
+    box_args = [a for k, b in boxes.items() for a in ("--box", f"{k}:" + ",".join(map(str, b)))]
+    _segment(["segment", str(path), "-o", str(out / "simulated_memsam"), "--structures", "lv,myo,la"] + box_args + dev)
     r = score(out / "simulated_memsam", screen, cine)
     ef_txt = f"{r['ef']:.1f} % vs true {r['ef_true']:.1f} % (error {r['ef'] - r['ef_true']:+.1f} points)" \
         if r["ef"] is not None else f"not reported ({r['status']}; true {r['ef_true']:.1f} %)"
-    print(f"   MemSAM, one box: mean LV Dice {r['dice'].get('lv', float('nan')):.3f}; EF {ef_txt}; "
+    dice_txt = ", ".join(f"{k.upper()} {v:.3f}" for k, v in r["dice"].items())
+    print(f"   MemSAM, one box per structure: mean Dice {dice_txt}; EF {ef_txt}; "
           f"ED {r['ed']} (true {r['ed_true']}), ES {r['es']} (true {r['es_true']}); "
           f"labels outside the fan: {r['outside_fan']}")
     _segment(["segment", str(path), "-o", str(out / "simulated_prompt_free"), "--model", PROMPT_FREE,

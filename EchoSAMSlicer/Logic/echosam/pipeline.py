@@ -15,8 +15,7 @@ any work. A command on an existing result folder holds its lock (`io.lock.folder
 read to the publish: a second command on the same folder is refused, never silently overwrites.
 Inputs are recorded by base name only unless ``record_paths`` (`outputs.input_record`); ``read`` holds
 the reader options (``slices_as_frames``, ``fps``) of every cine read, and `correct` reuses them.
-Points/box prompts apply to the FIRST structure; a mask file (label map) seeds every listed structure
-present on its frame.
+The user's prompts (points and boxes per structure, a mask file, a seed model) are `echosam.user_prompts`.
 
 The ultrasound region (`echosam.fan`, ``region="auto" | "off" | (x0, y0, x1, y1)``) comes first: the
 model sees only the fan's crop (0 outside the fan), prompts in full-frame pixels are mapped into the
@@ -27,8 +26,6 @@ and ``fan_mask.png`` holds its mask, so that `correct` reuses exactly the same c
 from __future__ import annotations
 
 import json
-import sys
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +33,9 @@ import numpy as np
 
 from .errors import EchoSAMError, PromptError
 from .structures import get_structure
-from .report import ef_accuracy_note
+from .report import calibration_note, ef_accuracy_note
+from .user_prompts import (Prompts, StructurePrompt, print_notice, apply_prompts, map_prompts,  # noqa: F401
+                           structure_mask, zoom_to_prompts)
 
 from .outputs import (LABEL_FORMATS, OUR_FILES, RUN_FILE, carry_over, check_formats, check_outdir,  # noqa: F401
                       find_cine, input_record, read_options, read_run)
@@ -45,24 +44,6 @@ from .outputs import (LABEL_FORMATS, OUR_FILES, RUN_FILE, carry_over, check_form
 DEMO_SEED = 424242
 
 
-@dataclass
-class Prompts:
-    """What the user gives a prompted model: points ``(N, 2)`` cine pixels (x = column) with 1/0
-    labels and/or a box (x0, y0, x1, y1) on ``frame``; a label file whose ``mask_frame`` locks that
-    frame; or a prompt-free ``seed_model`` run on ``frame`` when nothing else is given."""
-
-    frame: int = 0
-    points: Optional[np.ndarray] = None
-    labels: Optional[np.ndarray] = None
-    box: Optional[tuple] = None
-    mask: Optional[str] = None
-    mask_frame: int = 0
-    seed_model: Optional[str] = None
-    seed_loaded: Optional[object] = None      # ``seed_model`` already loaded (batch workers keep one)
-
-    @property
-    def given(self) -> bool:
-        return self.points is not None or self.box is not None or self.mask is not None
 
 
 # ---- inputs --------------------------------------------------------------------------------------
@@ -98,14 +79,6 @@ def read_mask_frame(path, frame: int, cine) -> np.ndarray:
     if not 0 <= frame < lab.shape[0]:
         raise PromptError(f"Mask file {p.name} has {lab.shape[0]} frames; frame {frame} does not exist.")
     return lab[frame]
-
-
-def structure_mask(lab: np.ndarray, key: str) -> np.ndarray:
-    """The mask of ``key`` in a label frame (a binary 0/1 file counts as that structure)."""
-    m = lab == get_structure(key).label
-    if not m.any() and set(np.unique(lab).tolist()) <= {0, 1}:
-        m = lab == 1
-    return m
 
 
 def load(model: Optional[str], device: str = "auto", family: Optional[str] = None):
@@ -152,33 +125,6 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
 
 
 # ---- one cine ------------------------------------------------------------------------------------
-def map_prompts(prompts: Prompts, region, shape_hw) -> Prompts:
-    """Prompts in full-frame cine pixels -> the same prompts in the region's crop pixels (points shifted,
-    the box shifted and clipped; a mask file is cropped when it is read, see `apply_prompts`).
-    A point off the frame, or a point/box off the fan's crop, is a PromptError."""
-    h, w = shape_hw
-    x0, y0, x1, y1 = region.bbox
-    where = f"the imaging fan's box (x {x0}..{x1}, y {y0}..{y1}); move it onto the fan, or use --region off"
-    pts = prompts.points
-    if pts is not None:
-        pts = np.asarray(pts, dtype=float).reshape(-1, 2)
-        for x, y in pts:
-            if not (0 <= round(x) < w and 0 <= round(y) < h):
-                raise PromptError(f"Point (x={x:g}, y={y:g}) is outside the {w}x{h} image; place it on the image.")
-            if not region.contains_xy(x, y):
-                raise PromptError(f"Point (x={x:g}, y={y:g}) is outside {where}.")
-        pts = region.to_crop_xy(pts)
-    box = prompts.box
-    if box is not None:
-        if any(not 0 <= round(v) < lim for v, lim in zip(box, (w, h, w, h))):
-            raise PromptError(f"Box {tuple(box)} is outside the {w}x{h} image; box corners are cine pixels "
-                              "(x = column, y = row) on the image.")
-        if not region.meets_box(box):
-            raise PromptError(f"Box {tuple(box)} is outside {where}.")
-        box = region.box_to_crop(box)
-    return replace(prompts, points=pts, box=box)
-
-
 def prepare_cine(cine_path, region="auto", notify=None, read: Optional[dict] = None) -> tuple:
     """(full-frame cine, `FanRegion`, the model's cine) of a cine file read with the reader options
     ``read``. A notice of the region (no fan found) goes to ``notify`` (default: one line on stderr)."""
@@ -188,49 +134,8 @@ def prepare_cine(cine_path, region="auto", notify=None, read: Optional[dict] = N
     cine = read_cine(cine_path, **read_options(read))
     fan, model_cine = prepare_region(cine, region)
     if fan.notice:
-        (notify or _to_stderr)(fan.notice)
+        (notify or print_notice)(fan.notice)
     return cine, fan, model_cine
-
-
-def zoom_to_prompts(fan, prompts: Prompts, loaded, keys, mask_labels=None, notify=None, seed=None):
-    """The region a prompt-zoomed model (`echosam.zoom`) runs on: ``fan`` narrowed around the box (and its
-    include points), the mask file's ``keys`` pixels (``mask_labels``, its frame as read, full frame) or the
-    ``seed`` labels (full frame, `echosam.seeding`), or ``fan`` itself when they give no extent."""
-    from .zoom import joint_extent, structure_extents, zoom_for
-
-    labels = [lab for lab in (seed, mask_labels if loaded.prompted else None) if lab is not None]
-    items = [(keys[0], prompts.box, prompts.points, prompts.labels, None)]
-    items += [(k, None, None, None, lab == get_structure(k).label) for lab in labels for k in keys]
-    region, notice = zoom_for(fan, loaded, joint_extent(structure_extents(items)))
-    if notice:
-        (notify or _to_stderr)(notice)
-    return region
-
-
-def _to_stderr(message: str) -> None:
-    print(f"echosam: {message}", file=sys.stderr)
-
-
-def apply_prompts(session, prompts: Prompts, device: str = "auto", region=None, mask_labels=None, seed=None) -> None:
-    """Put ``prompts`` into a session (points/box on the first structure, the mask file's frame ``mask_labels``
-    (`read_mask_frame`) on each structure it holds, else a seed from ``seed_model``). Nothing to do for a
-    prompt-free model given no prompt. With a `FanRegion`, ``prompts`` and ``mask_labels`` are in full-frame
-    pixels and the session runs on the region's crop."""
-    keys = session.structures
-    if region is not None:
-        prompts = map_prompts(prompts, region, region.shape)
-    if prompts.points is not None or prompts.box is not None:
-        session.add_new_points_or_box(prompts.frame, keys[0], prompts.points, prompts.labels, prompts.box)
-    if mask_labels is not None:
-        lab = region.crop(mask_labels) if region is not None else mask_labels
-        found = [k for k in keys if structure_mask(lab, k).any()]
-        if not found:
-            raise PromptError(f"Mask file {prompts.mask} has none of {', '.join(keys)} on frame {prompts.mask_frame}.")
-        for k in found:
-            session.set_mask(prompts.mask_frame, k, structure_mask(lab, k))
-    if session.prompted and not any(session.key_frames.values()):
-        from .seeding import seed_session
-        seed_session(session, prompts, device, seed, region)
 
 
 def segment_cine(cine_path, output, model: Optional[str] = None, family: Optional[str] = None,
@@ -254,6 +159,9 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     check_outdir(Path(output))
     with folder_lock(output):
         cine, fan, model_cine = prepare_cine(cine_path, region, notify, read)
+        uncalibrated = calibration_note(cine.metadata)
+        if uncalibrated:
+            (notify or print_notice)(uncalibrated)
         loaded = loaded or load(model, device, family)
         prompts = prompts or Prompts()
         mask_labels = read_mask_frame(prompts.mask, prompts.mask_frame, cine) if prompts.mask else None
@@ -268,7 +176,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
                "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
                "overlay": bool(overlay), "region": fan.summary(), "zoom": bool(zoom), "keep_connected": bool(keep_connected),
-               "precision": precision, "compute": s.path.to_dict(),
+               "precision": precision, "compute": s.path.to_dict(), "calibrated": uncalibrated is None,
                "model_ef_accuracy": ef_accuracy_note(loaded.meta)}
         out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine)
     return dict(out, session=s, region=fan)

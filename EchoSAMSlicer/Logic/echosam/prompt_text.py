@@ -1,7 +1,11 @@
 """The text forms of prompts, shared by the command line (``--points``, ``--box``) and batch manifests
 (``points``, ``box`` columns): points ``"x,y,1;x,y,0"`` and boxes ``"x0,y0,x1,y1"``, in cine pixels
-(x = column, y = row; label 1 include, 0 exclude)."""
+(x = column, y = row; label 1 include, 0 exclude), each optionally for a named structure: ``"myo:x0,y0,x1,y1"``
+(`split_structure`; unnamed: the run's first structure). A manifest cell holds several, separated by ``|``
+(`split_cell`): ``"lv:95,60,160,150 | myo:85,50,170,158"``."""
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -35,3 +39,63 @@ def parse_box(text: str) -> tuple:
     if len(v) != 4:
         raise PromptError(f"--box {text!r} must be four numbers x0,y0,x1,y1 (cine pixels).")
     return v
+
+
+_NAMED = re.compile(r"^\s*([A-Za-z][A-Za-z_ ]*?)\s*:(.*)$", re.S)
+
+
+def split_structure(text: str) -> tuple:
+    """``"myo:x0,y0,x1,y1"`` -> (``"myo"``, ``"x0,y0,x1,y1"``); text without a name -> (None, text).
+    The name is checked by the caller against the run's structures."""
+    m = _NAMED.match(text)
+    return (m.group(1).strip(), m.group(2)) if m else (None, text)
+
+
+def prompts_by_structure(points=(), boxes=(), keys=("lv",)) -> dict:
+    """Repeated ``--points`` / ``--box`` texts (each optionally ``"name:..."``) -> {structure key:
+    (points, labels, box)}; unnamed ones go to ``keys[0]``. A name that is not a structure of the run, or two
+    texts of one kind for one structure, is a PromptError that says what to write instead."""
+    from .structures import get_structure
+
+    out: dict = {}
+
+    def key_of(name, text, option):
+        if name is None:
+            return keys[0]
+        try:
+            key = get_structure(name).key
+        except PromptError:
+            raise PromptError(f"{option} {text!r}: {name!r} is not a structure; name one of "
+                              f"{', '.join(keys)} ({option} 'lv:...').") from None
+        if key not in keys:
+            raise PromptError(f"{option} {text!r} is for {key}, which this run does not segment (structures: "
+                              f"{', '.join(keys)}); add it: --structures {','.join(list(keys) + [key])}.")
+        return key
+
+    for option, texts, slot in (("--points", points, 0), ("--box", boxes, 2)):
+        for text in texts or ():
+            name, rest = split_structure(text)
+            key = key_of(name, text, option)
+            entry = out.setdefault(key, [None, None, None])
+            if entry[slot] is not None:
+                raise PromptError(f"Two {option} values for {key}; give one per structure ({option} "
+                                  f"'{key}:...' once), or name the others' structures.")
+            if slot == 0:
+                entry[0], entry[1] = parse_points(rest)
+            else:
+                entry[2] = parse_box(rest)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def split_cell(text) -> list:
+    """A manifest cell -> its prompt texts (``|``-separated; empty or missing: none)."""
+    return [t.strip() for t in str(text or "").split("|") if t.strip()]
+
+
+def check_prompt_texts(points=None, box=None) -> None:
+    """The form of a manifest row's ``points`` / ``box`` cells (names are checked against the run's
+    structures when the case runs): a PromptError naming the bad text."""
+    for t in split_cell(points):
+        parse_points(split_structure(t)[1])
+    for t in split_cell(box):
+        parse_box(split_structure(t)[1])

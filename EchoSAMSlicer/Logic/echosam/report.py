@@ -101,6 +101,17 @@ def ef_accuracy_note(meta: Optional[dict]) -> Optional[str]:
             f"({len(sets)} set{'s' if len(sets) > 1 else ''}, {loops} loops); treat its EF as indicative.")
 
 
+def calibration_note(metadata: Optional[dict]) -> Optional[str]:
+    """One line when the cine's file gives no pixel spacing (``metadata["spacing_known"]`` False: a DICOM
+    without PixelSpacing or an ultrasound region, a video, PNGs): its areas and volumes were computed with
+    1 mm pixels and are not mm² / ml. The EF and the ED/ES frames do not depend on the spacing."""
+    if (metadata or {}).get("spacing_known", True):
+        return None
+    return ("the file gives no pixel spacing, so 1 mm pixels were assumed: the LV areas and volumes (EDV, ESV) "
+            "are not in real mm² / ml; the EF and the ED/ES frames do not depend on it. Give the cine its "
+            "calibration (a DICOM ultrasound region or PixelSpacing, or an NRRD with its spacing) for volumes.")
+
+
 def format_summary(res: CardiacResult) -> str:
     """One short human-readable block for the terminal."""
     if res.status in ("no LV", "too short", "no plausible LV", "implausible EF", "no cardiac cycle"):

@@ -33,7 +33,7 @@ from typing import Optional
 
 from ..errors import EchoSAMError
 from ..io import cine_stem, is_cine_file
-from ..prompt_text import parse_box, parse_points
+from ..prompt_text import check_prompt_texts
 
 PATH_COLUMNS = ("path", "file", "cine", "filename", "video")
 TRUTH_COLUMNS = {"ef": ("ef", "true_ef", "ef_true"), "edv": ("edv", "true_edv", "edv_true"),
@@ -195,10 +195,7 @@ def _prompt(row: dict, where: str, base: Path) -> dict:
         if v is not None:
             out[key] = int(v)
     try:
-        if "points" in out:
-            parse_points(out["points"])
-        if "box" in out:
-            parse_box(out["box"])
+        check_prompt_texts(out.get("points"), out.get("box"))
     except EchoSAMError as exc:
         raise EchoSAMError(f"{where}: {exc}") from None
     if "mask" in out and not Path(out["mask"]).is_absolute():

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import EchoSAMError, is_out_of_memory
-from ..prompt_text import parse_box, parse_points
+from ..prompt_text import prompts_by_structure, split_cell
 from .state import content_sha256, stat_signature
 
 
@@ -99,12 +99,16 @@ class CaseRunner:
     def prompts(self, case):
         from .. import pipeline
 
+        from ..structures import parse_structures
+
         p = case.prompt
-        pts, labs = parse_points(p["points"]) if p.get("points") else (None, None)
-        return pipeline.Prompts(frame=int(p.get("frame", self.spec.seed_frame)), points=pts, labels=labs,
-                                box=parse_box(p["box"]) if p.get("box") else None,
+        keys = [s.key for s in parse_structures(self.spec.options.get("structures", "lv"))]
+        given = prompts_by_structure(split_cell(p.get("points")), split_cell(p.get("box")), keys)
+        pts, labs, box = given.pop(keys[0], (None, None, None))
+        return pipeline.Prompts(frame=int(p.get("frame", self.spec.seed_frame)), points=pts, labels=labs, box=box,
                                 mask=p.get("mask_path"), mask_frame=int(p.get("mask_frame", 0)),
-                                seed_model=self.spec.seed_model, seed_loaded=self.seed)
+                                seed_model=self.spec.seed_model, seed_loaded=self.seed,
+                                others={k: pipeline.StructurePrompt(*v) for k, v in given.items()})
 
     def run(self, case) -> dict:
         from .. import pipeline
@@ -122,6 +126,8 @@ class CaseRunner:
                                         **self.spec.options)
             row["notice"] = " ".join(notices)
             s = out["result"].summary()
+            if out["run"].get("calibrated") is False:       # volumes from 1 mm pixels are not ml (the notice says so)
+                s = dict(s, edv_ml=None, esv_ml=None)
             ok = s["ef_percent"] is not None
             row.update(status="ok" if ok else "error", error="" if ok else s["message"],
                        ef_percent=_value(s["ef_percent"]), edv_ml=_value(s["edv_ml"]), esv_ml=_value(s["esv_ml"]),

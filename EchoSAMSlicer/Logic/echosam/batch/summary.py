@@ -5,7 +5,7 @@ Columns (`COLUMNS`): ``case`` (id = output folder below OUT), ``input`` (path re
 manifest root; no absolute paths), ``split``, ``status`` (``ok``: EF measured; ``error``: the case
 failed or no EF could be measured; ``pending``: not run yet), ``error`` (the message), ``notice`` (what
 the pipeline said about a case that still ran, e.g. no ultrasound fan found), ``ef_percent``,
-``edv_ml``, ``esv_ml``, ``ed_frames`` / ``es_frames`` (``;``-separated 0-based frames), ``n_beats``,
+``edv_ml``, ``esv_ml`` (empty for a cine without pixel spacing), ``ed_frames`` / ``es_frames`` (``;``-separated 0-based frames), ``n_beats``,
 ``cardiac_status`` (`cardiac.analyse`'s status), ``n_frames``, ``seconds`` (wall time of the case in
 its worker), ``compute_path`` (how it was computed, `echosam.compute`: e.g. "cpu bf16 autocast (amx_bf16),
 1 thread"), ``model``, ``model_sha256``, ``options`` (JSON of the options that decide the result),

@@ -16,10 +16,16 @@ parse_box = prompt_text.parse_box
 
 
 def prompts_from_args(args) -> pipeline.Prompts:
-    pts, labs = parse_points(args.points) if args.points else (None, None)
-    return pipeline.Prompts(frame=args.frame, points=pts, labels=labs,
-                            box=parse_box(args.box) if args.box else None, mask=args.mask,
-                            mask_frame=args.mask_frame, seed_model=args.seed_model)
+    """--points/--box (repeatable, each optionally 'name:...') -> Prompts: unnamed ones for the first of
+    --structures, named ones for theirs."""
+    from ..structures import parse_structures
+
+    keys = [s.key for s in parse_structures(args.structures)]
+    given = prompt_text.prompts_by_structure(args.points, args.box, keys)
+    pts, labs, box = given.pop(keys[0], (None, None, None))
+    return pipeline.Prompts(frame=args.frame, points=pts, labels=labs, box=box, mask=args.mask,
+                            mask_frame=args.mask_frame, seed_model=args.seed_model,
+                            others={k: pipeline.StructurePrompt(*v) for k, v in given.items()})
 
 
 # ---- commands ---------------------------------------------------------------------------------------
@@ -30,7 +36,7 @@ def cmd_segment(args) -> int:
                                 overlay=not args.no_overlay, progress=progress_for(args, "echosam"),
                                 region=args.region, keep_connected=not args.no_keep_connected, zoom=not args.no_zoom,
                                 read=reading_options(args), record_paths=args.record_paths)
-    _print_result(out["result"], args.output, out["run"].get("model_ef_accuracy"))
+    _print_result(out["result"], args.output, out["run"].get("model_ef_accuracy"), _volume_note(out["run"]))
     print(f"computed with: {out['session'].compute_path}")
     return 0
 
@@ -41,7 +47,7 @@ def cmd_correct(args) -> int:
         read["fps"] = args.fps
     out = pipeline.correct_outputs(args.outdir, args.mask, args.frame, args.structure, args.cine, args.device,
                                    progress=progress_for(args, "echosam"), read=read)
-    _print_result(out["result"], args.outdir, out["run"].get("model_ef_accuracy"))
+    _print_result(out["result"], args.outdir, out["run"].get("model_ef_accuracy"), _volume_note(out["run"]))
     return 0
 
 
@@ -68,12 +74,20 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _print_result(res, outdir, ef_note=None) -> None:
-    """The summary, then the model's known EF error (``ef_note``, `report.ef_accuracy_note`) when there is an EF."""
+def _volume_note(run: dict):
+    """What the printed volumes are not, for a run on a cine without pixel spacing (run.json's ``calibrated``)."""
+    return None if run.get("calibrated", True) else "EDV/ESV above assume 1 mm pixels: they are not ml (see above)."
+
+
+def _print_result(res, outdir, ef_note=None, volume_note=None) -> None:
+    """The summary, then what its volumes are not (``volume_note``: an uncalibrated cine) and the model's known
+    EF error (``ef_note``, `report.ef_accuracy_note`) when there is an EF."""
     import numpy as np
 
     from ..report import format_summary
     print(format_summary(res))
+    if volume_note and np.isfinite(res.edv_ml):
+        print(volume_note)
     if ef_note and np.isfinite(res.ef_percent):
         print(ef_note)
     print(f"results in {outdir}")
@@ -101,8 +115,12 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--model", default=None, help=model_help)
     p.add_argument("--family", default=None, help="family of an official .pth file (memsam, medivista, masam, sam)")
-    p.add_argument("--points", default=None, help="'x,y,1;x,y,0' include/exclude points (cine pixels) on --frame")
-    p.add_argument("--box", default=None, help="x0,y0,x1,y1 box (cine pixels) on --frame")
+    p.add_argument("--points", action="append", default=None,
+                   help="'x,y,1;x,y,0' include/exclude points (cine pixels) on --frame, for the first of --structures; "
+                        "'myo:x,y,1' for a named one (repeat the option, one per structure)")
+    p.add_argument("--box", action="append", default=None,
+                   help="x0,y0,x1,y1 box (cine pixels) on --frame, for the first of --structures; 'la:x0,y0,x1,y1' "
+                        "for a named one (repeat the option, one per structure)")
     p.add_argument("--frame", type=int, default=0, help="frame of --points/--box/--seed-model")
     p.add_argument("--mask", default=None, help="label file with a mask to start from (locks that frame)")
     p.add_argument("--mask-frame", type=int, default=0, help="frame of --mask")
