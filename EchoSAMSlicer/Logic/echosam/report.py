@@ -107,9 +107,9 @@ def calibration_note(metadata: Optional[dict]) -> Optional[str]:
     1 mm pixels and are not mm² / ml. The EF and the ED/ES frames do not depend on the spacing."""
     if (metadata or {}).get("spacing_known", True):
         return None
-    return ("the file gives no pixel spacing, so 1 mm pixels were assumed: the LV areas and volumes (EDV, ESV) "
-            "are not in real mm² / ml; the EF and the ED/ES frames do not depend on it. Give the cine its "
-            "calibration (a DICOM ultrasound region or PixelSpacing, or an NRRD with its spacing) for volumes.")
+    return ("the file gives no pixel spacing: 1 mm pixels assumed, so LV areas and volumes are not mm² / ml (the EF "
+            "and ED/ES frames do not depend on it); for volumes, give the cine its calibration (a DICOM ultrasound "
+            "region or PixelSpacing, an NRRD's spacing).")
 
 
 def format_summary(res: CardiacResult) -> str:
