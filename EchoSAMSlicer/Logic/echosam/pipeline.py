@@ -34,8 +34,7 @@ import numpy as np
 from .errors import EchoSAMError, PromptError
 from .structures import get_structure
 from .report import calibration_note, ef_accuracy_note
-from .user_prompts import (Prompts, StructurePrompt, print_notice, apply_prompts, map_prompts,  # noqa: F401
-                           structure_mask, zoom_to_prompts)
+from .user_prompts import Prompts, apply_prompts, print_notice, structure_mask, zoom_to_prompts
 
 from .outputs import (LABEL_FORMATS, OUR_FILES, RUN_FILE, carry_over, check_formats, check_outdir,  # noqa: F401
                       find_cine, input_record, read_options, read_run)

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import EchoSAMError, is_out_of_memory
-from ..prompt_text import prompts_by_structure, split_cell
+from ..prompt_text import split_cell
 from .state import content_sha256, stat_signature
 
 
@@ -99,16 +99,12 @@ class CaseRunner:
     def prompts(self, case):
         from .. import pipeline
 
-        from ..structures import parse_structures
-
         p = case.prompt
-        keys = [s.key for s in parse_structures(self.spec.options.get("structures", "lv"))]
-        given = prompts_by_structure(split_cell(p.get("points")), split_cell(p.get("box")), keys)
-        pts, labs, box = given.pop(keys[0], (None, None, None))
-        return pipeline.Prompts(frame=int(p.get("frame", self.spec.seed_frame)), points=pts, labels=labs, box=box,
-                                mask=p.get("mask_path"), mask_frame=int(p.get("mask_frame", 0)),
-                                seed_model=self.spec.seed_model, seed_loaded=self.seed,
-                                others={k: pipeline.StructurePrompt(*v) for k, v in given.items()})
+        return pipeline.Prompts.from_text(split_cell(p.get("points")), split_cell(p.get("box")),
+                                          self.spec.options.get("structures", "lv"),
+                                          frame=int(p.get("frame", self.spec.seed_frame)), mask=p.get("mask_path"),
+                                          mask_frame=int(p.get("mask_frame", 0)), seed_model=self.spec.seed_model,
+                                          seed_loaded=self.seed)
 
     def run(self, case) -> dict:
         from .. import pipeline

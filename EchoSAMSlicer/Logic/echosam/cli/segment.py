@@ -16,16 +16,9 @@ parse_box = prompt_text.parse_box
 
 
 def prompts_from_args(args) -> pipeline.Prompts:
-    """--points/--box (repeatable, each optionally 'name:...') -> Prompts: unnamed ones for the first of
-    --structures, named ones for theirs."""
-    from ..structures import parse_structures
-
-    keys = [s.key for s in parse_structures(args.structures)]
-    given = prompt_text.prompts_by_structure(args.points, args.box, keys)
-    pts, labs, box = given.pop(keys[0], (None, None, None))
-    return pipeline.Prompts(frame=args.frame, points=pts, labels=labs, box=box, mask=args.mask,
-                            mask_frame=args.mask_frame, seed_model=args.seed_model,
-                            others={k: pipeline.StructurePrompt(*v) for k, v in given.items()})
+    """--points/--box (repeatable, each optionally 'name:...'): unnamed ones for the first of --structures."""
+    return pipeline.Prompts.from_text(args.points, args.box, args.structures, frame=args.frame, mask=args.mask,
+                                      mask_frame=args.mask_frame, seed_model=args.seed_model)
 
 
 # ---- commands ---------------------------------------------------------------------------------------
