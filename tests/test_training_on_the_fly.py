@@ -154,6 +154,19 @@ def test_recipe_lists_each_stage_once_in_order():
     assert [s["name"] for s in unique_stages(chain)] == ["a", "b", "c", "d"]
 
 
+def test_a_packaged_file_packaged_again_keeps_its_recipe(tmp_path):
+    """Re-packaging a bundled file (e.g. to record a new evaluation) keeps the stages it holds, though its
+    init_checkpoint's runs/ folder is gone; a fresh run's checkpoint gets its recipe from the config chain."""
+    from training.package_demo import recipe_of
+
+    cfg = {"name": "c", "model": {"init_checkpoint": str(tmp_path / "gone" / "final.safetensors")}}
+    held = [{"name": "a"}, {"name": "b"}, {"name": "c"}]
+    assert [st["name"] for st in recipe_of({"config": cfg, "recipe": held})] == ["a", "b", "c"]
+    assert [st["name"] for st in recipe_of({"config": cfg, "steps": 10})] == ["c"]
+    averaged = recipe_of({"config": cfg, "averaged": {"with": "x", "weight": 0.5}})
+    assert [st["name"] for st in averaged] == ["c", "average_checkpoints"]
+
+
 def test_an_inference_setting_is_applied_recorded_and_used_by_a_session(tmp_path):
     from echosam.checkpoints import load_checkpoint, save_checkpoint
     from echosam.pipeline import load

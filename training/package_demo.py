@@ -55,6 +55,19 @@ def unique_stages(stages: list) -> list:
     return out
 
 
+def recipe_of(prov: dict) -> list:
+    """The stages that made a checkpoint, oldest first. A packaged file re-packaged (to record a new held-out
+    evaluation, say) keeps the recipe it holds: its stages' runs/ folders are usually gone, and rebuilding
+    from them would leave only its last stage. Otherwise the ``init_checkpoint`` chain (`_stages`), plus
+    the weight average when `training.average_checkpoints` made it."""
+    if prov.get("recipe"):
+        return list(prov["recipe"])
+    stages = _stages(prov)
+    if prov.get("averaged"):                      # `training.average_checkpoints` made it: the last stage
+        stages.append({"name": "average_checkpoints", **prov["averaged"]})
+    return unique_stages(stages)
+
+
 def apply_inference_settings(loaded, settings: list, why: str = "") -> dict:
     """Set top-level model-config fields (``["memory_cap=16", ...]``) that differ at inference from
     training, on ``loaded.config``; returns the provenance record {field: {trained, bundled}, why}."""
@@ -113,10 +126,7 @@ def main(argv=None) -> int:
     dataset = str(((prov.get("config") or {}).get("data") or {}).get("dataset", "phantom"))
     prov["notice"] = NOTICES.get(dataset, NOTICE)
     prov["training_data"] = {"dataset": dataset, "synthetic": True, "patient_data": False}
-    stages = _stages(prov)
-    if prov.get("averaged"):                      # `training.average_checkpoints` made it: the last stage
-        stages.append({"name": "average_checkpoints", **prov["averaged"]})
-    prov["recipe"] = unique_stages(stages)
+    prov["recipe"] = recipe_of(prov)
     if a.eval:
         prov["held_out_evaluation"] = Path(a.eval).read_text()
         # what the report quotes next to this model's EF (`echosam.report.ef_accuracy_note`)
