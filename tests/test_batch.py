@@ -212,6 +212,7 @@ def test_a_manifest_cell_holds_one_box_per_structure(tmp_path):
     info = json.loads((tmp_path / "out" / ok["case"] / "report.json").read_text())["info"]
     assert info["key_frames"] == {"lv": [0], "myo": [0]}
     assert refused["status"] == "error" and "--structures lv,myo,la" in refused["error"]
+    assert refused["error"].startswith("box column 'la:")                 # named as the manifest names it
 
 
 def test_no_lv_is_an_error_row_and_one_batch_per_output_folder(tmp_path):

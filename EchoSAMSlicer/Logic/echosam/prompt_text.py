@@ -51,10 +51,11 @@ def split_structure(text: str) -> tuple:
     return (m.group(1).strip(), m.group(2)) if m else (None, text)
 
 
-def prompts_by_structure(points=(), boxes=(), keys=("lv",)) -> dict:
+def prompts_by_structure(points=(), boxes=(), keys=("lv",), names=("--points", "--box")) -> dict:
     """Repeated ``--points`` / ``--box`` texts (each optionally ``"name:..."``) -> {structure key:
     (points, labels, box)}; unnamed ones go to ``keys[0]``. A name that is not a structure of the run, or two
-    texts of one kind for one structure, is a PromptError that says what to write instead."""
+    texts of one kind for one structure, is a PromptError that says what to write instead; ``names`` are
+    what the errors call the two sources (the options, or a manifest's columns)."""
     from .structures import get_structure
 
     out: dict = {}
@@ -72,7 +73,7 @@ def prompts_by_structure(points=(), boxes=(), keys=("lv",)) -> dict:
                               f"{', '.join(keys)}); add it: --structures {','.join(list(keys) + [key])}.")
         return key
 
-    for option, texts, slot in (("--points", points, 0), ("--box", boxes, 2)):
+    for option, texts, slot in ((names[0], points, 0), (names[1], boxes, 2)):
         for text in texts or ():
             name, rest = split_structure(text)
             key = key_of(name, text, option)

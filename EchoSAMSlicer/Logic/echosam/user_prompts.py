@@ -45,15 +45,15 @@ class Prompts:
     others: dict = field(default_factory=dict)
 
     @classmethod
-    def from_text(cls, points=(), boxes=(), structures="lv", **kw) -> "Prompts":
+    def from_text(cls, points=(), boxes=(), structures="lv", names=("--points", "--box"), **kw) -> "Prompts":
         """Prompts from the text forms (`prompt_text`: repeated ``--points`` / ``--box`` values or a manifest's
-        ``|``-separated cells, each optionally ``"name:..."``) for a run of ``structures``; ``kw``: the other
-        fields (frame, mask, seed model)."""
+        ``|``-separated cells, each optionally ``"name:..."``; ``names``: what errors call them) for a run of
+        ``structures``; ``kw``: the other fields (frame, mask, seed model)."""
         from .prompt_text import prompts_by_structure
         from .structures import parse_structures
 
         keys = [s.key for s in parse_structures(structures)]
-        given = prompts_by_structure(points, boxes, keys)
+        given = prompts_by_structure(points, boxes, keys, names)
         pts, labs, box = given.pop(keys[0], (None, None, None))
         return cls(points=pts, labels=labs, box=box, others={k: StructurePrompt(*v) for k, v in given.items()}, **kw)
 

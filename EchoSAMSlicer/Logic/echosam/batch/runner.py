@@ -101,7 +101,7 @@ class CaseRunner:
 
         p = case.prompt
         return pipeline.Prompts.from_text(split_cell(p.get("points")), split_cell(p.get("box")),
-                                          self.spec.options.get("structures", "lv"),
+                                          self.spec.options.get("structures", "lv"), ("points column", "box column"),
                                           frame=int(p.get("frame", self.spec.seed_frame)), mask=p.get("mask_path"),
                                           mask_frame=int(p.get("mask_frame", 0)), seed_model=self.spec.seed_model,
                                           seed_loaded=self.seed)
