@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "EchoSAMSlicer" / "Logic"), str(ROOT)]
 
-from echosam.cardiac import long_axis, volume_curves  # noqa: E402
+from echosam.cardiac import long_axis  # noqa: E402
 from echosam.checkpoints import load_model  # noqa: E402
 from training import loop_eval as le  # noqa: E402
 
@@ -47,19 +47,11 @@ def missed_by_fifth(pred_lv: np.ndarray, true_lv: np.ndarray, true_la, spacing) 
     return (np.bincount(fifth[missed], minlength=FIFTHS), np.bincount(fifth, minlength=FIFTHS))
 
 
-def curve_slope(pred: np.ndarray, truth: np.ndarray, spacing) -> float:
-    vp = volume_curves(pred, spacing)["volume_disks_ml"]
-    vt = volume_curves(truth, spacing)["volume_disks_ml"]
-    return float(np.polyfit(vt, vp, 1)[0]) if np.ptp(vt) > 0 else float("nan")
-
-
 def set_summary(loaded, cases: list) -> dict:
     rows, missed, total = [], np.zeros(FIFTHS), np.zeros(FIFTHS)
     for case in map(le.load_case, cases):
         pred = le.run_model(loaded, case, le.STRUCT, le.truth_boxes(case["labels"][0]))
-        r = le.score(pred, case)
-        r["slope"] = curve_slope(pred, case["labels"], case["spacing"])
-        rows.append(r)
+        rows.append(le.score(pred, case))
         for t in case["ed"]:
             m, n = missed_by_fifth(pred[t] == 1, case["labels"][t] == 1, case["labels"][t] == 3, case["spacing"])
             missed, total = missed + m, total + n
@@ -68,7 +60,7 @@ def set_summary(loaded, cases: list) -> dict:
     mean = lambda k: float(np.nanmean([r[k] for r in rows]))  # noqa: E731
     return {"loops": len(rows), "ef_mae": float(np.abs(e).mean()), "ef_bias": float(e.mean()),
             "lv_area_ratio_ed": mean("lv_area_ratio_ed"), "lv_area_ratio_es": mean("lv_area_ratio_es"),
-            "curve_slope": mean("slope"), "ed_missed_by_fifth_base_to_apex": (missed / np.maximum(total, 1)).tolist()}
+            "curve_slope": mean("volume_slope"), "ed_missed_by_fifth_base_to_apex": (missed / np.maximum(total, 1)).tolist()}
 
 
 def main(argv=None) -> int:

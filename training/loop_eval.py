@@ -148,6 +148,9 @@ def score(pred: np.ndarray, case: dict) -> dict:
     times = np.arange(len(truth)) / case["fps"]
     rp, rt = analyse(pred, sp, times), analyse(truth, sp, times)
     row["ef_pred"], row["ef_true"] = float(rp.ef_percent), float(rt.ef_percent)
+    # 1: the predicted volume curve follows the truth's swing; below 1: pulled towards its mean
+    vt = rt.volume_disks_ml
+    row["volume_slope"] = float(np.polyfit(vt, rp.volume_disks_ml, 1)[0]) if np.ptp(vt) > 0 else float("nan")
     row["ef_error"] = row["ef_pred"] - row["ef_true"]
     row["ef_status"] = rp.status
 

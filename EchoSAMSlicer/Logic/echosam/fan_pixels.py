@@ -17,11 +17,16 @@ APEX_MAX_EXTENSION = 0.75       # a sector's edges are extended to their apex by
 FLAT_TOP = 0.8                  # a moving area whose top row is this wide (of the edges' width) is cut, not arced
 
 
+def spread_frames(n_frames: int, most: int) -> np.ndarray:
+    """At most ``most`` frame indices spread evenly over ``n_frames`` (first and last included)."""
+    return np.unique(np.linspace(0, n_frames - 1, min(n_frames, most)).round().astype(int))
+
+
 def temporal_std(frames: np.ndarray, max_frames: int = MAX_STD_FRAMES, chunk: int = 16) -> np.ndarray:
     """(T, H, W) -> (H, W) per-pixel standard deviation over time (float32), on at most ``max_frames``
     evenly spread frames, accumulated in float64 chunk by chunk (memory stays flat)."""
     f = np.asarray(frames)
-    idx = np.unique(np.linspace(0, f.shape[0] - 1, min(f.shape[0], max_frames)).round().astype(int))
+    idx = spread_frames(f.shape[0], max_frames)
     s = np.zeros(f.shape[1:], np.float64)
     s2 = np.zeros(f.shape[1:], np.float64)
     for i in range(0, len(idx), chunk):
@@ -155,5 +160,5 @@ def sector_apex(comp: np.ndarray, r: int = 1) -> Optional[np.ndarray]:
 def _static_bright(frames: np.ndarray, where: np.ndarray, level: float = 150.0, n: int = 4) -> np.ndarray:
     """Pixels of ``where`` bright on ``n`` frames spread over the loop: static text or graphics."""
     f = np.asarray(frames)
-    idx = np.unique(np.linspace(0, f.shape[0] - 1, min(n, f.shape[0])).round().astype(int))
+    idx = spread_frames(f.shape[0], n)
     return where & (f[idx].min(axis=0) > level)

@@ -43,8 +43,6 @@ from .outputs import (LABEL_FORMATS, OUR_FILES, RUN_FILE, carry_over, check_form
 DEMO_SEED = 424242
 
 
-
-
 # ---- inputs --------------------------------------------------------------------------------------
 def read_mask_frame(path, frame: int, cine) -> np.ndarray:
     """One (H, W) label frame from a label file (.seq.nrrd/.nrrd/.nii.gz, (T,H,W) or one frame) or an
