@@ -5,8 +5,9 @@ where the exact fan and labels are known.
 
 Per seed: a loop simulated with the named parameter ranges (`training.simulator.cache.RANGES`) and drawn
 as a scanner screen capture (`training.simulator.screen.render_screen`: text, depth scale, ECG, a marker
-partly over the fan); the fan found from its pixels is scored against the true fan (Dice), and the true
-labels the found fan leaves out are counted (a label there cannot be drawn: "labels cut" per frame).
+partly over the fan); the fan found from its pixels is scored against the true fan (Dice), its pixels outside
+the true fan are counted (where a label could fall outside the fan), and so are the true labels it leaves out
+(a label there cannot be drawn: "labels cut" per frame).
 A dark display's still, black near field or far field is what the finder cannot see. Prints one row per
 seed where labels are cut and a summary line.
 """
@@ -40,6 +41,7 @@ def score_seed(seed: int, ranges: str) -> dict:
     return {"seed": seed, "source": region.source, "frames": int(len(sc.frames)),
             "fan_dice": float(2 * (found & true).sum() / (found.sum() + true.sum())),
             "fan_missed": float((true & ~found).sum() / true.sum()), "fan_extra": float((found & ~true).sum() / true.sum()),
+            "fan_extra_px": int((found & ~true).sum()),
             "labels_cut_per_frame": float(cut.sum() / len(sc.frames)),
             "labels_cut_share": float(cut.sum() / max((sc.labels > 0).sum(), 1)), "detect_s": seconds}
 
@@ -62,7 +64,9 @@ def main(argv=None) -> int:
     share = np.array([r["labels_cut_share"] for r in rows])
     summary = {"ranges": a.ranges, "seeds": a.seeds, "loops": len(rows), "fan_dice_median": float(np.median(d)),
                "fan_dice_min": float(d.min()), "loops_with_over_0.5pct_labels_cut": int((share > 0.005).sum()),
-               "labels_cut_share_max": float(share.max()), "detected": sum(r["source"] == "detected" for r in rows)}
+               "labels_cut_share_max": float(share.max()), "detected": sum(r["source"] == "detected" for r in rows),
+               "loops_with_fan_outside_the_true_fan": sum(r["fan_extra_px"] > 0 for r in rows),
+               "fan_extra_px_max": max(r["fan_extra_px"] for r in rows)}
     print(json.dumps(summary))
     if a.json:
         Path(a.json).write_text(json.dumps({"summary": summary, "loops": rows}, indent=1) + "\n")

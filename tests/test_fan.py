@@ -82,6 +82,25 @@ def test_the_apex_is_not_extended_over_screen_text():
     assert r.source == "detected" and not (r.mask & text).any()
 
 
+@pytest.mark.parametrize("seed,ranges", [(930002, "outside"), (940001, "outside_dark")])
+def test_the_found_fan_stays_inside_what_the_scanner_imaged(seed, ranges):
+    """Simulated screen captures (exact fan): the hull round a sector's arc, and a wedge added above the
+    sector's small rounded top as if it were a dark near field's cut, took in 148 and 46 pixels outside
+    the true fan (black on every frame), where a label could fall outside the fan. Now none."""
+    import dataclasses
+
+    from training.simulator.cache import RANGES
+    from training.simulator.scene import sample_params, simulate
+    from training.simulator.screen import render_screen
+
+    sc = render_screen(simulate(dataclasses.replace(sample_params(seed, RANGES[ranges]), n_frames=16)), seed=seed)
+    r = fan.find_region(Cine.from_array(sc.frames))
+    assert r.source == "detected"
+    assert int((r.mask & ~sc.fan).sum()) == 0
+    assert dice(r.mask, sc.fan) >= 0.99
+    assert ((sc.labels > 0) & ~r.mask).sum() <= 0.015 * (sc.labels > 0).sum()
+
+
 def test_dicom_region_bounds_the_fan(cap, tmp_path):
     path = tmp_path / "screen.dcm"
     write_screen_dicom(cap, path, region="fan")

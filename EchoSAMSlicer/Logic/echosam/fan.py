@@ -26,7 +26,10 @@ Where the fan comes from (`find_region`, ``spec="auto"``), in this order:
    convex). It must look like a fan: at least ``MIN_FAN_FRACTION`` of the frame and solid (area over
    hull area >= ``MIN_SOLIDITY``). A moving area cut straight across below its apex (a near field
    black and still on a dark display, where an apical view's LV apex lies) gets its top back: the two
-   straight edges are extended to their apex (`sector_apex`), never over static bright pixels (text).
+   straight edges are extended to their apex (`sector_apex`), never over static bright pixels (text),
+   and not over a sector's own small rounded top. Last, the still pixels of the outer rim are trimmed:
+   the hull and the closing take in a pixel or so the scanner never imaged, where a label would lie
+   outside the fan.
 3. **none**: no fan found (one frame only, nothing varies, or no fan-like shape): the whole frame is
    used and `FanRegion.notice` says so in one line.
 
