@@ -3,8 +3,9 @@ segment it as a user would and check what can be checked without truth.
 
     python bench/real_cine.py [--memsam NAME_OR_PATH] [--auto NAME_OR_PATH ...] [--out docs/images]
 
-- MemSAM from one box around the LV on frame 0 (full-frame pixels, drawn by hand once on this cine),
-  and each prompt-free model with no prompt; all through the ultrasound-region crop (`echosam.fan`).
+- MemSAM from one box around the LV on frame 0 (full-frame pixels, drawn by hand once on this cine), MemSAM
+  from one box per structure (LV, myocardium, LA, also by hand), and each prompt-free model with no prompt;
+  all through the ultrasound-region crop (`echosam.fan`).
 - Checks per method: no label outside the fan on any frame; an LV on every frame, with its centroid
   inside the hand-drawn heart box (on the heart, not on the screen text); LV area in a plausible range
   (5-60 cm^2 for an apical view); EF between 30 and 75 %; the ED/ES frames.
@@ -20,21 +21,24 @@ from pathlib import Path
 
 import numpy as np
 
-from training.demo import REAL_LV_BOX as LV_BOX   # x0, y0, x1, y1 on frame 0 (diastole: the mitral valve is open)
+from training.demo import REAL_BOXES   # x0, y0, x1, y1 per structure on frame 0 (diastole: the mitral valve is open)
+from training.demo import REAL_LV_BOX as LV_BOX
 HEART_BOX = (230, 60, 470, 400)       # where the heart is on this cine (screen text lies outside it)
 
 
-def segment(cine, region_cine, region, loaded, box=None):
-    """(labels on the full frame, the region the model saw): a prompt-zoomed MemSAM sees the crop around its box."""
+def segment(cine, region_cine, region, loaded, boxes=None):
+    """(labels on the full frame, the region the model saw): a prompt-zoomed MemSAM sees the crop around its
+    boxes ({structure: box}, full-frame pixels; it segments just those structures)."""
     from echosam.session import Session
     from echosam.zoom import joint_extent, zoom_for
 
-    zoomed = zoom_for(region, loaded, joint_extent({"lv": box}))[0] if loaded.prompted else region
+    zoomed = zoom_for(region, loaded, joint_extent(boxes))[0] if loaded.prompted else region
     if zoomed is not region:
         region, region_cine = zoomed, zoomed.crop_cine(cine)
-    s = Session(region_cine, loaded, structures=["lv", "myo", "la"] if not loaded.prompted else ["lv"])
+    s = Session(region_cine, loaded, structures=list(boxes) if loaded.prompted else ["lv", "myo", "la"])
     if s.prompted:
-        s.add_box(0, "lv", region.box_to_crop(box))
+        for key, box in boxes.items():
+            s.add_box(0, key, region.box_to_crop(box))
         s.propagate()
     else:
         s.segment_auto()
@@ -53,12 +57,14 @@ def check(labels, cine, region) -> dict:
     on_heart = present & (cx >= x0) & (cx <= x1) & (cy >= y0) & (cy <= y1)
     area_cm2 = lv.reshape(len(lv), -1).sum(1) * cine.spacing[0] * cine.spacing[1] / 100.0
     outside = int((labels[:, ~region.mask] > 0).sum()) if region.mask is not None else 0
+    frames_with = {k: int((labels == v).reshape(len(labels), -1).any(1).sum()) for k, v in (("myo", 2), ("la", 3))}
     dark = lv_darker_than_its_rim(labels, cine.frames)
     ef = float(res.ef_percent)
     num = lambda x: round(float(x), 1) if np.isfinite(x) else None      # JSON has no NaN
     return {"ef_percent": num(ef), "edv_ml": num(res.edv_ml), "esv_ml": num(res.esv_ml),
             "ed_frames": list(map(int, res.ed_frames)), "es_frames": list(map(int, res.es_frames)),
             "status": res.status, "labels_outside_fan": outside, "frames_with_lv": int(present.sum()),
+            "frames_with_myo": frames_with["myo"], "frames_with_la": frames_with["la"],
             "frames_lv_on_heart": int(on_heart.sum()), "n_frames": int(len(lv)),
             "lv_area_cm2_range": [round(float(area_cm2.min()), 1), round(float(area_cm2.max()), 1)],
             "frames_lv_darker_than_rim": int(dark.sum()),
@@ -114,14 +120,17 @@ def main(argv=None) -> int:
     region, rc = prepare_region(cine, "auto")
     methods = {}
     mem = args.memsam or default_model_name()
-    methods[f"{Path(mem).stem} (box on frame 0)"] = (load_model(mem, device=args.device), LV_BOX)
+    memsam = load_model(mem, device=args.device)
+    methods[f"{Path(mem).stem} (box on frame 0)"] = (memsam, {"lv": LV_BOX})
+    methods[f"{Path(mem).stem} (box per structure on frame 0)"] = (memsam, dict(REAL_BOXES))
     for m in args.auto or []:
         methods[f"{Path(m).stem} (prompt-free)"] = (load_model(m, device=args.device), None)
     report = {"cine": Path(path).name, "frames": cine.n_frames, "region": region.summary(), "lv_box_frame0": LV_BOX,
+              "boxes_frame0": {k: list(b) for k, b in REAL_BOXES.items()},
               "methods": {}}
     fig, ax = plt.subplots(len(methods), 3, figsize=(13, 3.6 * len(methods)), squeeze=False)
-    for i, (name, (loaded, box)) in enumerate(methods.items()):
-        labels, seen = segment(cine, rc, region, loaded, box)
+    for i, (name, (loaded, boxes)) in enumerate(methods.items()):
+        labels, seen = segment(cine, rc, region, loaded, boxes)
         summary, area, res = check(labels, cine, region)
         summary["zoom"] = seen.zoom
         report["methods"][name] = summary

@@ -156,3 +156,46 @@ def test_an_ed_a_few_frames_before_the_loop_end_is_found():
     # a loop that ends while the volume still climbs steeply has no ED at its end
     rising = v[:56]
     assert max(cardiac.detect_ed_es(rising, np.arange(56) / 50.0)[0]) < 50
+
+
+def _glitch_at_ed(ph):
+    """The phantom's labels with the LV grown 5 pixels into its wall on the first interior ED frame (a
+    model's mask failing on one frame); returns (labels, that frame)."""
+    from scipy import ndimage
+
+    lab = ph.labels.copy()
+    t = next(e for e in ph.ed_frames if 0 < e < len(lab) - 1)
+    lab[t][ndimage.binary_dilation(lab[t] == 1, iterations=5)] = 1
+    return lab, t
+
+
+def test_a_one_frame_glitch_at_ed_is_not_the_edv(monkeypatch):
+    """A validation loop's MemSAM LV read 182, 94, 182 ml around ED, and its EF moved by 11 points with
+    its Dice unchanged. Such a frame is read from its neighbours for ED/ES and EF, and named."""
+    from echosam import cardiac_cycles
+
+    ph = make_phantom(n_frames=60, seed=0)
+    clean = cardiac.analyse(ph.labels, ph.cine.spacing, ph.cine.frame_times, predicted=True)
+    lab, t = _glitch_at_ed(ph)
+    r = cardiac.analyse(lab, ph.cine.spacing, ph.cine.frame_times, predicted=True)
+    assert r.glitch_frames == [t] and f"frame(s) {t} alone" in r.message
+    assert r.summary()["glitch_frames"] == [t]
+    assert abs(r.ef_percent - clean.ef_percent) < 0.5 and abs(r.edv_ml - clean.edv_ml) < 0.5
+    assert r.volume_al_ml[t] > 1.2 * clean.volume_al_ml[t]          # the curve itself still shows the glitch
+    monkeypatch.setattr(cardiac_cycles, "GLITCH_FRACTION", float("inf"))     # the rule off: it is the EDV
+    off = cardiac.analyse(lab, ph.cine.spacing, ph.cine.frame_times, predicted=True)
+    assert off.glitch_frames == [] and off.ef_percent > clean.ef_percent + 3.0
+
+
+def test_smooth_curves_have_no_glitches_even_at_low_frame_rates():
+    """A smooth extreme at 7.5 frames a beat (15 fps, 120 bpm) sits 0.17 of the range from its neighbours'
+    mean; phantom loops at several rates and the truth of a sharp end-systole are never glitches."""
+    for kw in (dict(n_frames=30, fps=15, heart_rate=120, seed=1), dict(n_frames=60, seed=0),
+               dict(n_frames=40, fps=25, heart_rate=100, seed=4)):
+        ph = make_phantom(**kw)
+        r = cardiac.analyse(ph.labels, ph.cine.spacing, ph.cine.frame_times, predicted=True)
+        assert r.glitch_frames == [] and "glitch" not in r.message, kw
+    v = np.array([100, 100, 60, 100, 100, 100, 140, 100, 100, 120, 80, 0, 100, 100.0])
+    # 2: down; 6: up; 9/10: a two-frame swing is motion, not one bad frame; 11: an empty frame is not judged
+    assert cardiac.one_frame_glitches(v) == [2, 6]
+    assert cardiac.one_frame_glitches(np.array([60.0, 100, 100, 100, 140])) == []   # the ends are not judged

@@ -24,6 +24,8 @@ import numpy as np
 DEMO_SEED = 4242428                       # an A4C loop with lateral dropout and near-field clutter
 PROMPT_FREE = "echosam-sim-masam-small"
 REAL_LV_BOX = (305, 95, 415, 280)          # drawn once by hand on frame 0 of the pydicom-data cine
+# the myocardium and LA on the same frame, drawn by hand (the prompt-free MA-SAM's frame-0 outlines as a guide)
+REAL_BOXES = {"lv": REAL_LV_BOX, "myo": (285, 108, 422, 288), "la": (318, 280, 402, 345)}
 
 
 def _segment(argv: list) -> None:

@@ -25,7 +25,12 @@ Volumes (ml = 1000 mm^3):
   cavity width there, taken as (cavity area inside the slab) / h (pixels split 3 x 3 so that slab
   areas do not alias with pixel rows), and ``V = sum pi (d_i / 2)^2 h``.
 
-ED/ES (per cardiac cycle): the area-length volume curve is smoothed with a Gaussian of
+ED/ES (per cardiac cycle, `cardiac_cycles.py`): a frame whose volume jumps away from both neighbours by over
+0.3 of the curve's range while they agree (`one_frame_glitches`: a model's mask failing on one frame; no
+heart moves that fast) is listed in ``glitch_frames`` and named in the message; when one would be an ED or
+ES frame, glitches are read as their neighbours' mean and ED/ES found again (one bad frame never becomes
+the EDV or ESV; elsewhere the curve is left as it is: on the selection loops, smoothing every glitch moved
+EFs away from the truth as often as towards it). The area-length volume curve is smoothed with a Gaussian of
 ``smooth_s`` seconds (converted with the median frame interval, so any frame rate works); ED are
 local maxima and ES local minima at least ``min_cycle_s`` seconds apart
 (`scipy.signal.find_peaks` with a prominence of 10 % of the curve range). Each beat is an ED
@@ -43,9 +48,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
+from .cardiac_cycles import detect_ed_es, one_frame_glitches
 from .errors import EchoSAMError
 
 LV, MYO, LA = 1, 2, 3
@@ -99,6 +105,7 @@ class CardiacResult:
     ef_percent: float = float("nan")  # mean over beats
     edv_ml: float = float("nan")
     esv_ml: float = float("nan")
+    glitch_frames: list = field(default_factory=list)   # one-frame volume jumps (`one_frame_glitches`)
     status: str = "no LV"             # "cycles", "single partial cycle", "no cardiac cycle", "too short", "no LV", "no plausible LV",
     #                                   "implausible EF" (a model's EF outside EF_PHYSIOLOGICAL)
     message: str = ""
@@ -107,6 +114,7 @@ class CardiacResult:
         return {"ef_percent": _r(self.ef_percent), "edv_ml": _r(self.edv_ml), "esv_ml": _r(self.esv_ml),
                 "ed_frames": list(map(int, self.ed_frames)), "es_frames": list(map(int, self.es_frames)),
                 "n_beats": len(self.beats), "status": self.status, "message": self.message,
+                "glitch_frames": list(map(int, self.glitch_frames)),
                 "beats": [{k: (_r(v) if isinstance(v, float) else v) for k, v in asdict(b).items()} for b in self.beats]}
 
 
@@ -264,54 +272,6 @@ def volume_curves(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> 
     return out
 
 
-def detect_ed_es(volume: np.ndarray, times_s: np.ndarray, min_cycle_s: float = 0.4,
-                 smooth_s: float = 0.04) -> tuple:
-    """ED and ES frame indices (lists) from a (T,) volume curve and (T,) frame times in s."""
-    v = np.asarray(volume, dtype=float)
-    T = len(v)
-    if T < 3 or not np.any(v > 0):
-        return [], []
-    dt = float(np.median(np.diff(times_s))) if T > 1 else 1.0
-    sm = ndimage.gaussian_filter1d(v, sigma=max(smooth_s / dt, 1e-3), mode="nearest") if smooth_s > 0 else v
-    rng = float(np.ptp(sm))
-    if rng <= 1e-9 * max(1.0, float(np.max(np.abs(sm)))):
-        return [], []
-    dist = max(1, int(round(min_cycle_s / dt)))
-    prom = 0.1 * rng
-    ed = list(signal.find_peaks(sm, distance=dist, prominence=prom)[0])
-    es = list(signal.find_peaks(-sm, distance=dist, prominence=prom)[0])
-    tol = 0.1 * rng
-    half = max(1, dist // 2)
-    step = np.abs(np.diff(v))
-    end_slope = lambda i: step[0] if i < T / 2 else step[-1]      # noqa: E731 (the slope at i's end of the loop)
-    max_slope = float(step.max())
-
-    def endpoint_ok(i: int, interior: list, sign: float) -> bool:
-        win = sm[max(0, i - half): i + half + 1]
-        if sign * sm[i] < np.max(sign * win) - 1e-12:
-            return False           # not the extreme of its neighbourhood
-        if any(abs(i - j) < dist for j in interior):
-            return False
-        if not interior and end_slope(i) > 0.5 * max_slope:
-            # nothing to compare with and still moving steeply: the loop starts/ends mid-systole or
-            # diastole. With interior ED/ES the level test below decides (an ED at frame 0 is steep
-            # too: the volume falls right after it).
-            return False
-        ref = np.median(sm[interior]) if interior else (sm.max() if sign > 0 else sm.min())
-        return sign * (sm[i] - ref) >= -tol
-
-    # An extreme a few frames from either end has no base on its outer side, so find_peaks gives it no
-    # prominence (a loop ending 3 frames after ED lost that ED): each end's candidate is the extreme of the
-    # edge window (half a minimum cycle), then checked as an endpoint.
-    edges = (np.arange(0, min(half, T)), np.arange(max(T - half, 0), T))
-    for sign, found in ((1.0, ed), (-1.0, es)):
-        for window in edges:
-            i = int(window[np.argmax(sign * sm[window])])
-            if i not in found and endpoint_ok(i, found, sign):
-                found.append(i)
-    return sorted(set(int(i) for i in ed)), sorted(set(int(i) for i in es))
-
-
 MIN_IMAGE_STD = 0.5          # grey levels (uint8 cines): below this a cine shows nothing
 
 
@@ -364,7 +324,14 @@ def analyse(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), times_s: 
         res.message = (f"{T} frame(s) over {float(times[-1] - times[0]):.2f} s: too short for ED/ES and EF; "
                        "record at least one cardiac cycle.")
         return res
+    res.glitch_frames = one_frame_glitches(v)
     ed, es = detect_ed_es(v, times, min_cycle_s, smooth_s)
+    if set(res.glitch_frames) & set(ed + es):    # a glitch would be an EDV or ESV: read it from its neighbours
+        v = v.copy()
+        raw = res.volume_al_ml
+        for t in res.glitch_frames:
+            v[t] = 0.5 * (raw[t - 1] + raw[t + 1])
+        ed, es = detect_ed_es(v, times, min_cycle_s, smooth_s)
     res.ed_frames, res.es_frames = ed, es
     for n, e in enumerate(ed):
         nxt = ed[n + 1] if n + 1 < len(ed) else T
@@ -389,7 +356,7 @@ def analyse(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), times_s: 
         res.message = (f"The segmented LV shows no ED->ES beat over {float(times[-1] - times[0]):.1f} s, which a "
                        f"beating heart always shows within {PARTIAL_CYCLE_MAX_S:.0f} s: the segmentation probably "
                        "drifted; no EF is reported. Check the labels (correct a late frame and propagate again).")
-        return res
+        return _note_glitches(res)
     else:
         e, s = int(np.argmax(v)), int(np.argmin(np.where(v > 0, v, np.inf)))
         res.status = "single partial cycle"
@@ -407,4 +374,12 @@ def analyse(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), times_s: 
         res.status = "implausible EF"
         res.ef_percent = res.edv_ml = res.esv_ml = float("nan")
         res.beats = []                                   # no per-beat numbers either
+    return _note_glitches(res)
+
+
+def _note_glitches(res: CardiacResult) -> CardiacResult:
+    if res.glitch_frames:
+        frames = ", ".join(map(str, res.glitch_frames))
+        res.message += (f" The LV volume jumps on frame(s) {frames} alone (a one-frame segmentation glitch; never "
+                        "taken as the EDV or ESV): check and correct those frames.")
     return res
