@@ -169,7 +169,7 @@ def _glitch_at_ed(ph):
     return lab, t
 
 
-def test_a_one_frame_glitch_at_ed_is_not_the_edv(monkeypatch):
+def test_a_one_frame_glitch_at_ed_is_not_the_edv(monkeypatch, tmp_path):
     """A validation loop's MemSAM LV read 182, 94, 182 ml around ED, and its EF moved by 11 points with
     its Dice unchanged. Such a frame is read from its neighbours for ED/ES and EF, and named."""
     from echosam import cardiac_cycles
@@ -179,7 +179,9 @@ def test_a_one_frame_glitch_at_ed_is_not_the_edv(monkeypatch):
     lab, t = _glitch_at_ed(ph)
     r = cardiac.analyse(lab, ph.cine.spacing, ph.cine.frame_times, predicted=True)
     assert r.glitch_frames == [t] and f"frame(s) {t} alone" in r.message
-    assert r.summary()["glitch_frames"] == [t]
+    paths = write_report(r, tmp_path)                                # report.json names it; the curve marks it
+    assert json.loads(paths[0].read_text())["summary"]["glitch_frames"] == [t]
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert abs(r.ef_percent - clean.ef_percent) < 0.5 and abs(r.edv_ml - clean.edv_ml) < 0.5
     assert r.volume_al_ml[t] > 1.2 * clean.volume_al_ml[t]          # the curve itself still shows the glitch
     monkeypatch.setattr(cardiac_cycles, "GLITCH_FRACTION", float("inf"))     # the rule off: it is the EDV

@@ -58,6 +58,9 @@ def plot_lv_curve(res: CardiacResult, path, title: str = "LV volume") -> Path:
         ax.plot(t[res.ed_frames], res.volume_al_ml[res.ed_frames], "^", color="k", label="ED")
     if res.es_frames:
         ax.plot(t[res.es_frames], res.volume_al_ml[res.es_frames], "v", color="#7f7f7f", label="ES")
+    if res.glitch_frames:               # shown, so that the user looks at those frames
+        ax.plot(t[res.glitch_frames], res.volume_al_ml[res.glitch_frames], "x", color="#e67e22", ms=8,
+                label="one-frame glitch")
     ef = "n/a" if not np.isfinite(res.ef_percent) else f"{res.ef_percent:.1f} %"
     ax.set_title(f"{title}: EF {ef} ({res.status})", fontsize=10, parse_math=False)   # a name may hold $...$
     ax.set_xlabel("time (s)")
