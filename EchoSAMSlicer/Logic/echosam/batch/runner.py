@@ -127,7 +127,8 @@ class CaseRunner:
             ok = s["ef_percent"] is not None
             row.update(status="ok" if ok else "error", error="" if ok else s["message"],
                        ef_percent=_value(s["ef_percent"]), edv_ml=_value(s["edv_ml"]), esv_ml=_value(s["esv_ml"]),
-                       ed_frames=s["ed_frames"], es_frames=s["es_frames"], n_beats=s["n_beats"],
+                       ed_frames=s["ed_frames"], es_frames=s["es_frames"], glitch_frames=s["glitch_frames"],
+                       n_beats=s["n_beats"],
                        cardiac_status=s["status"], n_frames=int(out["session"].n_frames),
                        compute_path=out["session"].compute_path)
         except EchoSAMError as exc:
