@@ -170,8 +170,9 @@ def _glitch_at_ed(ph):
 
 
 def test_a_one_frame_glitch_at_ed_is_not_the_edv(monkeypatch, tmp_path):
-    """A validation loop's MemSAM LV read 182, 94, 182 ml around ED, and its EF moved by 11 points with
-    its Dice unchanged. Such a frame is read from its neighbours for ED/ES and EF, and named."""
+    """A validation loop's MemSAM LV read 181, 131, 180 ml around ED, ED fell on the middle frame and the
+    EF came out 10 points higher than the same loop's with its Dice unchanged. A glitch that would be an
+    ED (or ES) frame is read from its neighbours, and named."""
     from echosam import cardiac_cycles
 
     ph = make_phantom(n_frames=60, seed=0)

@@ -5,8 +5,9 @@ Columns (`COLUMNS`): ``case`` (id = output folder below OUT), ``input`` (path re
 manifest root; no absolute paths), ``split``, ``status`` (``ok``: EF measured; ``error``: the case
 failed or no EF could be measured; ``pending``: not run yet), ``error`` (the message), ``notice`` (what
 the pipeline said about a case that still ran, e.g. no ultrasound fan found), ``ef_percent``,
-``edv_ml``, ``esv_ml`` (empty for a cine without pixel spacing), ``ed_frames`` / ``es_frames`` (``;``-separated 0-based frames), ``glitch_frames`` (frames where the
-LV volume jumps alone, `cardiac_cycles.one_frame_glitches`: look at them), ``n_beats``,
+``edv_ml``, ``esv_ml`` (empty for a cine without pixel spacing), ``ed_frames`` / ``es_frames`` (``;``-separated
+0-based frames), ``glitch_frames`` (frames where the LV volume jumps alone,
+`cardiac_cycles.one_frame_glitches`: look at them), ``n_beats``,
 ``cardiac_status`` (`cardiac.analyse`'s status), ``n_frames``, ``seconds`` (wall time of the case in
 its worker), ``compute_path`` (how it was computed, `echosam.compute`: e.g. "cpu bf16 autocast (amx_bf16),
 1 thread"), ``model``, ``model_sha256``, ``options`` (JSON of the options that decide the result),
@@ -24,7 +25,8 @@ from ..io.atomic import atomic_file
 
 COLUMNS = (("case", str), ("input", str), ("split", str), ("status", str), ("error", str), ("notice", str),
            ("ef_percent", float), ("edv_ml", float), ("esv_ml", float), ("ed_frames", str), ("es_frames", str),
-           ("glitch_frames", str), ("n_beats", int), ("cardiac_status", str), ("n_frames", int), ("seconds", float), ("compute_path", str),
+           ("glitch_frames", str), ("n_beats", int), ("cardiac_status", str), ("n_frames", int), ("seconds", float),
+           ("compute_path", str),
            ("model", str), ("model_sha256", str), ("options", str), ("prompt", str), ("true_ef", float), ("true_edv", float),
            ("true_esv", float))
 NAMES = tuple(c for c, _ in COLUMNS)
