@@ -209,3 +209,36 @@ def test_simus_skips_a_seed_whose_loop_cannot_give_the_span_and_lists_it(tmp_pat
     assert not list(tmp_path.glob("*.npz"))
     skipped = json.loads((tmp_path / "manifest.json").read_text())["skipped"]
     assert len(skipped) == 1 and skipped[0].startswith("case_960011.npz: skipped")
+
+
+def test_the_mitral_valve_is_shut_on_every_ed_frame_and_opens_after_relaxation():
+    """ED is mitral closure: the leaflets close over the frames before ED and are shut on the ED frame
+    (version 2 left them a quarter open there, and the LV's basal line ran between open leaflets);
+    they are open again in diastole."""
+    import dataclasses
+
+    from training.simulator.scene import loop_motion, sample_params
+
+    for seed in (3, 17, 940005):
+        sp = dataclasses.replace(sample_params(seed), n_frames=90)
+        timing, _, valve, _ = loop_motion(sp, np.random.default_rng([sp.seed, 1]))
+        assert timing.ed_frames and np.all(valve[timing.ed_frames] == 0.0), seed
+        for e in timing.ed_frames:
+            if e >= 1:
+                assert valve[e - 1] <= valve[max(e - 3, 0)] + 1e-9      # closing towards ED, not after it
+        assert valve.max() > 0.95 and np.all(valve[timing.systole] == 0.0)
+
+
+def test_a_set_is_never_resumed_with_another_simulator_version(tmp_path, monkeypatch):
+    """Resuming a set made by an older generator would mix two simulators in one set: refused, in one line."""
+    monkeypatch.setattr(cache, "sample_params", lambda seed, ranges=None: small(seed, n_frames=6))
+    (tmp_path / "manifest.json").write_text(json.dumps({"generator": "echosam-sim-2"}))
+    from training.datasets.clips import DatasetError
+
+    with pytest.raises(DatasetError, match="echosam-sim-2.*another folder"):
+        cache.generate(tmp_path, [1], workers=1, progress=False)
+    assert not list(tmp_path.glob("case_*"))
+    assert cache.main(["--out", str(tmp_path), "--seeds", "1:2", "--workers", "1"]) == 2
+    fresh = tmp_path / "new"
+    m = cache.generate(fresh, [1], workers=1, progress=False)
+    assert m["generator"] == cache.GENERATOR and json.loads((fresh / "manifest.json").read_text())["n_cases"] == 1

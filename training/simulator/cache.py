@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import asdict
 from multiprocessing import get_context
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets.clips import DatasetError
 from .scene import Ranges, sample_params, simulate
 
-GENERATOR = "echosam-sim-2"   # 2: valves and annulus no longer erased by the blood
+GENERATOR = "echosam-sim-3"   # 2: valves and annulus no longer erased by the blood; 3: mitral valve shut at ED
 RANGES = {
     "train": Ranges(),
     # the second training set: darker displays (more headroom) and dark surroundings, closer to what
@@ -99,6 +101,10 @@ def generate(out, seeds, ranges: str = "train", workers: int = 2, progress: bool
     from tqdm import tqdm
 
     out = Path(out)
+    made_by = _made_by(out)
+    if made_by not in (None, GENERATOR):       # resuming would mix two versions of the simulator in one set
+        raise DatasetError(f"{out} holds cases made by {made_by}, this simulator is {GENERATOR}: write the new "
+                           "cases to another folder (or delete this one to remake it).")
     out.mkdir(parents=True, exist_ok=True)
     todo = [(str(out), int(s), ranges) for s in seeds]
     t0 = time.perf_counter()
@@ -117,6 +123,14 @@ def generate(out, seeds, ranges: str = "train", workers: int = 2, progress: bool
     return manifest
 
 
+def _made_by(out: Path):
+    """The generator named by ``out``'s manifest (None: no manifest yet)."""
+    try:
+        return json.loads((out / "manifest.json").read_text()).get("generator")
+    except FileNotFoundError:
+        return None
+
+
 def parse_seeds(text: str) -> list:
     a, _, b = text.partition(":")
     return list(range(int(a), int(b))) if b else [int(s) for s in text.split(",")]
@@ -129,7 +143,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ranges", default="train", choices=sorted(RANGES))
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
-    m = generate(args.out, parse_seeds(args.seeds), args.ranges, args.workers)
+    try:
+        m = generate(args.out, parse_seeds(args.seeds), args.ranges, args.workers)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps({k: v for k, v in m.items() if k not in ("seeds", "range_values")}))
     return 0
 

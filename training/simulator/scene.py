@@ -283,8 +283,12 @@ def loop_motion(sp: SimParams, rng: np.random.Generator):
     """Timing, LA curve and mitral opening of a case, plus the ED reference geometry."""
     timing = loop_timing(sp.n_frames, sp.fps, sp.heart_rate, sp.ef, sp.start_phase, beat_jitter=0.04, rng=rng)
     la_curve = 1.0 + sp.shape.la_gain * (1.0 - timing.volume) / max(sp.ef, 0.05) * 0.5
-    # mitral valve: open while filling (not in systole), smooth transitions over ~2 frames
-    valve = ndimage.gaussian_filter1d((~timing.systole).astype(float), 0.8)
+    # mitral valve: open while filling (not in systole). It closes over the frames before ED and is shut on
+    # the ED frame itself (ED is mitral closure; a symmetric smoothing left it a quarter open there, and the
+    # LV label's basal line ran between open leaflets), and opens after isovolumic relaxation over ~2 frames
+    open_ = ~timing.systole
+    open_[list(timing.ed_frames)] = False
+    valve = np.minimum(ndimage.gaussian_filter1d(open_.astype(float), 0.8), open_)
     return timing, la_curve, valve, heart_frame(sp.shape, 1.0, la_curve.max(), 0.0, sp.ef)
 
 
