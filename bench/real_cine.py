@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.demo import REAL_BOXES   # x0, y0, x1, y1 per structure on frame 0 (diastole: the mitral valve is open)
-from training.demo import REAL_LV_BOX as LV_BOX
+# x0, y0, x1, y1 on frame 0 (diastole: the mitral valve is open): the LV box, and one box per structure
+from training.demo import REAL_BOXES, REAL_LV_BOX as LV_BOX
 HEART_BOX = (230, 60, 470, 400)       # where the heart is on this cine (screen text lies outside it)
 
 
