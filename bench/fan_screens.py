@@ -26,6 +26,7 @@ sys.path[:0] = [str(ROOT / "EchoSAMSlicer" / "Logic"), str(ROOT)]
 
 from echosam.cine import Cine  # noqa: E402
 from echosam.fan import find_region  # noqa: E402
+from echosam.metrics import dice  # noqa: E402
 from training.simulator.cache import RANGES  # noqa: E402
 from training.simulator.scene import sample_params, simulate  # noqa: E402
 from training.simulator.screen import render_screen  # noqa: E402
@@ -39,7 +40,7 @@ def score_seed(seed: int, ranges: str) -> dict:
     found, true = region.mask, sc.fan
     cut = (sc.labels > 0) & ~found[None]
     return {"seed": seed, "source": region.source, "frames": int(len(sc.frames)),
-            "fan_dice": float(2 * (found & true).sum() / (found.sum() + true.sum())),
+            "fan_dice": dice(found, true),
             "fan_missed": float((true & ~found).sum() / true.sum()), "fan_extra": float((found & ~true).sum() / true.sum()),
             "fan_extra_px": int((found & ~true).sum()),
             "labels_cut_per_frame": float(cut.sum() / len(sc.frames)),

@@ -41,7 +41,7 @@ def _segment(argv: list) -> None:
 
 
 def simulated_case(out: Path) -> tuple:
-    from training.datasets.clips import mask_box
+    from training.loop_eval import truth_boxes
     from training.simulator.scene import sample_params, simulate
     from training.simulator.screen import render_screen, write_dicom
 
@@ -50,7 +50,7 @@ def simulated_case(out: Path) -> tuple:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "simulated_a4c_screen.dcm"
     write_dicom(screen, path, with_region=False, seed=DEMO_SEED)
-    boxes = {k: tuple(int(v) for v in mask_box(screen.labels[0] == lab)) for k, lab in (("lv", 1), ("myo", 2), ("la", 3))}
+    boxes = {k: tuple(int(v) for v in b) for k, b in truth_boxes(screen.labels[0]).items()}
     return path, screen, cine, boxes
 
 

@@ -30,7 +30,7 @@ ED/ES (per cardiac cycle, `cardiac_cycles.py`): a frame whose volume jumps away 
 heart moves that fast) is listed in ``glitch_frames`` and named in the message; when one would be an ED or
 ES frame, glitches are read as their neighbours' mean and ED/ES found again (one bad frame never becomes
 the EDV or ESV; elsewhere the curve is left as it is: on the selection loops, smoothing every glitch moved
-EFs away from the truth as often as towards it). The area-length volume curve is smoothed with a Gaussian of
+two EFs away from the truth and none towards it). The area-length volume curve is smoothed with a Gaussian of
 ``smooth_s`` seconds (converted with the median frame interval, so any frame rate works); ED are
 local maxima and ES local minima at least ``min_cycle_s`` seconds apart
 (`scipy.signal.find_peaks` with a prominence of 10 % of the curve range). Each beat is an ED

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import pipeline, prompt_text
+from .. import pipeline
 from .common import add_common, add_reading_options, progress_for, reading_options
 
 RECORD_HELP = ("record full input paths in run.json/report.json (default: base names only; clinical paths "
@@ -11,10 +11,6 @@ RECORD_HELP = ("record full input paths in run.json/report.json (default: base n
 
 
 # ---- argument values (the text forms of points and boxes: echosam.prompt_text) ------------------------
-parse_points = prompt_text.parse_points
-parse_box = prompt_text.parse_box
-
-
 def prompts_from_args(args) -> pipeline.Prompts:
     """--points/--box (repeatable, each optionally 'name:...'): unnamed ones for the first of --structures."""
     return pipeline.Prompts.from_text(args.points, args.box, args.structures, frame=args.frame, mask=args.mask,
