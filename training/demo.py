@@ -58,11 +58,12 @@ def score(folder: Path, screen, cine) -> dict:
     from echosam.cardiac import analyse
     from echosam.io import read_labels
     from echosam.metrics import dice
+    from training.loop_eval import LABEL
 
     labels, _ = read_labels(folder / "labels.seq.nrrd")
     truth = screen.labels
     per = {}
-    for key, lab in (("lv", 1), ("myo", 2), ("la", 3)):
+    for key, lab in LABEL.items():
         if (labels == lab).any():
             per[key] = float(np.mean([dice(labels[t] == lab, truth[t] == lab) for t in range(len(truth))]))
     times = np.arange(len(truth)) / cine.fps
