@@ -24,7 +24,6 @@ def main(argv=None) -> int:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
     from pydicom.data import get_testdata_file
 
     from echosam import fan

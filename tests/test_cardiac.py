@@ -190,6 +190,25 @@ def test_a_one_frame_glitch_at_ed_is_not_the_edv(monkeypatch, tmp_path):
     assert off.glitch_frames == [] and off.ef_percent > clean.ef_percent + 3.0
 
 
+def test_a_systole_of_few_frames_is_named_where_an_ef_is_shown(tmp_path):
+    """At 12 frames/s (72 bpm) systole spans about 4 frames: the user is told that this EF tends to read
+    low and what frame rate to record at; at 30 frames/s, or where no EF is shown, nothing is said."""
+    from echosam import cardiac_cycles
+
+    slow = make_phantom(n_frames=24, fps=12, seed=2)
+    r = cardiac.analyse(slow.labels, slow.cine.spacing, slow.cine.frame_times, predicted=True)
+    spans = [b.es_frame - b.ed_frame for b in r.beats]
+    assert r.beats and min(spans) < cardiac_cycles.SPARSE_SYSTOLE_FRAMES and np.isfinite(r.ef_percent)
+    assert f"Systole spans only {min(spans)} frame intervals" in r.message and "read low" in r.message
+    assert "read low" in json.loads(write_report(r, tmp_path)[0].read_text())["summary"]["message"]
+    fast = make_phantom(n_frames=60, fps=30, seed=2)
+    r = cardiac.analyse(fast.labels, fast.cine.spacing, fast.cine.frame_times, predicted=True)
+    assert min(b.es_frame - b.ed_frame for b in r.beats) >= cardiac_cycles.SPARSE_SYSTOLE_FRAMES
+    assert "Systole spans" not in r.message
+    assert cardiac_cycles.sparse_systole_note([(10, 14)]) and not cardiac_cycles.sparse_systole_note([(10, 16)])
+    assert cardiac_cycles.sparse_systole_note([(14, 10)]) == ""         # an ES before its ED pairs nothing
+
+
 def test_smooth_curves_have_no_glitches_even_at_low_frame_rates():
     """A smooth extreme at 7.5 frames a beat (15 fps, 120 bpm) sits 0.17 of the range from its neighbours'
     mean; phantom loops at several rates and the truth of a sharp end-systole are never glitches."""

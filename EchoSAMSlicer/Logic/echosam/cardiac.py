@@ -51,7 +51,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from .cardiac_cycles import detect_ed_es, one_frame_glitches
+from .cardiac_cycles import detect_ed_es, one_frame_glitches, sparse_systole_note
 from .errors import EchoSAMError
 
 LV, MYO, LA = 1, 2, 3
@@ -356,7 +356,7 @@ def analyse(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), times_s: 
         res.message = (f"The segmented LV shows no ED->ES beat over {float(times[-1] - times[0]):.1f} s, which a "
                        f"beating heart always shows within {PARTIAL_CYCLE_MAX_S:.0f} s: the segmentation probably "
                        "drifted; no EF is reported. Check the labels (correct a late frame and propagate again).")
-        return _note_glitches(res)
+        return _add_notes(res)
     else:
         e, s = int(np.argmax(v)), int(np.argmin(np.where(v > 0, v, np.inf)))
         res.status = "single partial cycle"
@@ -374,10 +374,14 @@ def analyse(labels: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), times_s: 
         res.status = "implausible EF"
         res.ef_percent = res.edv_ml = res.esv_ml = float("nan")
         res.beats = []                                   # no per-beat numbers either
-    return _note_glitches(res)
+    return _add_notes(res)
 
 
-def _note_glitches(res: CardiacResult) -> CardiacResult:
+def _add_notes(res: CardiacResult) -> CardiacResult:
+    """Append what the user should know about the curve: too few frames of systole, one-frame glitches."""
+    pairs = [(b.ed_frame, b.es_frame) for b in res.beats] or list(zip(res.ed_frames, res.es_frames))
+    if np.isfinite(res.ef_percent):                    # only where an EF is shown
+        res.message += sparse_systole_note(pairs)
     if res.glitch_frames:
         frames = ", ".join(map(str, res.glitch_frames))
         res.message += (f" The LV volume jumps on frame(s) {frames} alone (a one-frame segmentation glitch; never "

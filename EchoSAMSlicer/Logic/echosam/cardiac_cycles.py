@@ -79,3 +79,25 @@ def one_frame_glitches(volume: np.ndarray) -> list:
         if min(a, b, x) > 0 and alone and abs(jump) > GLITCH_FRACTION * rng:
             out.append(t)
     return out
+
+
+# ED -> ES in fewer frames than this: the true ED and ES fall between frames and masks carried by memory lag
+# the contraction. Bundled MemSAM on simulated loops, EF bias by ED -> ES frames: -14 points at 4 (7 loops),
+# -6.0 at 5 (28), -3.9 at 6 (10), -0.6 to -6.7 from 7 to 17; the same 6 phantom loops at 12 and 30 frames a beat
+# (4 and 10 frames of systole): EF error 12.0 and 5.5 points (docs/evaluation.md "Two foreign phantoms").
+SPARSE_SYSTOLE_FRAMES = 6
+
+
+def sparse_systole_note(pairs: list) -> str:
+    """A sentence for the user when the fastest (ED, ES) frame pair spans fewer than SPARSE_SYSTOLE_FRAMES
+    frames; "" otherwise."""
+    spans = [(int(s) - int(e), int(e), int(s)) for e, s in pairs if int(s) > int(e)]
+    if not spans:
+        return ""
+    n, e, s = min(spans)
+    if n >= SPARSE_SYSTOLE_FRAMES:
+        return ""
+    return (f" Systole spans only {n} frame intervals (ED frame {e} -> ES frame {s}): at so low a frame rate the "
+            "true ED and ES fall between frames and propagated masks lag the contraction, so this EF tends to "
+            f"read low. Record at least {SPARSE_SYSTOLE_FRAMES} frames from ED to ES (about 25 frames/s or "
+            "more) for an EF.")
