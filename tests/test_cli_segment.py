@@ -215,6 +215,8 @@ def test_a_model_with_a_known_ef_error_says_it_next_to_the_ef(data, tmp_path, ca
             for i, (v, e) in enumerate([("a4c", -6.0), ("a2c", -2.0), ("a4c", float("nan"))])]
     md = table(rows, "heldout (3 loops)") + "\n" + table(rows[:2], "simus (2 loops)") + table(
         [dict(r, method="other") for r in rows], "val (3 loops)")
+    # a section of another layout after the sets (no view column) is no set and no crash
+    md += "\n## Version 3\n\n| method | version | EF MAE |\n|---|---|---|\n| mine | 3 | 99.0 |\n"
     sets = ef_accuracy_rows(md, "mine")
     assert sets == [{"set": "heldout", "loops": 3, "mae": 4.0, "bias": -4.0},
                     {"set": "simus", "loops": 2, "mae": 4.0, "bias": -4.0}]

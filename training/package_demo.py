@@ -90,14 +90,14 @@ def ef_accuracy_rows(markdown: str, method: str) -> list:
     ``{"set", "loops", "mae", "bias"}`` per held-out set (EF error in points), for the report to quote."""
     rows, current, header = [], None, None
     for line in markdown.splitlines():
-        if line.startswith("### "):
-            current, header = line[4:].split(" ")[0], None
+        if line.startswith("#"):                 # a "### set" heading starts a set; any other heading ends it
+            current, header = (line[4:].split(" ")[0] if line.startswith("### ") else None), None
             continue
         if not line.startswith("|"):
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells[0] == "method":
-            header = cells
+            header = cells if {"view", "n", "EF MAE", "EF bias"} <= set(cells) else None   # another table's layout
         elif header and current and cells[0] == method and cells[header.index("view")] == "all":
             get = lambda k: cells[header.index(k)]       # noqa: E731
             try:                                          # "5.1 (3/4 with EF)": loops without an EF are left out
