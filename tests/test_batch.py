@@ -117,6 +117,8 @@ def test_echonet_tree_with_the_process_pool(echonet, reference):
         assert report["ef_percent"] == pytest.approx(r["ef_percent"], abs=1e-3)
         assert r["ed_frames"] == ";".join(map(str, report["ed_frames"]))
         assert r["glitch_frames"] == ";".join(map(str, report["glitch_frames"]))
+        spans = [b["es_frame"] - b["ed_frame"] for b in report["beats"]]
+        assert r["systole_frames"] == report["systole_frames"] == min(spans) > 0
     assert all(r["model"] == prompt_free_model() and json.loads(r["options"])["options"] == OPTIONS for r in rows)
     truth = {c.case_id: c.truth["ef"] for c in discover(echonet).cases}
     assert all(r["true_ef"] == pytest.approx(truth[r["case"]]) for r in rows)

@@ -200,7 +200,8 @@ def test_a_systole_of_few_frames_is_named_where_an_ef_is_shown(tmp_path):
     spans = [b.es_frame - b.ed_frame for b in r.beats]
     assert r.beats and min(spans) < cardiac_cycles.SPARSE_SYSTOLE_FRAMES and np.isfinite(r.ef_percent)
     assert f"Systole spans only {min(spans)} frame intervals" in r.message and "read low" in r.message
-    assert "read low" in json.loads(write_report(r, tmp_path)[0].read_text())["summary"]["message"]
+    summary = json.loads(write_report(r, tmp_path)[0].read_text())["summary"]
+    assert "read low" in summary["message"] and summary["systole_frames"] == min(spans)
     fast = make_phantom(n_frames=60, fps=30, seed=2)
     r = cardiac.analyse(fast.labels, fast.cine.spacing, fast.cine.frame_times, predicted=True)
     assert min(b.es_frame - b.ed_frame for b in r.beats) >= cardiac_cycles.SPARSE_SYSTOLE_FRAMES

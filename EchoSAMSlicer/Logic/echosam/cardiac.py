@@ -115,6 +115,8 @@ class CardiacResult:
                 "ed_frames": list(map(int, self.ed_frames)), "es_frames": list(map(int, self.es_frames)),
                 "n_beats": len(self.beats), "status": self.status, "message": self.message,
                 "glitch_frames": list(map(int, self.glitch_frames)),
+                # the fewest frames from an ED to its ES (`cardiac_cycles.sparse_systole_note`); None without a beat
+                "systole_frames": min((b.es_frame - b.ed_frame for b in self.beats), default=None),
                 "beats": [{k: (_r(v) if isinstance(v, float) else v) for k, v in asdict(b).items()} for b in self.beats]}
 
 

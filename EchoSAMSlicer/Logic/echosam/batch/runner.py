@@ -128,7 +128,7 @@ class CaseRunner:
             row.update(status="ok" if ok else "error", error="" if ok else s["message"],
                        ef_percent=_value(s["ef_percent"]), edv_ml=_value(s["edv_ml"]), esv_ml=_value(s["esv_ml"]),
                        ed_frames=s["ed_frames"], es_frames=s["es_frames"], glitch_frames=s["glitch_frames"],
-                       n_beats=s["n_beats"],
+                       systole_frames=s["systole_frames"], n_beats=s["n_beats"],
                        cardiac_status=s["status"], n_frames=int(out["session"].n_frames),
                        compute_path=out["session"].compute_path)
         except EchoSAMError as exc:

@@ -7,7 +7,8 @@ failed or no EF could be measured; ``pending``: not run yet), ``error`` (the mes
 the pipeline said about a case that still ran, e.g. no ultrasound fan found), ``ef_percent``,
 ``edv_ml``, ``esv_ml`` (empty for a cine without pixel spacing), ``ed_frames`` / ``es_frames`` (``;``-separated
 0-based frames), ``glitch_frames`` (frames where the LV volume jumps alone,
-`cardiac_cycles.one_frame_glitches`: look at them), ``n_beats``,
+`cardiac_cycles.one_frame_glitches`: look at them), ``systole_frames`` (the fewest frames from an ED to
+its ES; under `cardiac_cycles.SPARSE_SYSTOLE_FRAMES` the EF tends to read low), ``n_beats``,
 ``cardiac_status`` (`cardiac.analyse`'s status), ``n_frames``, ``seconds`` (wall time of the case in
 its worker), ``compute_path`` (how it was computed, `echosam.compute`: e.g. "cpu bf16 autocast (amx_bf16),
 1 thread"), ``model``, ``model_sha256``, ``options`` (JSON of the options that decide the result),
@@ -25,7 +26,7 @@ from ..io.atomic import atomic_file
 
 COLUMNS = (("case", str), ("input", str), ("split", str), ("status", str), ("error", str), ("notice", str),
            ("ef_percent", float), ("edv_ml", float), ("esv_ml", float), ("ed_frames", str), ("es_frames", str),
-           ("glitch_frames", str), ("n_beats", int), ("cardiac_status", str), ("n_frames", int), ("seconds", float),
+           ("glitch_frames", str), ("systole_frames", int), ("n_beats", int), ("cardiac_status", str), ("n_frames", int), ("seconds", float),
            ("compute_path", str),
            ("model", str), ("model_sha256", str), ("options", str), ("prompt", str), ("true_ef", float), ("true_edv", float),
            ("true_esv", float))
@@ -44,6 +45,7 @@ def summary_row(case, row, model: str, model_sha256: str, options: dict) -> dict
            "error": row.get("error") or "", "notice": row.get("notice") or "", "ef_percent": row.get("ef_percent"),
            "edv_ml": row.get("edv_ml"), "esv_ml": row.get("esv_ml"), "ed_frames": _frames(row.get("ed_frames")),
            "es_frames": _frames(row.get("es_frames")), "glitch_frames": _frames(row.get("glitch_frames")),
+           "systole_frames": row.get("systole_frames"),
            "n_beats": row.get("n_beats"),
            "cardiac_status": row.get("cardiac_status") or "", "n_frames": row.get("n_frames"),
            "seconds": row.get("seconds"), "compute_path": row.get("compute_path") or "", "model": model,
