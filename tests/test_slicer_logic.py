@@ -282,6 +282,11 @@ def test_results_rows_and_button_states():
     shown = display.results_rows(dict(summary, ef_accuracy=note))
     assert shown[3] == ("EF: the model's known error", note) and len(shown) == len(display.results_rows(summary)) + 1
     assert "EF: the model's known error" not in dict(display.results_rows({"ef_percent": None, "ef_accuracy": note}))
+    # a systole of few frames is named under the EF (only where an EF is shown); 9 frames are enough
+    few = dict(display.results_rows(dict(summary, systole_frames=4)))
+    assert few["EF: few frames of systole"].startswith("4 frames from ED to ES: this EF tends to read low")
+    assert "EF: few frames of systole" not in dict(display.results_rows(dict(summary, systole_frames=9)))
+    assert "EF: few frames of systole" not in dict(display.results_rows({"ef_percent": None, "systole_frames": 4}))
     busy = display.button_states(True, True, busy=True, prompted=True, weights_present=True, can_download=False,
                             has_result=True)
     assert busy["cancelButton"] and not any(v for k, v in busy.items() if k.endswith("Button") and k not in

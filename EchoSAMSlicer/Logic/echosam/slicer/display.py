@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cardiac_cycles import SPARSE_SYSTOLE_FRAMES
 from ..device import DEVICES  # noqa: F401 (the panel offers every device)
 from ..structures import get_structure
 
@@ -17,7 +18,8 @@ def _fmt(v, unit="", nd=1) -> str:
 
 def results_rows(summary: dict) -> list:
     """(quantity, value) rows of the Results table: EDV, ESV, EF (means over beats), the model's known EF
-    error when its checkpoint records one (``summary["ef_accuracy"]``), then one row per beat. With ``summary["calibrated"]`` False the volume rows say *uncalibrated* (the pixel spacing
+    error when its checkpoint records one (``summary["ef_accuracy"]``), a row when systole spans too few
+    frames for a sound EF (``summary["systole_frames"]``), then one row per beat. With ``summary["calibrated"]`` False the volume rows say *uncalibrated* (the pixel spacing
     is Slicer's 1 mm default, not a measured one); EF, a ratio, is unaffected by a uniform scale."""
     unit = "ml" if summary.get("calibrated", True) else f"ml, {UNCALIBRATED}"
     rows = [(f"EDV ({unit})", _fmt(summary.get("edv_ml"))), (f"ESV ({unit})", _fmt(summary.get("esv_ml"))),
@@ -28,6 +30,10 @@ def results_rows(summary: dict) -> list:
                      f"{_fmt(b.get('edv_ml'))} / {_fmt(b.get('esv_ml'))} {unit}, EF {_fmt(b.get('ef_percent'), ' %')}"))
     if summary.get("ef_accuracy") and rows[2][1] != "-":
         rows.insert(3, ("EF: the model's known error", summary["ef_accuracy"]))
+    n = summary.get("systole_frames")
+    if n is not None and n < SPARSE_SYSTOLE_FRAMES and rows[2][1] != "-":     # `cardiac_cycles.sparse_systole_note`
+        rows.insert(3, ("EF: few frames of systole", f"{n} frames from ED to ES: this EF tends to read low; "
+                                                     "record at 25 frames/s or more"))
     return rows
 
 
