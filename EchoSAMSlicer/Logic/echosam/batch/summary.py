@@ -26,8 +26,8 @@ from ..io.atomic import atomic_file
 
 COLUMNS = (("case", str), ("input", str), ("split", str), ("status", str), ("error", str), ("notice", str),
            ("ef_percent", float), ("edv_ml", float), ("esv_ml", float), ("ed_frames", str), ("es_frames", str),
-           ("glitch_frames", str), ("systole_frames", int), ("n_beats", int), ("cardiac_status", str), ("n_frames", int), ("seconds", float),
-           ("compute_path", str),
+           ("glitch_frames", str), ("systole_frames", int), ("n_beats", int), ("cardiac_status", str),
+           ("n_frames", int), ("seconds", float), ("compute_path", str),
            ("model", str), ("model_sha256", str), ("options", str), ("prompt", str), ("true_ef", float), ("true_edv", float),
            ("true_esv", float))
 NAMES = tuple(c for c, _ in COLUMNS)
