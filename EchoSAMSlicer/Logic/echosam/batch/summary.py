@@ -28,8 +28,8 @@ COLUMNS = (("case", str), ("input", str), ("split", str), ("status", str), ("err
            ("ef_percent", float), ("edv_ml", float), ("esv_ml", float), ("ed_frames", str), ("es_frames", str),
            ("glitch_frames", str), ("systole_frames", int), ("n_beats", int), ("cardiac_status", str),
            ("n_frames", int), ("seconds", float), ("compute_path", str),
-           ("model", str), ("model_sha256", str), ("options", str), ("prompt", str), ("true_ef", float), ("true_edv", float),
-           ("true_esv", float))
+           ("model", str), ("model_sha256", str), ("options", str), ("prompt", str), ("true_ef", float),
+           ("true_edv", float), ("true_esv", float))
 NAMES = tuple(c for c, _ in COLUMNS)
 TIMING_COLUMNS = ("seconds", "compute_path")     # where and how fast a case ran, not what it gave
 

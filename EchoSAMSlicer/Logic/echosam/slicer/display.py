@@ -19,8 +19,9 @@ def _fmt(v, unit="", nd=1) -> str:
 def results_rows(summary: dict) -> list:
     """(quantity, value) rows of the Results table: EDV, ESV, EF (means over beats), the model's known EF
     error when its checkpoint records one (``summary["ef_accuracy"]``), a row when systole spans too few
-    frames for a sound EF (``summary["systole_frames"]``), then one row per beat. With ``summary["calibrated"]`` False the volume rows say *uncalibrated* (the pixel spacing
-    is Slicer's 1 mm default, not a measured one); EF, a ratio, is unaffected by a uniform scale."""
+    frames for a sound EF (``summary["systole_frames"]``), then one row per beat. With
+    ``summary["calibrated"]`` False the volume rows say *uncalibrated* (the pixel spacing is Slicer's 1 mm
+    default, not a measured one); EF, a ratio, is unaffected by a uniform scale."""
     unit = "ml" if summary.get("calibrated", True) else f"ml, {UNCALIBRATED}"
     rows = [(f"EDV ({unit})", _fmt(summary.get("edv_ml"))), (f"ESV ({unit})", _fmt(summary.get("esv_ml"))),
             ("EF (%)", _fmt(summary.get("ef_percent")))]
