@@ -22,14 +22,13 @@ import argparse
 import json
 import sys
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training.simulator.cache import case_path, save_case  # noqa: E402
+from training.simulator.cache import case_path, map_seeds, parse_seeds, save_case  # noqa: E402
 
 GENERATOR = "ellipse-phantom-1"
 N_TISSUE, N_WALL, N_BLOOD = 9000, 4500, 900
@@ -200,7 +199,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description="Half-ellipse apical phantom cines (pymust SIMUS), resumable.")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--seeds", required=True, help="A:B (range)")
+    ap.add_argument("--seeds", required=True, help="A:B (range) or a,b,c")
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-leaflets", action="store_true",
@@ -208,11 +207,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    lo, hi = (int(s) for s in a.seeds.split(":"))
-    todo = [(str(out), s, a.frames, not a.no_leaflets) for s in range(lo, hi) if not case_path(out, s).exists()]
-    with get_context("spawn").Pool(max(1, min(a.workers, len(todo) or 1))) as pool:
-        for seed, dt in tqdm(pool.imap_unordered(_work, todo), total=len(todo), desc="ellipse phantom", unit="cine"):
-            tqdm.write(f"case {seed}: {dt:.0f} s")
+    todo = [(str(out), s, a.frames, not a.no_leaflets) for s in parse_seeds(a.seeds) if not case_path(out, s).exists()]
+    for seed, dt in tqdm(map_seeds(out, _work, todo, min(a.workers, len(todo))), total=len(todo),
+                         desc="ellipse phantom", unit="cine"):
+        tqdm.write(f"case {seed}: {dt:.0f} s")
     return 0
 
 

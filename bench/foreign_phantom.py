@@ -20,13 +20,12 @@ import argparse
 import json
 import sys
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from training.simulator.cache import case_path, save_case
+from training.simulator.cache import case_path, map_seeds, parse_seeds, save_case
 
 GENERATOR = "foreign-phantom-1"
 PHI = np.linspace(0.0, np.pi / 2, 1001)   # |angle| from the apex direction, over the LV side of the annulus
@@ -308,11 +307,6 @@ def _work(args) -> tuple:
     return seed, time.perf_counter() - t0
 
 
-def parse_seeds(text: str) -> list:
-    a, _, b = text.partition(":")
-    return list(range(int(a), int(b))) if b else [int(s) for s in text.split(",")]
-
-
 def main(argv=None) -> int:
     from tqdm import tqdm
 
@@ -326,14 +320,12 @@ def main(argv=None) -> int:
         ap.error("--frames must be at least 3 (ED, ES and the next ED)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".case_*.tmp.npz"):      # left by an interrupted run
-        stale.unlink()
     seeds = parse_seeds(args.seeds)
     todo = [(str(out), s, args.frames) for s in seeds if not case_path(out, s).exists()]
     print(f"{len(seeds) - len(todo)} of {len(seeds)} cases already written", file=sys.stderr)
-    with get_context("spawn").Pool(max(1, min(args.workers, len(todo) or 1))) as pool:
-        for seed, dt in tqdm(pool.imap_unordered(_work, todo), total=len(todo), desc="foreign phantom", unit="cine"):
-            tqdm.write(f"case {seed}: {dt:.1f} s ({dt / args.frames:.1f} s/frame)")
+    for seed, dt in tqdm(map_seeds(out, _work, todo, min(args.workers, len(todo))), total=len(todo),
+                         desc="foreign phantom", unit="cine"):
+        tqdm.write(f"case {seed}: {dt:.1f} s ({dt / args.frames:.1f} s/frame)")
     have = sorted(int(c.stem[5:]) for c in out.glob("case_*.npz"))
     (out / "manifest.json").write_text(json.dumps({"generator": GENERATOR, "seeds": have, "synthetic": True}))
     return 0
