@@ -240,3 +240,30 @@ def test_a_model_with_a_known_ef_error_says_it_next_to_the_ef(data, tmp_path, ca
         has_ef = report["summary"]["ef_percent"] is not None and np.isfinite(report["summary"]["ef_percent"])
         assert has_ef                                              # (this cine and model give an EF)
         assert (note in printed) == (want is not None)
+
+
+def test_substeps_are_chosen_recorded_and_kept_by_corrections(data, tmp_path, capsys):
+    """--substeps 2 walks memory through a blended frame between every two (run.json says so, the saved
+    session keeps that timeline for `correct`); auto on a model without ``substep_fps`` is 1; a bad value is
+    refused by the parser with what to give."""
+    d, ph = data
+    yx = np.argwhere(ph.labels[0] == 1)
+    y, x = yx[len(yx) // 2]
+    args = ["--model", str(d / "memsam.safetensors"), "--points", f"{x},{y},1", "--device", "cpu", "--quiet",
+            "--no-overlay"]
+    assert _run(["segment", str(d / "cine.seq.nrrd"), "-o", str(tmp_path / "two"), "--substeps", "2"] + args) == 0
+    assert _run(["segment", str(d / "cine.seq.nrrd"), "-o", str(tmp_path / "auto")] + args) == 0
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["substeps"] == 2
+    assert json.loads((tmp_path / "auto" / "run.json").read_text())["substeps"] == 1
+    two, _ = read_labels(tmp_path / "two" / "labels.seq.nrrd")
+    one, _ = read_labels(tmp_path / "auto" / "labels.seq.nrrd")
+    assert np.array_equal(two[0], one[0]) and not np.array_equal(two, one)
+    s = pipeline.correct(tmp_path / "two", d / "truth.seq.nrrd", 6, "lv", cine_path=d / "cine.seq.nrrd",
+                         loaded=load_checkpoint(d / "memsam.safetensors"))
+    assert s.substeps == 2 and s.features.n_frames == 2 * (ph.cine.n_frames - 1) + 1
+    capsys.readouterr()
+    for bad, why in (("0", "from 1 to 4"), ("two", "give auto or a whole number")):
+        assert _run(["segment", str(d / "cine.seq.nrrd"), "-o", str(tmp_path / "bad"), "--substeps", bad] + args) == 2
+        err = capsys.readouterr().err
+        assert "--substeps" in err and why in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()

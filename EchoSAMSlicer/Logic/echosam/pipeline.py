@@ -139,11 +139,13 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                  structures=("lv",), prompts: Optional[Prompts] = None, device: str = "auto",
                  precision: str = "auto", formats=("seq.nrrd",), overlay: bool = True, progress=None,
                  loaded=None, region="auto", keep_connected: bool = True, notify=None,
-                 read: Optional[dict] = None, record_paths: bool = False, zoom: bool = True) -> dict:
+                 read: Optional[dict] = None, record_paths: bool = False, zoom: bool = True,
+                 substeps="auto") -> dict:
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
     ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
     connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`); ``read``
-    the reader options. Returns {"result": cardiac analysis, "outdir", "session" (on the crop), "region"}."""
+    the reader options; ``substeps`` memory steps per frame interval (`echosam.session.in_between`).
+    Returns {"result": cardiac analysis, "outdir", "session" (on the crop), "region"}."""
     from .io.lock import folder_lock
     from .seeding import seed_for_zoom
     from .session import Session
@@ -166,14 +168,16 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
         zoomed = zoom_to_prompts(fan, prompts, loaded, keys, mask_labels, notify, seed) if zoom else fan
         if zoomed is not fan:
             fan, model_cine = zoomed, zoomed.crop_cine(cine)
-        s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected)
+        s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected,
+                    substeps=substeps)
         apply_prompts(s, prompts, device, region=fan, mask_labels=mask_labels, seed=seed)
         s.segment(progress=progress)
         run = {"command": "segment", "cine": input_record(cine_path, record_paths), "record_paths": bool(record_paths),
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
                "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
                "overlay": bool(overlay), "region": fan.summary(), "zoom": bool(zoom), "keep_connected": bool(keep_connected),
-               "precision": precision, "compute": s.path.to_dict(), "calibrated": uncalibrated is None,
+               "substeps": s.substeps, "precision": precision, "compute": s.path.to_dict(),
+               "calibrated": uncalibrated is None,
                "model_ef_accuracy": ef_accuracy_note(loaded.meta)}
         out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine)
     return dict(out, session=s, region=fan)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 
 from .. import pipeline
+from ..errors import EchoSAMError
+from ..session.in_between import MAX_SUBSTEPS, check_substeps
 from .common import add_common, add_reading_options, progress_for, reading_options
 
 RECORD_HELP = ("record full input paths in run.json/report.json (default: base names only; clinical paths "
@@ -24,7 +26,7 @@ def cmd_segment(args) -> int:
                                 precision=args.precision, formats=args.formats.split(","),
                                 overlay=not args.no_overlay, progress=progress_for(args, "echosam"),
                                 region=args.region, keep_connected=not args.no_keep_connected, zoom=not args.no_zoom,
-                                read=reading_options(args), record_paths=args.record_paths)
+                                read=reading_options(args), record_paths=args.record_paths, substeps=args.substeps)
     _print_result(out["result"], args.output, out["run"].get("model_ef_accuracy"), _volume_note(out["run"]))
     print(f"computed with: {out['session'].compute_path}")
     return 0
@@ -83,8 +85,21 @@ def _print_result(res, outdir, ef_note=None, volume_note=None) -> None:
 
 
 # ---- registration --------------------------------------------------------------------------------------
+def substeps_arg(text: str):
+    """``--substeps``: "auto" or a whole number of memory steps per frame interval."""
+    if text == "auto":
+        return text
+    try:
+        return check_substeps(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give auto or a whole number from 1 to {MAX_SUBSTEPS}") from None
+    except EchoSAMError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_region_arguments(p) -> None:
-    """``--region``, ``--no-zoom`` and ``--no-keep-connected``, shared by ``segment`` and ``batch``."""
+    """``--region``, ``--no-zoom``, ``--no-keep-connected`` and ``--substeps``, shared by ``segment`` and
+    ``batch``."""
     p.add_argument("--region", default="auto",
                    help="ultrasound region the model sees: auto (DICOM US region, else the fan detected from "
                         "the pixels), off (whole frame), or x0,y0,x1,y1 (a box in cine pixels, inclusive)")
@@ -94,6 +109,10 @@ def add_region_arguments(p) -> None:
     p.add_argument("--no-keep-connected", action="store_true",
                    help="keep every connected component of a structure (default: drop stray components far "
                         "from the prompt and from the previous frame's mask)")
+    p.add_argument("--substeps", type=substeps_arg, default="auto",
+                   help=f"memory steps per frame interval of a prompted model, 1-{MAX_SUBSTEPS}: blended in-between "
+                        "frames so the mask keeps up with fast motion at low frame rates (auto: what the model asks "
+                        "at this cine's frame rate; 1: every frame once)")
 
 
 def register(subparsers) -> None:

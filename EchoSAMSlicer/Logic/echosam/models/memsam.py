@@ -17,10 +17,10 @@ Where the paper and the released code (dengxl0520/MemSAM @ 36f1b98) disagree, an
 3. **Threshold**: the released evaluation binarises ``sigmoid > 0.6``; we default ``threshold=0.5``
    (the natural sigmoid midpoint, symmetric with +-10 logits for user masks); set 0.6 to reproduce
    the released metrics. The model returns logits; the session applies the threshold.
-4. **Frame 0 is predicted twice** in the released loop: once from the point prompt (only to write a
-   bootstrap value to memory, never output) and again from memory (the output). After frame 0 the
-   bootstrap value is replaced by the value of the memory-based frame-0 prediction. `forward`
-   reproduces this exactly. (The session's key frames instead keep the prompted value permanently.)
+4. **Frame 0 is predicted twice** in the released loop: once from the point prompt (only to write a bootstrap value
+   to memory, never output) and again from memory (the output). After frame 0 the bootstrap value is replaced by the
+   value of the memory-based frame-0 prediction. `forward` reproduces this exactly. (The session's key frames instead
+   keep the prompted value permanently.)
 5. **Deep update** (value encoder's hidden reinforcement): the released code draws it with probability
    0.2 at training *and* test time, so its test results are random. We draw it with
    ``deep_update_prob`` only in training; in eval it is deterministic, ``deep_update_at_eval=True``
@@ -28,24 +28,22 @@ Where the paper and the released code (dengxl0520/MemSAM @ 36f1b98) disagree, an
    value (the prompt decoder's logits written to memory to predict the key frame) always
    deep-updates, as released, whatever ``deep_update_at_eval`` says: in `forward` and in the
    session's prompted key frames (`echosam.session.propagation`).
-6. **Memory size**: the released working memory is never pruned (at most 9 frames for T=10 clips).
-   Long cines need a bound: ``memory_cap=16`` working frames beyond the permanent key frames keeps the
-   readout close to what the model saw in training (softmax over <= ~10 frames) and cost flat, while
-   prompted / corrected frames are never dropped.
+6. **Memory size**: the released working memory is never pruned (at most 9 frames for T=10 clips). Long cines need a
+   bound: ``memory_cap=16`` working frames beyond the permanent key frames keeps the readout close to what the model
+   saw in training (softmax over <= ~10 frames) and cost flat, while prompted / corrected frames are never dropped.
 7. **Batch**: released code supports batch size 1; `forward` and every verb here accept B >= 1.
-8. **Sensory memory** (ours, off the paper): the hidden state the memory decoder carries from frame to
-   frame (XMem's sensory memory, paper eq. 5) made our small models' LV trail the image by about three
-   frames (zeroing it at inference cut the lag to under one frame). ``sensory_memory=False`` feeds the
-   decoder a zero hidden state on every frame, so each frame is segmented from its own image and the
-   memory readout only; a model must be trained that way. Default True (released).
-9. **Neighbour channels** (ours, off the paper): MemSAM sees one frame at a time (grey replicated to
-   RGB), so it cannot use what tells blood from tissue in a cine: tissue speckle moves with the wall,
-   blood speckle is redrawn every frame. Our small models drew every frame's cavity near the loop's
-   mean size (end-diastole too small, end-systole too large, even propagating from the true frame-0
-   mask), while the two prompt-free families, which see the clip's frames together, did not.
-   ``neighbour_channels=True`` feeds frames t-1, t, t+1 as R, G, B (`frame_input.neighbour_frames`;
-   the loop's first and last frames repeat themselves). A grey-trained model starts close to where it
-   was (its three input channels saw the same image); it must be fine-tuned that way. Default False.
+8. **Sensory memory** (ours, off the paper): the hidden state the memory decoder carries from frame to frame (XMem's
+   sensory memory, paper eq. 5) made our small models' LV trail the image by about three frames (zeroing it at
+   inference cut the lag to under one frame). ``sensory_memory=False`` feeds the decoder a zero hidden state on every
+   frame, so each frame is segmented from its own image and the memory readout only; a model must be trained that
+   way. Default True (released).
+9. **Neighbour channels** (ours, off the paper): MemSAM sees one frame at a time (grey replicated to RGB), so it
+   cannot use what tells blood from tissue in a cine: tissue speckle moves with the wall, blood speckle is redrawn
+   every frame. Our small models drew every frame's cavity near the loop's mean size (end-diastole too small,
+   end-systole too large, even propagating from the true frame-0 mask), while the two prompt-free families, which see
+   the clip's frames together, did not. ``neighbour_channels=True`` feeds frames t-1, t, t+1 as R, G, B
+   (`frame_input.neighbour_frames`; the loop's first and last frames repeat themselves). A grey-trained model starts
+   close to where it was (its three input channels saw the same image); it must be fine-tuned that way. Default off.
 
 Trainable split (`set_paper_trainable`, released ``MemSAM.__init__``): cnn_embed, post_pos_embed,
 every ``*Adapter*``, the global blocks' rel_pos, the whole memory module; all else frozen.
@@ -103,6 +101,7 @@ class MemSAMConfig:
     # structure -> how many times a prompted key frame is predicted again from a memory of its last prediction
     # (the released loop: once). A thin ring (the myocardium) sharpens over a few reads (docs/evaluation.md).
     key_frame_reads: dict = field(default_factory=dict)
+    substep_fps: Optional[float] = None  # memory steps at this rate: in-between frames below it (session.in_between)
 
     def __post_init__(self) -> None:
         if isinstance(self.sam, dict):
@@ -129,6 +128,8 @@ class MemSAMConfig:
             (isinstance(self.key_frame_reads, dict)
              and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in reads.values()),
              f"key_frame_reads {self.key_frame_reads!r} is not a mapping of structure -> reads (an integer >= 1)"),
+            (self.substep_fps is None or (type(self.substep_fps) in (int, float) and self.substep_fps > 0),
+             f"substep_fps {self.substep_fps!r} is not a positive frame rate (or null)"),
             (not unknown_reads, f"key_frame_reads names {unknown_reads}, which are not structures ({', '.join(STRUCTURES)})"),
         ]
         for ok, msg in checks:

@@ -21,6 +21,7 @@ from ..errors import PromptError
 from ..models.fast import full_precision
 from ..models.frame_input import frame_context, neighbour_frames
 from ..progress import CancelToken, no_progress
+from .in_between import blended_steps, n_steps
 
 EMBED_CACHES = ("auto", "host", "device")
 CACHE_DTYPES = ("fp16", "fp32")
@@ -38,10 +39,11 @@ def to_cache_dtype(x, cache_dtype: str):
 
 
 class FeatureCache:
-    """Features of the frames of ``grey`` (T, H, W) float32 0..255, by frame index."""
+    """Features of the frames of ``grey`` (T, H, W) float32 0..255, by step: with ``steps`` k > 1 the
+    timeline holds k - 1 blended frames between every two (`in_between`; frame t is step t * k)."""
 
     def __init__(self, model, grey: np.ndarray, device: str, embed_cache: str = "auto", batch_size: int = 8,
-                 cache_dtype: str = "fp16") -> None:
+                 cache_dtype: str = "fp16", steps: int = 1) -> None:
         if embed_cache not in EMBED_CACHES:
             raise PromptError(f"embed_cache must be 'auto', 'host' or 'device', not {embed_cache!r}.")
         if cache_dtype not in CACHE_DTYPES:
@@ -49,7 +51,8 @@ class FeatureCache:
         self.cache_dtype = cache_dtype
         self.model, self.grey, self.device = model, grey, str(device)
         self.embed_cache, self.batch_size = embed_cache, max(1, int(batch_size))
-        self.n_frames = int(grey.shape[0])
+        self.steps = int(steps)
+        self.n_frames = n_steps(int(grey.shape[0]), self.steps)     # feature steps (frames when steps is 1)
         self.context = frame_context(model)
         self.features = None            # all frames, once complete
         self.cache_device: Optional[str] = None
@@ -65,7 +68,7 @@ class FeatureCache:
         wants them, `frame_input`), on the model's device."""
         import torch
         lo, hi = max(0, start - self.context), min(self.n_frames, stop + self.context)
-        grey = torch.from_numpy(np.ascontiguousarray(self.grey[lo:hi], dtype=np.float32))
+        grey = torch.from_numpy(np.ascontiguousarray(blended_steps(self.grey, self.steps, lo, hi)))
         # clamping inside the slice is clamping to the loop: a slice is cut short only at the loop's ends
         x = neighbour_frames(grey, start - lo, stop - lo, self.context)
         return self.model.prepare_frames(x.to(self.device)).to(self.device)

@@ -60,7 +60,7 @@ def save_session(s, folder) -> Path:
     snap = s.snapshot()
     meta = {"format": FORMAT, "version": VERSION, "family": s.loaded.family, "structures": s.structures,
             "memory_cap": s.memory_cap, "threshold": s.threshold, "img_size": s.img_size,
-            "keep_connected": s.keep_connected,
+            "keep_connected": s.keep_connected, "substeps": s.substeps,
             "cine_fingerprint": cine_fingerprint(s.cine), "model_fingerprint": model_fingerprint(s.loaded),
             "cine_shape": list(s.cine.frames.shape), "model_path": str(s.loaded.path) if s.loaded.path else None,
             "signatures": snap["results"]["signatures"],
@@ -101,7 +101,8 @@ def _check_features(folder, feats: dict, meta: dict, n_frames: int) -> None:
     shapes = meta.get("feature_shapes")
     for name, t in feats.items():
         if t.ndim < 1 or t.shape[0] != n_frames:
-            raise damaged(folder, f"embeddings {name} cover {t.shape[0] if t.ndim else 0} frames, not {n_frames}")
+            got = t.shape[0] if t.ndim else 0
+            raise damaged(folder, f"embeddings {name} cover {got} encoded frames, not {n_frames}")
         if shapes is not None and list(t.shape) != list(shapes.get(name, [])):
             raise damaged(folder, f"embeddings {name} have shape {list(t.shape)}, not {shapes.get(name)}")
     if shapes is not None and set(shapes) != set(feats):
@@ -156,6 +157,7 @@ def _load_checked(cls, folder: Path, meta: dict, cine, loaded, kwargs):
     kwargs.setdefault("memory_cap", meta["memory_cap"])
     kwargs.setdefault("threshold", meta["threshold"])
     kwargs.setdefault("keep_connected", meta.get("keep_connected", True))
+    kwargs.setdefault("substeps", meta.get("substeps", 1))     # the timeline its features were encoded on
     s = cls(cine, loaded, structures=meta["structures"], **kwargs)
     for name in ("prompts.json", "results.npz"):
         if not (folder / name).is_file():
@@ -170,7 +172,7 @@ def _load_checked(cls, folder: Path, meta: dict, cine, loaded, kwargs):
     emb = folder / "embeddings.safetensors"
     feats = load_file(str(emb)) if emb.exists() else None
     if feats is not None:
-        _check_features(folder, feats, meta, cine.n_frames)
+        _check_features(folder, feats, meta, s.features.n_frames)
     elif meta.get("feature_shapes"):
         raise damaged(folder, "embeddings.safetensors is missing")
     s.restore({"prompts": prompts, "results": {"signatures": meta["signatures"], "arrays": arrays},

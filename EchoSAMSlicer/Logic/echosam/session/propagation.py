@@ -23,6 +23,11 @@ Every frame read out from memory goes through the connected-region rule (`echosa
 components far from the prompt and from the previous frame's mask are dropped. Mask key frames
 (corrections, seeds) are never passed through it.
 
+With ``steps`` k > 1 (`in_between`) the features hold k steps per frame interval (frame ``t`` is step
+``t * k``): between two frames of a segment memory reads and writes the k - 1 blended steps too, and only
+the real frames become results. The cavity beside a wall (`consistency` rule 3b) on a blended step is the
+cavity's own result on that step, kept from this propagator's runs (`between`).
+
 Cancel is checked between frames: finished frames keep their new result and signature; the bank and
 hidden state at the stop are kept so the next propagate continues where it stopped.
 """
@@ -34,8 +39,9 @@ import torch
 
 from ..models.memory import MemoryBank
 from ..progress import CancelToken
-from ..structures import box_helper_points, get_structure, wrapped_first
+from ..structures import STRUCTURES, box_helper_points, get_structure, wrapped_first
 
+WRAPPED = {s.wraps for s in STRUCTURES.values() if s.wraps}   # cavities a wall's rule looks beside
 MASK_LOGIT = 10.0   # a user/seed mask enters memory as +-10 logits (engine_api.md)
 
 
@@ -75,13 +81,17 @@ class Propagator:
     ``results``: the `results.Results` written to; ``transform``: `transforms.FrameTransform`;
     ``memory_cap``: working-memory frames beyond the permanent key frame (None = unbounded);
     ``connected_rule``: ``rule(key, logits, previous=, prompt=) -> logits`` applied to every memory
-    readout (`echosam.consistency.PromptedRule`), None for none.
+    readout (`echosam.consistency.PromptedRule`), None for none; ``steps``: memory steps per frame
+    interval (the features' timeline, `in_between`).
     """
 
-    def __init__(self, model, features, store, results, transform, memory_cap, connected_rule=None) -> None:
+    def __init__(self, model, features, store, results, transform, memory_cap, connected_rule=None,
+                 steps: int = 1) -> None:
         self.model, self.features, self.store, self.results = model, features, store, results
         self.transform, self.memory_cap = transform, memory_cap
         self.connected_rule = connected_rule
+        self.steps = int(steps)
+        self.between: dict = {}         # (structure, step) -> logits of a blended step (cavities only)
         self.device = features.device
         self.resume: dict = {}          # (structure, sig) -> (next position, bank, hidden, pending)
         self.key_cache: dict = {}       # (structure, frame, version[, "out"]) -> key-frame logits / output
@@ -91,6 +101,7 @@ class Propagator:
         """Drop cached key outputs and resume points (after the store was replaced wholesale)."""
         self.resume.clear()
         self.key_cache.clear()
+        self.between.clear()
 
     # ---- model inputs --------------------------------------------------------------------------
     def key_logits(self, key: str, k: int) -> torch.Tensor:
@@ -114,17 +125,19 @@ class Propagator:
                 if helpers:
                     pts = torch.tensor([[(x, y) for x, y, _ in helpers]], dtype=torch.float32, device=self.device)
                     lab = torch.tensor([[lb for _, _, lb in helpers]], dtype=torch.int64, device=self.device)
-            logits = self.model.decode_prompt(self.features.frame(k), points=pts, point_labels=lab, box=box)
+            logits = self.model.decode_prompt(self.features.frame(k * self.steps), points=pts, point_labels=lab,
+                                              box=box)
         logits = logits.float().to(self.device)
         self.key_cache = {c: v for c, v in self.key_cache.items() if c[:2] != ck[:2] or c[2] == ck[2]}
         self.key_cache[ck] = logits
         return logits
 
-    def _push(self, bank, hidden, t: int, logits: torch.Tensor, permanent: bool = False, deep_update=None):
-        f = self.features.frame(t)
-        value, hidden = self.model.encode_value(self.features.images(t, t + 1), f, logits, hidden,
+    def _push(self, bank, hidden, step: int, logits: torch.Tensor, permanent: bool = False, deep_update=None):
+        """Write ``logits`` on feature step ``step`` (frame ``t`` is step ``t * steps``) into memory."""
+        f = self.features.frame(step)
+        value, hidden = self.model.encode_value(self.features.images(step, step + 1), f, logits, hidden,
                                                 deep_update=deep_update)
-        bank.add(f.key, f.shrinkage, value, permanent=permanent, frame=t)
+        bank.add(f.key, f.shrinkage, value, permanent=permanent, frame=step)
         return hidden
 
     def key_output(self, key: str, k: int):
@@ -146,35 +159,45 @@ class Propagator:
                 for _ in range(self.model.key_frame_reads(key)):
                     hidden = self.model.init_hidden(1).to(self.device)
                     bank = MemoryBank(self.memory_cap)
-                    hidden = self._push(bank, hidden, k, klog, permanent=True, deep_update=True)
-                    klog, hidden = self.from_memory(key, k, bank, hidden, prompt=e)
+                    hidden = self._push(bank, hidden, k * self.steps, klog, permanent=True, deep_update=True)
+                    klog, hidden = self.from_memory(key, k * self.steps, bank, hidden, prompt=e)
             self.key_cache[ck] = (klog, hidden)
         return self.key_cache[ck]
 
-    def from_memory(self, key: str, t: int, bank, hidden, previous=None, prompt=None):
-        """Memory readout + decoder for frame ``t`` -> (logits (1,1,S,S), hidden), then the connected-region
-        rule against ``previous`` (the last frame's logits in propagation order) and/or ``prompt``."""
-        logits, hidden = self.model.segment_from_memory(self.features.frame(t), bank, hidden)
+    def from_memory(self, key: str, step: int, bank, hidden, previous=None, prompt=None):
+        """Memory readout + decoder for feature step ``step`` -> (logits (1,1,S,S), hidden), then the
+        connected-region rule against ``previous`` (the last step's logits in propagation order) and/or
+        ``prompt``. A blended step's cavity logits are kept for the wall that runs after it."""
+        logits, hidden = self.model.segment_from_memory(self.features.frame(step), bank, hidden)
         if self.connected_rule is not None:
-            logits = self.connected_rule(key, logits, previous=previous, prompt=prompt, beside=self.cavity(key, t))
+            logits = self.connected_rule(key, logits, previous=previous, prompt=prompt, beside=self.cavity(key, step))
+        if step % self.steps and key in WRAPPED:
+            self.between[(key, step)] = logits
         return logits, hidden
 
-    def cavity(self, key: str, t: int):
-        """The result on frame ``t`` of the cavity ``key`` wraps (the myocardium: the LV), None when that
-        cavity is not segmented there. `run` propagates cavities first, so it is this run's result."""
+    def cavity(self, key: str, step: int):
+        """The result on feature step ``step`` of the cavity ``key`` wraps (the myocardium: the LV), None when
+        that cavity is not segmented there. `run` propagates cavities first, so it is this run's result."""
         wrapped = get_structure(key).wraps
         if wrapped is None or wrapped not in self.results.logits:
             return None
-        return self.results.logits[wrapped].get(t)
+        if step % self.steps:
+            return self.between.get((wrapped, step))
+        return self.results.logits[wrapped].get(step // self.steps)
 
     def start_segment(self, key: str, k: int):
         """A fresh memory rebuilt from key frame ``k`` -> (key output logits, bank, hidden)."""
         out, hidden = self.key_output(key, k)
         bank = MemoryBank(self.memory_cap)
-        hidden = self._push(bank, hidden, k, out, permanent=True)
+        hidden = self._push(bank, hidden, k * self.steps, out, permanent=True)
         return out, bank, hidden
 
     # ---- propagation ---------------------------------------------------------------------------
+    def steps_between(self, before: int, t: int) -> list:
+        """Feature steps from frame ``before`` (excluded) to its neighbour ``t`` (included), in order."""
+        d = 1 if t > before else -1
+        return [before * self.steps + d * j for j in range(1, self.steps + 1)]
+
     def stale(self, key: str) -> list:
         want = frame_signatures(self.store, key, self.results.n_frames)
         return [t for t in range(self.results.n_frames) if want[t] != self.results.signature(key, t)]
@@ -222,11 +245,15 @@ class Propagator:
                         self.resume[rkey] = (i, bank, hidden, pending)
                         cancel.raise_if_cancelled()
                     t = frames[i]
-                    if pending is not None:
-                        hidden = self._push(bank, hidden, pending[0], pending[1])
+                    before = frames[i - 1] if i else k
                     previous = pending[1] if pending is not None else self.key_output(key, k)[0]
-                    logits, hidden = self.from_memory(key, t, bank, hidden, previous=previous)
-                    pending = (t, logits)
+                    # the blended steps between the previous frame and this one, then the frame itself
+                    for step in self.steps_between(before, t):
+                        if pending is not None:
+                            hidden = self._push(bank, hidden, pending[0], pending[1])
+                        logits, hidden = self.from_memory(key, step, bank, hidden, previous=previous)
+                        previous = logits
+                        pending = (step, logits)
                     if res.signature(key, t) != want[t]:
                         res.write(key, t, logits, want[t])
                         done += 1

@@ -35,6 +35,7 @@ from ..models.fast import inference_context, optimise_for_inference
 from ..progress import CancelToken, no_progress
 from ..structures import get_structure
 from .features import FeatureCache
+from .in_between import check_substeps, substeps_for
 from .prompt_free import auto_labels, seed_masks
 from .propagation import Propagator, frame_signatures
 from .results import Results
@@ -50,7 +51,7 @@ class Session:
 
     def __init__(self, cine, loaded, structures=None, memory_cap="config", embed_cache: str = "auto",
                  threshold: Optional[float] = None, batch_size="auto", precision: str = "auto",
-                 keep_connected: bool = True, cache_dtype: str = "auto") -> None:
+                 keep_connected: bool = True, cache_dtype: str = "auto", substeps="auto") -> None:
         """``memory_cap``: working-memory frames beyond the permanent key frame ("config": the model
         config's ``memory_cap``, else DEFAULT_MEMORY_CAP; None = unbounded). ``threshold``: on sigmoid
         probabilities (None: the model config's, else 0.5). ``batch_size``: frames per encoder call ("auto":
@@ -60,7 +61,9 @@ class Session:
         ``keep_connected``: drop stray components far from the prompt and the previous frame's mask
         (`echosam.consistency`; locked frames are never touched); False keeps every component.
         ``cache_dtype``: the cached features' dtype (`features.FeatureCache`), "auto" = fp16, or fp32 when
-        fp32 is forced; "fp16" or "fp32" to choose."""
+        fp32 is forced; "fp16" or "fp32" to choose. ``substeps``: memory steps per frame interval of a
+        prompted model (`in_between`): "auto" = what the model's ``substep_fps`` asks at this cine's frame
+        rate (1 when it asks nothing), or 1..MAX_SUBSTEPS."""
         if memory_cap == "config":
             memory_cap = getattr(loaded.config, "memory_cap", DEFAULT_MEMORY_CAP)
         if threshold is None:
@@ -89,11 +92,13 @@ class Session:
             batch_size = encoder_batch(self.device, side * side, sam.embed_dim)
         if cache_dtype == "auto":
             cache_dtype = "fp32" if precision == "fp32" else "fp16"
-        self.features = FeatureCache(self.model, self.grey, self.device, embed_cache, batch_size, cache_dtype)
+        self.substeps = self._choose_substeps(substeps)
+        self.features = FeatureCache(self.model, self.grey, self.device, embed_cache, batch_size, cache_dtype,
+                                     self.substeps)
         self.keep_connected = bool(keep_connected)
         self.propagator = Propagator(self.model, self.features, self.prompts, self.results, self.transform,
                                      memory_cap, PromptedRule(self.img_size, self.threshold, self.transform.point,
-                                                              enabled=self.keep_connected))
+                                                              enabled=self.keep_connected), self.substeps)
         self._history: list = []     # [(store snapshot, results Change)], oldest first
 
     def _check_structures(self, structures) -> list:
@@ -112,6 +117,14 @@ class Session:
                               f"{', '.join(missing)}. Choose structures among {', '.join(classes)}, use a MemSAM "
                               "trained for them (training/), or a prompt-free model (MediViSTA / MA-SAM).")
         return keys
+
+    def _choose_substeps(self, substeps) -> int:
+        if substeps == "auto":
+            return substeps_for(self.cine.fps, getattr(self.loaded.config, "substep_fps", None)) if self.prompted else 1
+        k = check_substeps(substeps)
+        if k > 1 and not self.prompted:
+            raise PromptError(f"substeps apply to propagation; the {self.loaded.family} model is prompt-free.")
+        return k
 
     @property
     def compute_path(self) -> str:

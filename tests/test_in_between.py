@@ -1,0 +1,124 @@
+"""In-between frames (`echosam.session.in_between`): memory walks a blended timeline, results stay per frame.
+
+Real tiny MemSAM (random weights) on a phantom cine; the reference is the same Session run on a cine that
+holds the blended frames as real ones.
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from echosam.checkpoints import LoadedModel
+from echosam.cine import Cine
+from echosam.errors import ModelError, PromptError
+from echosam.models.memsam import MemSAMConfig
+from echosam.models.registry import build_model, preset_config
+from echosam.phantom import make_phantom
+from echosam.session import Session
+from echosam.session.in_between import MAX_SUBSTEPS, blended_steps, check_substeps, n_steps, substeps_for
+
+T = 9
+
+
+def _loaded(family="memsam", **config):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(preset_config(family, "tiny"), **config)
+    cfg.classes = ["lv", "myo", "la"]
+    return LoadedModel(build_model(family, cfg).eval(), family, cfg, {}, None, "cpu")
+
+
+class Counter:
+    def __init__(self, module):
+        self.n = 0
+        module.register_forward_hook(lambda *a: setattr(self, "n", self.n + 1))
+
+
+@pytest.fixture(scope="module")
+def ph():
+    return make_phantom(n_frames=T, seed=2, size=(64, 72), heart_rate=90)
+
+
+@pytest.fixture(scope="module")
+def memsam():
+    return _loaded()
+
+
+def _click(mask):
+    y, x = np.argwhere(mask)[len(np.argwhere(mask)) // 2]
+    return [[float(x), float(y)]]
+
+
+def _prompted(cine, lm, frame, labels, **kw):
+    s = Session(cine, lm, structures=("lv", "myo"), **kw)
+    for k, v in (("lv", 1), ("myo", 2)):
+        s.add_points(frame, k, _click(labels == v), [1])
+    return s
+
+
+def test_blended_steps_are_exact_cross_fades():
+    grey = np.stack([np.full((2, 3), v, np.float32) for v in (0, 90, 30)])
+    full = blended_steps(grey, 3, 0, n_steps(3, 3))
+    assert full.shape == (7, 2, 3) and n_steps(0, 3) == 0
+    assert [float(f[0, 0]) for f in full] == [0, 30, 60, 90, 70, 50, 30]    # frame t at step 3t
+    assert np.array_equal(blended_steps(grey, 3, 2, 5), full[2:5])          # any slice, made on demand
+    odd = np.stack([np.zeros((1, 1)), np.full((1, 1), 255.0)]).astype(np.float32)
+    assert float(blended_steps(odd, 2, 1, 2)[0, 0, 0]) == 128                 # rounded to a whole grey level
+    assert np.array_equal(blended_steps(grey, 1, 0, 3), grey)
+
+
+def test_substeps_follow_the_frame_rate_and_are_capped():
+    assert [substeps_for(fps, 90) for fps in (15, 30, 45, 89.9, 90, 120)] == [MAX_SUBSTEPS, 3, 2, 2, 1, 1]
+    assert substeps_for(30, None) == 1 and substeps_for(0, 90) == 1
+    assert check_substeps(2) == 2
+    for bad in (0, MAX_SUBSTEPS + 1, "2", True, 1.5):
+        with pytest.raises(PromptError, match="substeps must be an integer"):
+            check_substeps(bad)
+    for bad in (0, -30, "90", True):
+        with pytest.raises(ModelError, match="substep_fps"):
+            MemSAMConfig(substep_fps=bad)
+
+
+def test_session_equals_a_run_on_the_blended_cine(ph, memsam):
+    """Every frame, forward and backward of the key frame, is what the same session gives on a cine whose
+    frames ARE the blended timeline, read at every k-th frame; the encoder sees each step once."""
+    k, key = 2, 4
+    encoder = Counter(memsam.model.image_encoder)
+    s = _prompted(ph.cine, memsam, key, ph.labels[key], substeps=k, batch_size=32)
+    got = s.propagate()
+    assert s.substeps == k and s.features.n_frames == (T - 1) * k + 1 and encoder.n == 1
+    assert got.shape == ph.labels.shape and s.done_frames["lv"] == list(range(T))
+    timeline = blended_steps(ph.cine.frames, k, 0, (T - 1) * k + 1).astype(np.uint8)
+    blended = Cine.from_array(timeline, spacing=ph.cine.spacing, fps=ph.cine.fps * k)
+    ref = _prompted(blended, memsam, key * k, ph.labels[key], substeps=1).propagate()[::k]
+    assert np.array_equal(got, ref)
+    plain = _prompted(ph.cine, memsam, key, ph.labels[key], substeps=1).propagate()
+    assert np.array_equal(got[key], plain[key]) and not np.array_equal(got, plain)
+
+
+def test_auto_takes_the_models_rate_and_a_prompt_free_model_refuses(ph):
+    lm = _loaded(substep_fps=90.0)
+    assert Session(ph.cine, lm, structures=("lv",)).substeps == 3              # 30 fps -> 90
+    assert Session(ph.cine, lm, structures=("lv",), substeps=1).substeps == 1
+    fast = Cine.from_array(ph.cine.frames, spacing=ph.cine.spacing, fps=120)
+    assert Session(fast, lm, structures=("lv",)).substeps == 1
+    masam = _loaded("masam")
+    assert Session(ph.cine, masam).substeps == 1
+    with pytest.raises(PromptError, match="prompt-free"):
+        Session(ph.cine, masam, substeps=2)
+
+
+def test_corrections_and_saved_sessions_keep_the_timeline(ph, memsam, tmp_path):
+    s = _prompted(ph.cine, memsam, 0, ph.labels[0], substeps=3)
+    s.propagate()
+    s.save(tmp_path / "sess")
+    encoder = Counter(memsam.model.image_encoder)
+    again = Session.load(tmp_path / "sess", ph.cine, memsam)                 # its saved timeline, not "auto"
+    assert again.substeps == 3 and np.array_equal(again.labels, s.labels)
+    truth = ph.labels[5] == 1
+    for sess in (s, again):
+        sess.set_mask(5, "lv", truth)
+    out, out2 = s.propagate(), again.propagate()
+    assert encoder.n == 0 and np.array_equal(out, out2)                        # restored features, same results
+    assert np.array_equal(out[5] == 1, truth)                                  # the correction, bit for bit
+    assert s.stale_frames("lv") == []
