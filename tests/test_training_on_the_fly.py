@@ -172,7 +172,7 @@ def test_an_inference_setting_is_applied_recorded_and_used_by_a_session(tmp_path
     from echosam.pipeline import load
     from echosam.phantom import make_phantom
     from echosam.session import Session
-    from training.package_demo import apply_inference_settings
+    from training.package_demo import apply_inference_settings, merge_inference_settings
 
     loaded = load("echosam-demo-memsam-tiny", "cpu")
     trained = loaded.config.memory_cap
@@ -183,6 +183,13 @@ def test_an_inference_setting_is_applied_recorded_and_used_by_a_session(tmp_path
     again = load_checkpoint(out)
     assert again.config.memory_cap == 3 and again.meta["provenance"]["inference_settings"] == record
     assert Session(make_phantom(n_frames=4, size=(64, 64), seed=1).cine, again).memory_cap == 3
+    # packaged again with another setting: the first one's record stays, each why named by its fields
+    later = apply_inference_settings(again, ["threshold=0.4", "memory_cap=5"], why="a lower cut")
+    merged = merge_inference_settings(again.meta["provenance"]["inference_settings"], later)
+    assert merged["memory_cap"] == {"trained": trained, "bundled": 5}
+    assert merged["threshold"] == {"trained": 0.5, "bundled": 0.4}
+    assert merged["why"] == "memory_cap: regular curves on the real cine threshold, memory_cap: a lower cut"
+    assert merge_inference_settings(None, record) == dict(record, why="memory_cap: regular curves on the real cine")
     with pytest.raises(SystemExit, match="FIELD=VALUE with FIELD one of"):
         apply_inference_settings(loaded, ["no_such_field=1"])
     with pytest.raises(SystemExit, match="FIELD=VALUE"):

@@ -85,6 +85,24 @@ def apply_inference_settings(loaded, settings: list, why: str = "") -> dict:
     return record
 
 
+def merge_inference_settings(earlier: dict, record: dict) -> dict:
+    """An earlier packaging's `apply_inference_settings` record with this one's: every field of both (a field
+    set again keeps its first ``trained`` value, the one training used), and each packaging's why, named by
+    its fields, so re-packaging a bundled file never drops what it was already run with."""
+    merged = {k: v for k, v in (earlier or {}).items() if k != "why"}
+    for k, v in record.items():
+        if k != "why":
+            merged[k] = dict(v, trained=merged[k]["trained"]) if k in merged else v
+    whys = []
+    for rec in (earlier or {}, record):
+        if rec.get("why"):
+            fields = ", ".join(k for k in rec if k != "why")
+            whys.append(rec["why"] if rec["why"].startswith(fields + ":") else f"{fields}: {rec['why']}")
+    if whys:
+        merged["why"] = " ".join(whys)
+    return merged
+
+
 def ef_accuracy_rows(markdown: str, method: str) -> list:
     """The all-views rows of ``method`` in a `training.evaluate` / `bench/eval_tables.py` document: one
     ``{"set", "loops", "mae", "bias"}`` per held-out set (EF error in points), for the report to quote."""
@@ -122,7 +140,7 @@ def main(argv=None) -> int:
     prov = dict(loaded.meta.get("provenance") or {})
     settings = apply_inference_settings(loaded, a.inference, a.why)
     if settings:
-        prov["inference_settings"] = settings
+        prov["inference_settings"] = merge_inference_settings(prov.get("inference_settings"), settings)
     dataset = str(((prov.get("config") or {}).get("data") or {}).get("dataset", "phantom"))
     prov["notice"] = NOTICES.get(dataset, NOTICE)
     prov["training_data"] = {"dataset": dataset, "synthetic": True, "patient_data": False}
