@@ -251,8 +251,11 @@ def test_substeps_are_chosen_recorded_and_kept_by_corrections(data, tmp_path, ca
     y, x = yx[len(yx) // 2]
     args = ["--model", str(d / "memsam.safetensors"), "--points", f"{x},{y},1", "--device", "cpu", "--quiet",
             "--no-overlay"]
+    capsys.readouterr()
     assert _run(["segment", str(d / "cine.seq.nrrd"), "-o", str(tmp_path / "two"), "--substeps", "2"] + args) == 0
+    assert "memory walked 2 steps per frame" in capsys.readouterr().out
     assert _run(["segment", str(d / "cine.seq.nrrd"), "-o", str(tmp_path / "auto")] + args) == 0
+    assert "memory walked" not in capsys.readouterr().out
     assert json.loads((tmp_path / "two" / "run.json").read_text())["substeps"] == 2
     assert json.loads((tmp_path / "auto" / "run.json").read_text())["substeps"] == 1
     two, _ = read_labels(tmp_path / "two" / "labels.seq.nrrd")

@@ -29,6 +29,9 @@ def cmd_segment(args) -> int:
                                 read=reading_options(args), record_paths=args.record_paths, substeps=args.substeps)
     _print_result(out["result"], args.output, out["run"].get("model_ef_accuracy"), _volume_note(out["run"]))
     print(f"computed with: {out['session'].compute_path}")
+    if out["session"].substeps > 1:
+        print(f"memory walked {out['session'].substeps} steps per frame (blended in-between frames, so the mask keeps "
+              "up with the heart; --substeps 1 for one)")
     return 0
 
 
