@@ -216,6 +216,13 @@ def test_a_manifest_cell_holds_one_box_per_structure(tmp_path):
     assert info["key_frames"] == {"lv": [0], "myo": [0]}
     assert refused["status"] == "error" and "--structures lv,myo,la" in refused["error"]
     assert refused["error"].startswith("box column 'la:")                 # named as the manifest names it
+    # the bundled MemSAM's in-between frames apply per case (30 fps -> 3 steps); --substeps is part of the key
+    assert json.loads((tmp_path / "out" / ok["case"] / "run.json").read_text())["substeps"] == 3
+    from echosam.cli import build_parser
+    from echosam.cli.batch import segment_options
+    base = ["batch", str(tmp_path / "cines"), "-o", str(tmp_path / "o"), "--model", "m"]
+    assert "substeps" not in segment_options(build_parser().parse_args(base))
+    assert segment_options(build_parser().parse_args(base + ["--substeps", "1"]))["substeps"] == 1
 
 
 def test_no_lv_is_an_error_row_and_one_batch_per_output_folder(tmp_path):
