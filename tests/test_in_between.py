@@ -3,35 +3,23 @@
 Real tiny MemSAM (random weights) on a phantom cine; the reference is the same Session run on a cine that
 holds the blended frames as real ones.
 """
-import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
-from echosam.checkpoints import LoadedModel
 from echosam.cine import Cine
 from echosam.errors import ModelError, PromptError
 from echosam.models.memsam import MemSAMConfig
-from echosam.models.registry import build_model, preset_config
 from echosam.phantom import make_phantom
 from echosam.session import Session
 from echosam.session.in_between import MAX_SUBSTEPS, blended_steps, check_substeps, n_steps, substeps_for
+from tiny_models import Counter, tiny_loaded
 
 T = 9
 
 
 def _loaded(family="memsam", **config):
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(preset_config(family, "tiny"), **config)
-    cfg.classes = ["lv", "myo", "la"]
-    return LoadedModel(build_model(family, cfg).eval(), family, cfg, {}, None, "cpu")
-
-
-class Counter:
-    def __init__(self, module):
-        self.n = 0
-        module.register_forward_hook(lambda *a: setattr(self, "n", self.n + 1))
+    return tiny_loaded(family, **config)
 
 
 @pytest.fixture(scope="module")

@@ -14,23 +14,13 @@ from echosam.models.registry import build_model, preset_config
 from echosam.phantom import make_phantom
 from echosam.progress import CancelToken
 from echosam.session import Session, auto_labels
+from tiny_models import Counter, tiny_loaded
 
 T = 14
 
 
 def _loaded(family="memsam", seed=0):
-    torch.manual_seed(seed)
-    cfg = preset_config(family, "tiny")
-    cfg.classes = ["lv", "myo", "la"]   # a MemSAM trained to propagate all three structures
-    return LoadedModel(build_model(family, cfg).eval(), family, cfg, {}, None, "cpu")
-
-
-class Counter:
-    """Counts forward calls of a real sub-module through a forward hook."""
-
-    def __init__(self, module):
-        self.n = 0
-        module.register_forward_hook(lambda *a: setattr(self, "n", self.n + 1))
+    return tiny_loaded(family, seed)
 
 
 @pytest.fixture(scope="module")
