@@ -122,3 +122,25 @@ def test_real_session_on_the_worker(wk):
     assert not [m for m in msgs if m.kind == w.ERROR], [m.details for m in msgs if m.kind == w.ERROR]
     labels = [m.value for m in msgs if m.kind == w.RESULT and m.job_id == jid][0]
     assert labels.shape == (5, 48, 48) and np.array_equal(labels[0] == 1, mask)
+    rid = wk.submit("result", w.job_result)
+    res = [m.value for m in collect(wk) if m.kind == w.RESULT and m.job_id == rid][0]
+    assert res.compute_path.startswith("cpu ") and "steps a frame" not in res.compute_path
+
+
+def test_the_panel_hears_of_in_between_frames(wk):
+    """A model that walks memory through in-between frames (here 30 fps -> 3 steps) says so in the line the
+    Slicer panel shows under "Computed with"."""
+    from echosam.cine import Cine
+    from tiny_models import tiny_loaded
+
+    frames = np.random.default_rng(1).integers(0, 255, (4, 48, 48)).astype(np.uint8)
+    wk.state["loaded"] = tiny_loaded(substep_fps=90.0)
+    wk.submit("session", w.job_new_session, cine=Cine.from_array(frames, fps=30), structures=("lv",))
+    wk.submit("box", lambda s, p, c: s["session"].add_box(0, "lv", (10, 10, 30, 30)))
+    wk.submit("propagate", w.job_propagate)
+    rid = wk.submit("result", w.job_result)
+    msgs = collect(wk, n=4, timeout=60)
+    assert not [m for m in msgs if m.kind == w.ERROR], [m.details for m in msgs if m.kind == w.ERROR]
+    res = [m.value for m in msgs if m.kind == w.RESULT and m.job_id == rid][0]
+    assert res.compute_path.endswith("; memory 3 steps a frame (in-between frames)")
+    assert wk.state["session"].features.n_frames == 10 and res.labels.shape == (4, 48, 48)

@@ -184,7 +184,7 @@ class SegmentationResult:
     prompts: dict               # Session.prompts_to_dict() (JSON-able; on the session's region crop)
     structures: list            # structure keys of the session
     prompted: bool
-    compute_path: str = ""      # Session.compute_path: how it was computed (device, precision, threads)
+    compute_path: str = ""      # Session.compute_path (device, precision, threads), plus memory steps when > 1
     ef_accuracy: str = ""       # the model's known EF error (`report.ef_accuracy_note`), "" if not recorded
     notices: tuple = ()         # what the user should know about the region (no fan found, no zoom), one line each
 
@@ -242,8 +242,9 @@ def job_result(state, progress, cancel) -> SegmentationResult:
     s = session_of(state)
     region = state.get("region")
     labels = region.uncrop(s.labels) if region is not None else s.labels.copy()     # back onto the full frame
+    path = s.compute_path + (f"; memory {s.substeps} steps a frame (in-between frames)" if s.substeps > 1 else "")
     return SegmentationResult(labels, s.locked_frames, s.prompts_to_dict(), list(s.structures), s.prompted,
-                              s.compute_path, ef_accuracy_note(s.loaded.meta) or "",
+                              path, ef_accuracy_note(s.loaded.meta) or "",
                               tuple(state.get("region_notices", ())))
 
 
