@@ -243,8 +243,8 @@ def test_a_model_with_a_known_ef_error_says_it_next_to_the_ef(data, tmp_path, ca
 
 
 def test_substeps_are_chosen_recorded_and_kept_by_corrections(data, tmp_path, capsys):
-    """--substeps 2 walks memory through a blended frame between every two (run.json says so, the saved
-    session keeps that timeline for `correct`); auto on a model without ``substep_fps`` is 1; a bad value is
+    """--substeps 2 puts a blended frame between every two (run.json says so, the saved session keeps that
+    timeline for `correct`); auto on a model without ``substep_fps`` is 1; a bad value is
     refused by the parser with what to give."""
     d, ph = data
     yx = np.argwhere(ph.labels[0] == 1)
@@ -253,9 +253,9 @@ def test_substeps_are_chosen_recorded_and_kept_by_corrections(data, tmp_path, ca
             "--no-overlay"]
     capsys.readouterr()
     assert _run(["segment", str(d / "cine.seq.nrrd"), "-o", str(tmp_path / "two"), "--substeps", "2"] + args) == 0
-    assert "memory walked 2 steps per frame" in capsys.readouterr().out
+    assert "in-between frames: 2 steps per frame interval" in capsys.readouterr().out
     assert _run(["segment", str(d / "cine.seq.nrrd"), "-o", str(tmp_path / "auto")] + args) == 0
-    assert "memory walked" not in capsys.readouterr().out
+    assert "in-between frames" not in capsys.readouterr().out
     assert json.loads((tmp_path / "two" / "run.json").read_text())["substeps"] == 2
     assert json.loads((tmp_path / "auto" / "run.json").read_text())["substeps"] == 1
     two, _ = read_labels(tmp_path / "two" / "labels.seq.nrrd")

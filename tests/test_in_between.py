@@ -6,6 +6,7 @@ holds the blended frames as real ones.
 
 import numpy as np
 import pytest
+import torch
 
 from echosam.cine import Cine
 from echosam.errors import ModelError, PromptError
@@ -44,6 +45,16 @@ def _prompted(cine, lm, frame, labels, **kw):
     return s
 
 
+def assert_same_run(s, ref, k):
+    """Session ``s`` on the cine equals ``ref`` on its blended timeline, read at every k-th frame: the logits
+    to float rounding (the two encode different batches), and so the labels."""
+    for key in s.structures:
+        for t in range(s.n_frames):
+            got, want = s.results.logits[key][t].float(), ref.results.logits[key][t * k].float()
+            assert torch.allclose(got, want, atol=2e-3), (key, t, float((got - want).abs().max()))
+    assert (s.labels != ref.labels[::k]).mean() < 1e-3
+
+
 def test_blended_steps_are_exact_cross_fades():
     grey = np.stack([np.full((2, 3), v, np.float32) for v in (0, 90, 30)])
     full = blended_steps(grey, 3, 0, n_steps(3, 3))
@@ -78,8 +89,9 @@ def test_session_equals_a_run_on_the_blended_cine(ph, memsam):
     assert got.shape == ph.labels.shape and s.done_frames["lv"] == list(range(T))
     timeline = blended_steps(ph.cine.frames, k, 0, (T - 1) * k + 1).astype(np.uint8)
     blended = Cine.from_array(timeline, spacing=ph.cine.spacing, fps=ph.cine.fps * k)
-    ref = _prompted(blended, memsam, key * k, ph.labels[key], substeps=1).propagate()[::k]
-    assert np.array_equal(got, ref)
+    ref = _prompted(blended, memsam, key * k, ph.labels[key], substeps=1)
+    ref.propagate()
+    assert_same_run(s, ref, k)
     plain = _prompted(ph.cine, memsam, key, ph.labels[key], substeps=1).propagate()
     assert np.array_equal(got[key], plain[key]) and not np.array_equal(got, plain)
 
@@ -110,3 +122,23 @@ def test_corrections_and_saved_sessions_keep_the_timeline(ph, memsam, tmp_path):
     assert encoder.n == 0 and np.array_equal(out, out2)                        # restored features, same results
     assert np.array_equal(out[5] == 1, truth)                                  # the correction, bit for bit
     assert s.stale_frames("lv") == []
+
+
+def test_a_memory_that_carries_nothing_encodes_only_the_frames(ph):
+    """With no working memory and no sensory memory (the bundled MemSAM), a blended step cannot reach the next
+    frame except as its neighbour: only the frames are encoded and decoded, each with neighbours one step away
+    on the blended timeline; without the connected-region rule (its only other link) the labels equal a run
+    on the blended cine, read at every k-th frame."""
+    k = 3
+    lm = tiny_loaded(memory_cap=0, sensory_memory=False, neighbour_channels=True)
+    encoder = Counter(lm.model.image_encoder)
+    s = _prompted(ph.cine, lm, 0, ph.labels[0], substeps=k, keep_connected=False, batch_size=32)
+    got = s.propagate()
+    assert s.features.n_frames == T and s.propagator.steps == 1 and encoder.n == 1
+    timeline = blended_steps(ph.cine.frames, k, 0, (T - 1) * k + 1).astype(np.uint8)
+    blended = Cine.from_array(timeline, spacing=ph.cine.spacing, fps=ph.cine.fps * k)
+    ref = _prompted(blended, lm, 0, ph.labels[0], substeps=1, keep_connected=False)
+    ref.propagate()
+    assert_same_run(s, ref, k)
+    plain = _prompted(ph.cine, lm, 0, ph.labels[0], substeps=1, keep_connected=False).propagate()
+    assert not np.array_equal(got, plain)                                      # the neighbours changed

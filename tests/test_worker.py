@@ -124,12 +124,12 @@ def test_real_session_on_the_worker(wk):
     assert labels.shape == (5, 48, 48) and np.array_equal(labels[0] == 1, mask)
     rid = wk.submit("result", w.job_result)
     res = [m.value for m in collect(wk) if m.kind == w.RESULT and m.job_id == rid][0]
-    assert res.compute_path.startswith("cpu ") and "steps a frame" not in res.compute_path
+    assert res.compute_path.startswith("cpu ") and "in-between" not in res.compute_path
 
 
 def test_the_panel_hears_of_in_between_frames(wk):
-    """A model that walks memory through in-between frames (here 30 fps -> 3 steps) says so in the line the
-    Slicer panel shows under "Computed with"."""
+    """A model that asks for in-between frames (here 30 fps -> 3 steps) says so in the line the Slicer panel
+    shows under "Computed with"."""
     from echosam.cine import Cine
     from tiny_models import tiny_loaded
 
@@ -142,5 +142,5 @@ def test_the_panel_hears_of_in_between_frames(wk):
     msgs = collect(wk, n=4, timeout=60)
     assert not [m for m in msgs if m.kind == w.ERROR], [m.details for m in msgs if m.kind == w.ERROR]
     res = [m.value for m in msgs if m.kind == w.RESULT and m.job_id == rid][0]
-    assert res.compute_path.endswith("; memory 3 steps a frame (in-between frames)")
+    assert res.compute_path.endswith("; in-between frames: 3 steps a frame")
     assert wk.state["session"].features.n_frames == 10 and res.labels.shape == (4, 48, 48)

@@ -144,7 +144,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
     ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
     connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`); ``read``
-    the reader options; ``substeps`` memory steps per frame interval (`echosam.session.in_between`).
+    the reader options; ``substeps`` in-between steps per frame interval (`echosam.session.in_between`).
     Returns {"result": cardiac analysis, "outdir", "session" (on the crop), "region"}."""
     from .io.lock import folder_lock
     from .seeding import seed_for_zoom

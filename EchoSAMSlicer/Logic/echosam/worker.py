@@ -242,7 +242,7 @@ def job_result(state, progress, cancel) -> SegmentationResult:
     s = session_of(state)
     region = state.get("region")
     labels = region.uncrop(s.labels) if region is not None else s.labels.copy()     # back onto the full frame
-    path = s.compute_path + (f"; memory {s.substeps} steps a frame (in-between frames)" if s.substeps > 1 else "")
+    path = s.compute_path + (f"; in-between frames: {s.substeps} steps a frame" if s.substeps > 1 else "")
     return SegmentationResult(labels, s.locked_frames, s.prompts_to_dict(), list(s.structures), s.prompted,
                               path, ef_accuracy_note(s.loaded.meta) or "",
                               tuple(state.get("region_notices", ())))

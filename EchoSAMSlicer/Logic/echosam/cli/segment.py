@@ -30,8 +30,8 @@ def cmd_segment(args) -> int:
     _print_result(out["result"], args.output, out["run"].get("model_ef_accuracy"), _volume_note(out["run"]))
     print(f"computed with: {out['session'].compute_path}")
     if out["session"].substeps > 1:
-        print(f"memory walked {out['session'].substeps} steps per frame (blended in-between frames, so the mask keeps "
-              "up with the heart; --substeps 1 for one)")
+        print(f"in-between frames: {out['session'].substeps} steps per frame interval (blended, as the model asks at "
+              "this frame rate; --substeps 1 for none)")
     return 0
 
 
@@ -89,7 +89,7 @@ def _print_result(res, outdir, ef_note=None, volume_note=None) -> None:
 
 # ---- registration --------------------------------------------------------------------------------------
 def substeps_arg(text: str):
-    """``--substeps``: "auto" or a whole number of memory steps per frame interval."""
+    """``--substeps``: "auto" or a whole number of in-between steps per frame interval."""
     if text == "auto":
         return text
     try:
@@ -113,9 +113,9 @@ def add_region_arguments(p) -> None:
                    help="keep every connected component of a structure (default: drop stray components far "
                         "from the prompt and from the previous frame's mask)")
     p.add_argument("--substeps", type=substeps_arg, default="auto",
-                   help=f"memory steps per frame interval of a prompted model, 1-{MAX_SUBSTEPS}: blended in-between "
-                        "frames so the mask keeps up with fast motion at low frame rates (auto: what the model asks "
-                        "at this cine's frame rate; 1: every frame once)")
+                   help=f"steps per frame interval of a prompted model, 1-{MAX_SUBSTEPS}: blended in-between frames, "
+                        "so a low frame rate looks like the rates the model learned (auto: what the model asks at "
+                        "this cine's frame rate; 1: the frames alone)")
 
 
 def register(subparsers) -> None:

@@ -101,7 +101,7 @@ class MemSAMConfig:
     # structure -> how many times a prompted key frame is predicted again from a memory of its last prediction
     # (the released loop: once). A thin ring (the myocardium) sharpens over a few reads (docs/evaluation.md).
     key_frame_reads: dict = field(default_factory=dict)
-    substep_fps: Optional[float] = None  # memory steps at this rate: in-between frames below it (session.in_between)
+    substep_fps: Optional[float] = None  # look like this frame rate: in-between frames below it (session.in_between)
 
     def __post_init__(self) -> None:
         if isinstance(self.sam, dict):

@@ -39,11 +39,13 @@ def to_cache_dtype(x, cache_dtype: str):
 
 
 class FeatureCache:
-    """Features of the frames of ``grey`` (T, H, W) float32 0..255, by step: with ``steps`` k > 1 the
-    timeline holds k - 1 blended frames between every two (`in_between`; frame t is step t * k)."""
+    """Features of the frames of ``grey`` (T, H, W) float32 0..255. With ``steps`` k > 1 the frames lie on a
+    timeline with k - 1 blended frames between every two (`in_between`; frame t is step t * k): with
+    ``every_step`` each step is encoded and indexed by step; without, only the frames are (indexed by frame),
+    each with its neighbours one step away on that timeline (a model that takes neighbours, `frame_input`)."""
 
     def __init__(self, model, grey: np.ndarray, device: str, embed_cache: str = "auto", batch_size: int = 8,
-                 cache_dtype: str = "fp16", steps: int = 1) -> None:
+                 cache_dtype: str = "fp16", steps: int = 1, every_step: bool = True) -> None:
         if embed_cache not in EMBED_CACHES:
             raise PromptError(f"embed_cache must be 'auto', 'host' or 'device', not {embed_cache!r}.")
         if cache_dtype not in CACHE_DTYPES:
@@ -52,7 +54,9 @@ class FeatureCache:
         self.model, self.grey, self.device = model, grey, str(device)
         self.embed_cache, self.batch_size = embed_cache, max(1, int(batch_size))
         self.steps = int(steps)
-        self.n_frames = n_steps(int(grey.shape[0]), self.steps)     # feature steps (frames when steps is 1)
+        self.timeline = n_steps(int(grey.shape[0]), self.steps)
+        self.stride = 1 if every_step else self.steps          # entry i is timeline step i * stride
+        self.n_frames = self.timeline if every_step else int(grey.shape[0])     # encoded entries
         self.context = frame_context(model)
         self.features = None            # all frames, once complete
         self.cache_device: Optional[str] = None
@@ -64,14 +68,22 @@ class FeatureCache:
         return self.features is not None
 
     def images(self, start: int, stop: int):
-        """Model input (N, 3, S, S) of frames start..stop-1 (with their neighbours in time for a model that
+        """Model input (N, 3, S, S) of entries start..stop-1 (with their neighbours in time for a model that
         wants them, `frame_input`), on the model's device."""
         import torch
-        lo, hi = max(0, start - self.context), min(self.n_frames, stop + self.context)
+        if self.stride == 1:
+            x = self._window(start, stop)
+        else:                       # each frame with its own neighbours on the blended timeline
+            x = torch.cat([self._window(i * self.stride, i * self.stride + 1) for i in range(start, stop)])
+        return self.model.prepare_frames(x.to(self.device)).to(self.device)
+
+    def _window(self, start: int, stop: int):
+        """Timeline steps start..stop-1 with their neighbours (`frame_input.neighbour_frames`)."""
+        import torch
+        lo, hi = max(0, start - self.context), min(self.timeline, stop + self.context)
         grey = torch.from_numpy(np.ascontiguousarray(blended_steps(self.grey, self.steps, lo, hi)))
         # clamping inside the slice is clamping to the loop: a slice is cut short only at the loop's ends
-        x = neighbour_frames(grey, start - lo, stop - lo, self.context)
-        return self.model.prepare_frames(x.to(self.device)).to(self.device)
+        return neighbour_frames(grey, start - lo, stop - lo, self.context)
 
     def frame(self, t: int):
         """Features of frame ``t`` (leading axis 1) on the model's device, float32."""

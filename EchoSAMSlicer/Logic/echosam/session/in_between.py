@@ -1,18 +1,22 @@
-"""In-between frames: memory steps shorter than the cine's frame interval.
+"""In-between frames: a cine made to look as if it had been recorded at a higher frame rate.
 
-Why: a memory model predicts each frame from its memory of the frames before it, so where the heart
-moves far between two frames its mask lags behind, most in systole: the volume curve comes out too flat
-and the EF low. The bundled MemSAM read EF 11.3 points low on a phantom it never saw at 12 frames a beat
-and 5.5 low on the same beats at 30 (docs/evaluation.md). Memory walks the same loop in shorter steps when
-``k - 1`` blended frames (linear cross-fades of the two real frames around them) are put between every
-two frames: the features are encoded on that timeline, memory reads and writes every step, and only the
-real frames (step ``t * k`` is frame ``t``) become results. The blends are not motion, yet they move the
-mask a fraction of the way at a time: on those phantoms the EF error fell 9.1 -> 6.6 -> 5.7 -> 5.3 points
-for k = 1..4, while the simulator's own selection loops (trained frame rates) stayed level.
+``k - 1`` blended frames (linear cross-fades of the two real frames around them) go between every two frames;
+on that timeline frame t is step ``t * k``. What a model gets from them depends on what it carries from one
+frame to the next (`Session` decides):
+- a memory that carries state (a working memory, or a sensory memory) reads and writes every step, so it
+  follows the heart in shorter steps; every step is encoded, and only the real frames become results;
+- a memory that carries nothing (the bundled MemSAM: no working memory, no sensory memory) can only see the
+  blends as each frame's neighbours: a model with ``neighbour_channels`` takes frames t-1, t, t+1 as its input
+  channels, and here those neighbours are the blends one step away. Only the frames are encoded and decoded.
 
-A model asks for it in its config (``substep_fps``: the rate memory should step at);
-``k = min(MAX_SUBSTEPS, ceil(substep_fps / fps))``. Each step costs about what a frame costs, so k also
-multiplies encoding and propagation time; MAX_SUBSTEPS bounds it.
+Why: the bundled MemSAM tells blood from tissue by what changes between a frame and its neighbours, and it
+learned that at 25-60 frames/s. At 12-20 frames/s the heart moves far between neighbours and the model read
+the EF 5-11 points low on phantoms it never saw; with neighbours 1/90 s apart (blended) the error fell to 5-6
+points, level on its own selection loops (docs/evaluation.md "In-between frames").
+
+A model asks for it in its config (``substep_fps``: the frame rate to look like);
+``k = min(MAX_SUBSTEPS, ceil(substep_fps / fps))``. Where every step is encoded and decoded, each costs about
+a frame's time; MAX_SUBSTEPS bounds that.
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@
   correction and locks that frame: its label is the user's mask bit for bit, never overwritten.
   ``add_new_points_or_box(..., clear_old_points=True)`` replaces a frame's prompt in one step.
 - **Propagate** (`propagation.Propagator`): from key frames forward/backward, memory rebuilt from the
-  store; only stale frames (changed segment) re-run memory + decoder, never the encoder.
+  store; only stale frames (changed segment) re-run memory + decoder, never the encoder. A model that asks
+  for it (``substep_fps``) gets blended in-between frames (`in_between`): as neighbours, or as memory steps.
 - **Labels** (`results.Results`): structures are separate binary objects over shared embeddings; per
   pixel the structure with the highest probability wins, background where every probability is
   below ``threshold``. The default 0.5 is the natural sigmoid cut; MemSAM's evaluation code
@@ -61,7 +62,7 @@ class Session:
         ``keep_connected``: drop stray components far from the prompt and the previous frame's mask
         (`echosam.consistency`; locked frames are never touched); False keeps every component.
         ``cache_dtype``: the cached features' dtype (`features.FeatureCache`), "auto" = fp16, or fp32 when
-        fp32 is forced; "fp16" or "fp32" to choose. ``substeps``: memory steps per frame interval of a
+        fp32 is forced; "fp16" or "fp32" to choose. ``substeps``: in-between steps per frame interval of a
         prompted model (`in_between`): "auto" = what the model's ``substep_fps`` asks at this cine's frame
         rate (1 when it asks nothing), or 1..MAX_SUBSTEPS."""
         if memory_cap == "config":
@@ -93,12 +94,16 @@ class Session:
         if cache_dtype == "auto":
             cache_dtype = "fp32" if precision == "fp32" else "fp16"
         self.substeps = self._choose_substeps(substeps)
+        # a memory that carries nothing from one frame to the next (no working, no sensory memory) gains from
+        # the blended frames only as each frame's neighbours: only the frames are encoded and decoded
+        carries = memory_cap is None or memory_cap > 0 or getattr(loaded.config, "sensory_memory", True)
         self.features = FeatureCache(self.model, self.grey, self.device, embed_cache, batch_size, cache_dtype,
-                                     self.substeps)
+                                     self.substeps, every_step=carries)
         self.keep_connected = bool(keep_connected)
         self.propagator = Propagator(self.model, self.features, self.prompts, self.results, self.transform,
                                      memory_cap, PromptedRule(self.img_size, self.threshold, self.transform.point,
-                                                              enabled=self.keep_connected), self.substeps)
+                                                              enabled=self.keep_connected),
+                                     self.substeps if carries else 1)
         self._history: list = []     # [(store snapshot, results Change)], oldest first
 
     def _check_structures(self, structures) -> list:
