@@ -265,7 +265,7 @@ def test_substeps_are_chosen_recorded_and_kept_by_corrections(data, tmp_path, ca
                          loaded=load_checkpoint(d / "memsam.safetensors"))
     assert s.substeps == 2 and s.features.n_frames == 2 * (ph.cine.n_frames - 1) + 1
     capsys.readouterr()
-    for bad, why in (("0", "from 1 to 4"), ("two", "give auto or a whole number")):
+    for bad, why in (("0", "from 1 to 8"), ("two", "give auto or a whole number")):
         assert _run(["segment", str(d / "cine.seq.nrrd"), "-o", str(tmp_path / "bad"), "--substeps", bad] + args) == 2
         err = capsys.readouterr().err
         assert "--substeps" in err and why in err and "Traceback" not in err

@@ -13,7 +13,8 @@ from echosam.errors import ModelError, PromptError
 from echosam.models.memsam import MemSAMConfig
 from echosam.phantom import make_phantom
 from echosam.session import Session
-from echosam.session.in_between import MAX_SUBSTEPS, blended_steps, check_substeps, n_steps, substeps_for
+from echosam.session.in_between import (MAX_SUBSTEPS, MAX_WALKED_STEPS, blended_steps, check_substeps, n_steps,
+                                        substeps_for)
 from tiny_models import Counter, tiny_loaded
 
 T = 9
@@ -67,12 +68,15 @@ def test_blended_steps_are_exact_cross_fades():
 
 
 def test_substeps_follow_the_frame_rate_and_are_capped():
-    assert [substeps_for(fps, 90) for fps in (15, 30, 45, 89.9, 90, 120)] == [MAX_SUBSTEPS, 3, 2, 2, 1, 1]
+    assert [substeps_for(fps, 90) for fps in (10, 15, 30, 45, 89.9, 90, 120)] == [MAX_SUBSTEPS, 6, 3, 2, 2, 1, 1]
+    assert substeps_for(15, 90, cap=MAX_WALKED_STEPS) == MAX_WALKED_STEPS == 4
     assert substeps_for(30, None) == 1 and substeps_for(0, 90) == 1
     assert check_substeps(2) == 2
     for bad in (0, MAX_SUBSTEPS + 1, "2", True, 1.5):
         with pytest.raises(PromptError, match="substeps must be an integer"):
             check_substeps(bad)
+    with pytest.raises(PromptError, match="walks every step"):
+        check_substeps(5, cap=MAX_WALKED_STEPS)
     for bad in (0, -30, "90", True):
         with pytest.raises(ModelError, match="substep_fps"):
             MemSAMConfig(substep_fps=bad)
@@ -102,6 +106,12 @@ def test_auto_takes_the_models_rate_and_a_prompt_free_model_refuses(ph):
     assert Session(ph.cine, lm, structures=("lv",), substeps=1).substeps == 1
     fast = Cine.from_array(ph.cine.frames, spacing=ph.cine.spacing, fps=120)
     assert Session(fast, lm, structures=("lv",)).substeps == 1
+    slow = Cine.from_array(ph.cine.frames, spacing=ph.cine.spacing, fps=12)
+    assert Session(slow, lm, structures=("lv",)).substeps == MAX_WALKED_STEPS          # a memory that walks steps
+    with pytest.raises(PromptError, match="walks every step"):
+        Session(slow, lm, structures=("lv",), substeps=5)
+    neighbours_only = _loaded(substep_fps=90.0, memory_cap=0, sensory_memory=False, neighbour_channels=True)
+    assert Session(slow, neighbours_only, structures=("lv",)).substeps == 8              # 12 fps -> 90: 7.5
     masam = _loaded("masam")
     assert Session(ph.cine, masam).substeps == 1
     with pytest.raises(PromptError, match="prompt-free"):

@@ -85,7 +85,7 @@ def one_frame_glitches(volume: np.ndarray) -> list:
 # between frames than the models learned. Bundled MemSAM on simulated loops, EF bias by ED -> ES frames: -14 points at 4 (7 loops),
 # -6.0 at 5 (28), -3.9 at 6 (10), -0.6 to -6.7 from 7 to 17; the same 6 phantom loops at 12 and 30 frames a beat
 # (4 and 10 frames of systole): EF error 12.2 and 5.5 points (docs/evaluation.md "Two foreign phantoms"). With
-# in-between frames (session.in_between) MemSAM's bias is -6.7 at 4 and -3.9 at 5; prompt-free models take none.
+# in-between frames (session.in_between) MemSAM's bias is -6.4 at 4 and -3.4 at 5; prompt-free models take none.
 SPARSE_SYSTOLE_FRAMES = 6
 
 

@@ -15,8 +15,9 @@ the EF 5-11 points low on phantoms it never saw; with neighbours 1/90 s apart (b
 points, level on its own selection loops (docs/evaluation.md "In-between frames").
 
 A model asks for it in its config (``substep_fps``: the frame rate to look like);
-``k = min(MAX_SUBSTEPS, ceil(substep_fps / fps))``. Where every step is encoded and decoded, each costs about
-a frame's time; MAX_SUBSTEPS bounds that.
+``k = min(cap, ceil(substep_fps / fps))``, the cap MAX_SUBSTEPS (8: down to 11.25 frames/s for 90) for blended
+neighbours, which cost about the same at any k, and MAX_WALKED_STEPS (4) where every step is encoded and
+decoded, each costing about a frame's time.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ import numpy as np
 
 from ..errors import PromptError
 
-MAX_SUBSTEPS = 4
+MAX_SUBSTEPS = 8          # blended neighbours only: any count costs about the same
+MAX_WALKED_STEPS = 4      # a memory that walks every step: each costs about a frame's time
 
 
 def substeps_for(fps: float, substep_fps: Optional[float], cap: int = MAX_SUBSTEPS) -> int:
@@ -37,10 +39,12 @@ def substeps_for(fps: float, substep_fps: Optional[float], cap: int = MAX_SUBSTE
     return max(1, min(int(cap), math.ceil(float(substep_fps) / float(fps) - 1e-9)))
 
 
-def check_substeps(value) -> int:
-    """A user's explicit step count, validated (1 = every frame once, as the cine is)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= int(value) <= MAX_SUBSTEPS:
-        raise PromptError(f"substeps must be an integer from 1 to {MAX_SUBSTEPS} (or 'auto'), not {value!r}.")
+def check_substeps(value, cap: int = MAX_SUBSTEPS) -> int:
+    """A user's explicit step count, validated (1 = the frames alone, as the cine is)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= int(value) <= cap:
+        raise PromptError(f"substeps must be an integer from 1 to {cap} (or 'auto'), not {value!r}"
+                          + ("; a model whose memory walks every step is held to that for time." if cap < MAX_SUBSTEPS
+                             else "."))
     return int(value)
 
 

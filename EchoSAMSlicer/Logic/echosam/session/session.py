@@ -36,7 +36,7 @@ from ..models.fast import inference_context, optimise_for_inference
 from ..progress import CancelToken, no_progress
 from ..structures import get_structure
 from .features import FeatureCache
-from .in_between import check_substeps, substeps_for
+from .in_between import MAX_SUBSTEPS, MAX_WALKED_STEPS, check_substeps, substeps_for
 from .prompt_free import auto_labels, seed_masks
 from .propagation import Propagator, frame_signatures
 from .results import Results
@@ -64,7 +64,7 @@ class Session:
         ``cache_dtype``: the cached features' dtype (`features.FeatureCache`), "auto" = fp16, or fp32 when
         fp32 is forced; "fp16" or "fp32" to choose. ``substeps``: in-between steps per frame interval of a
         prompted model (`in_between`): "auto" = what the model's ``substep_fps`` asks at this cine's frame
-        rate (1 when it asks nothing), or 1..MAX_SUBSTEPS."""
+        rate (1 when it asks nothing), or 1..MAX_SUBSTEPS (MAX_WALKED_STEPS where memory walks every step)."""
         if memory_cap == "config":
             memory_cap = getattr(loaded.config, "memory_cap", DEFAULT_MEMORY_CAP)
         if threshold is None:
@@ -93,10 +93,10 @@ class Session:
             batch_size = encoder_batch(self.device, side * side, sam.embed_dim)
         if cache_dtype == "auto":
             cache_dtype = "fp32" if precision == "fp32" else "fp16"
-        self.substeps = self._choose_substeps(substeps)
         # a memory that carries nothing from one frame to the next (no working, no sensory memory) gains from
         # the blended frames only as each frame's neighbours: only the frames are encoded and decoded
         carries = memory_cap is None or memory_cap > 0 or getattr(loaded.config, "sensory_memory", True)
+        self.substeps = self._choose_substeps(substeps, MAX_WALKED_STEPS if carries else MAX_SUBSTEPS)
         self.features = FeatureCache(self.model, self.grey, self.device, embed_cache, batch_size, cache_dtype,
                                      self.substeps, every_step=carries)
         self.keep_connected = bool(keep_connected)
@@ -123,10 +123,11 @@ class Session:
                               "trained for them (training/), or a prompt-free model (MediViSTA / MA-SAM).")
         return keys
 
-    def _choose_substeps(self, substeps) -> int:
+    def _choose_substeps(self, substeps, cap: int) -> int:
         if substeps == "auto":
-            return substeps_for(self.cine.fps, getattr(self.loaded.config, "substep_fps", None)) if self.prompted else 1
-        k = check_substeps(substeps)
+            return substeps_for(self.cine.fps, getattr(self.loaded.config, "substep_fps", None), cap) \
+                if self.prompted else 1
+        k = check_substeps(substeps, cap)
         if k > 1 and not self.prompted:
             raise PromptError(f"substeps apply to propagation; the {self.loaded.family} model is prompt-free.")
         return k
