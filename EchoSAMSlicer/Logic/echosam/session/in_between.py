@@ -9,10 +9,10 @@ frame to the next (`Session` decides):
   blends as each frame's neighbours: a model with ``neighbour_channels`` takes frames t-1, t, t+1 as its input
   channels, and here those neighbours are the blends one step away. Only the frames are encoded and decoded.
 
-Why: the bundled MemSAM tells blood from tissue by what changes between a frame and its neighbours, and it
-learned that at 25-60 frames/s. At 12-20 frames/s the heart moves far between neighbours and the model read
-the EF 5-11 points low on phantoms it never saw; with neighbours 1/90 s apart (blended) the error fell to 5-6
-points, level on its own selection loops (docs/evaluation.md "In-between frames").
+Why: the bundled MemSAM tells blood from tissue by what changes between a frame and its neighbours. At
+12-20 frames/s the heart moves far between neighbours and the model read the EF 5-11 points low on phantoms it
+never saw; with neighbours 1/90 s apart (blended) the error fell to about 5 points, level on its own selection
+loops (measured, docs/evaluation.md "In-between frames"; why far neighbours read worse is not known).
 
 A model asks for it in its config (``substep_fps``: the frame rate to look like);
 ``k = min(cap, ceil(substep_fps / fps))``, the cap MAX_SUBSTEPS (8: down to 11.25 frames/s for 90) for blended
