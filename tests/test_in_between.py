@@ -152,3 +152,14 @@ def test_a_memory_that_carries_nothing_encodes_only_the_frames(ph):
     assert_same_run(s, ref, k)
     plain = _prompted(ph.cine, lm, 0, ph.labels[0], substeps=1, keep_connected=False).propagate()
     assert not np.array_equal(got, plain)                                      # the neighbours changed
+    # nothing of a propagated frame is kept, so skipping its value encoding changes no number
+    values = Counter(lm.model.memory.value_encoder)
+    written = _prompted(ph.cine, lm, 0, ph.labels[0], substeps=k, keep_connected=False, batch_size=32)
+    written.propagator.carries = True                                          # encode and drop every value
+    written.propagate()
+    assert values.n == 2 * (2 + T - 2)          # per structure: the key frame twice, then frames 1..T-2 as pending
+    skipped = _prompted(ph.cine, lm, 0, ph.labels[0], substeps=k, keep_connected=False, batch_size=32)
+    skipped.propagate()
+    assert values.n == 2 * (2 + T - 2) + 2 * 2 and skipped.propagator.carries is False   # the key frame's alone
+    for key in s.structures:
+        assert all(torch.equal(s.results.logits[key][t], written.results.logits[key][t]) for t in range(T))

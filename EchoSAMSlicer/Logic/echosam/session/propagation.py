@@ -82,15 +82,17 @@ class Propagator:
     ``memory_cap``: working-memory frames beyond the permanent key frame (None = unbounded);
     ``connected_rule``: ``rule(key, logits, previous=, prompt=) -> logits`` applied to every memory
     readout (`echosam.consistency.PromptedRule`), None for none; ``steps``: memory steps per frame
-    interval (the features' timeline, `in_between`).
+    interval (the features' timeline, `in_between`); ``carries`` False: the memory keeps nothing of a
+    propagated frame (no working memory, no sensory memory), so no frame's value is encoded for it.
     """
 
     def __init__(self, model, features, store, results, transform, memory_cap, connected_rule=None,
-                 steps: int = 1) -> None:
+                 steps: int = 1, carries: bool = True) -> None:
         self.model, self.features, self.store, self.results = model, features, store, results
         self.transform, self.memory_cap = transform, memory_cap
         self.connected_rule = connected_rule
         self.steps = int(steps)
+        self.carries = bool(carries)
         self.between: dict = {}         # (structure, step) -> logits of a blended step (cavities only)
         self.device = features.device
         self.resume: dict = {}          # (structure, sig) -> (next position, bank, hidden, pending)
@@ -249,7 +251,7 @@ class Propagator:
                     previous = pending[1] if pending is not None else self.key_output(key, k)[0]
                     # the blended steps between the previous frame and this one, then the frame itself
                     for step in self.steps_between(before, t):
-                        if pending is not None:
+                        if pending is not None and self.carries:     # else it would be dropped at once
                             hidden = self._push(bank, hidden, pending[0], pending[1])
                         logits, hidden = self.from_memory(key, step, bank, hidden, previous=previous)
                         previous = logits

@@ -103,7 +103,7 @@ class Session:
         self.propagator = Propagator(self.model, self.features, self.prompts, self.results, self.transform,
                                      memory_cap, PromptedRule(self.img_size, self.threshold, self.transform.point,
                                                               enabled=self.keep_connected),
-                                     self.substeps if carries else 1)
+                                     self.substeps if carries else 1, carries=carries)
         self._history: list = []     # [(store snapshot, results Change)], oldest first
 
     def _check_structures(self, structures) -> list:
