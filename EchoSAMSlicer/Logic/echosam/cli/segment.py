@@ -114,7 +114,7 @@ def add_region_arguments(p) -> None:
                         "from the prompt and from the previous frame's mask)")
     p.add_argument("--substeps", type=substeps_arg, default="auto",
                    help=f"steps per frame interval of a prompted model, 1-{MAX_SUBSTEPS}: blended in-between frames, "
-                        "so a low frame rate looks like the rates the model learned (auto: what the model asks at "
+                        "so a low frame rate looks like a high one (auto: what the model asks at "
                         "this cine's frame rate; 1: the frames alone)")
 
 

@@ -3,7 +3,7 @@
 - `store`        the prompt store: points, box or mask per (structure, frame), versions, JSON form
 - `transforms`   cine grid <-> model input grid (coordinates, masks, logits)
 - `features`     every frame encoded once, cached on the GPU or in host memory
-- `in_between`   blended in-between frames: memory steps shorter than the frame interval
+- `in_between`   blended in-between frames: as each frame's neighbours, or as memory steps
 - `results`      per-frame logits, signatures and the composed label map (with undo before-images)
 - `propagation`  prompted video models: stale frames and memory rebuilt from the store
 - `prompt_free`  clip segmenters over the whole loop, and seeds from their result

@@ -25,8 +25,9 @@ components far from the prompt and from the previous frame's mask are dropped. M
 
 With ``steps`` k > 1 (`in_between`; a memory that carries state from frame to frame) the features hold k
 steps per frame interval (frame ``t`` is step ``t * k``): between two frames of a segment memory reads and
-writes the k - 1 blended steps too, and only the real frames become results. The cavity beside a wall (`consistency` rule 3b) on a blended step is the
-cavity's own result on that step, kept from this propagator's runs (`between`).
+writes the k - 1 blended steps too, and only the real frames become results. The cavity beside a wall
+(`consistency` rule 3b) on a blended step is the cavity's own result on that step, kept from this
+propagator's runs (`between`).
 
 Cancel is checked between frames: finished frames keep their new result and signature; the bank and
 hidden state at the stop are kept so the next propagate continues where it stopped.
