@@ -17,6 +17,7 @@ from echosam.models.registry import get_family, preset_config
 from .config import deep_merge
 from .datasets.clips import IGNORE
 from .memory_jitter import memory_zoom_transform
+from .neighbour_blend import blended_clip_neighbours, draw_fractions
 
 log = logging.getLogger("training")
 
@@ -105,12 +106,18 @@ def set_trainable(model, trainable) -> None:
         raise ConfigError(f"model.trainable must be 'paper', 'all' or a list of module names, got {trainable!r}")
 
 
-def prepare_images(core, frames: torch.Tensor, device) -> torch.Tensor:
+def prepare_images(core, frames: torch.Tensor, device, blend: Optional[dict] = None) -> torch.Tensor:
     """(B, T, H, W) 0..255 -> (B, T, 3, S, S) through the model's own ``prepare_frames`` (each frame with its
-    neighbours within the clip for a model that wants them, `echosam.models.frame_input`)."""
+    neighbours within the clip for a model that wants them, `echosam.models.frame_input`; ``blend``
+    (``data.neighbour_blend``, training only): some clips' neighbours are blends, `training.neighbour_blend`)."""
     b, t = frames.shape[:2]
+    context = frame_context(core)
     with torch.no_grad():
-        x = core.prepare_frames(clip_neighbour_frames(frames.to(device), frame_context(core)))
+        if blend and context > 0:
+            stacked = blended_clip_neighbours(frames.to(device), context, draw_fractions(b, blend))
+        else:
+            stacked = clip_neighbour_frames(frames.to(device), context)
+        x = core.prepare_frames(stacked)
     return x.to(device).reshape(b, t, *x.shape[1:])
 
 
@@ -119,7 +126,7 @@ def forward_batch(model, core, prompted: bool, batch: dict, device) -> torch.Ten
     MemSAM gets its frame-0 prompt: the clip's box and points when the dataset made them (prompted
     clips; one prompt layout per batch, so train prompted models with batch_size 1 and grad_accum),
     else one positive click (models.md §1.2; an empty frame-0 mask gives a padding point, label -1)."""
-    images = prepare_images(core, batch["frames"], device)
+    images = prepare_images(core, batch["frames"], device, batch.get("neighbour_blend") if core.training else None)
     if not prompted:
         return model(images)
     if "box" in batch and batch["box"].ndim == 3:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from echosam.errors import CheckpointError
+from echosam.models.frame_input import frame_context
 
 from . import distributed as D
 from .config import load_config
@@ -36,6 +37,7 @@ from .datasets import build_clip_dataset
 from .datasets.clips import PromptGroupBatches, collate_prompted
 from .logs import CsvLog, plot_curves
 from .losses import build_loss
+from .neighbour_blend import check_neighbour_blend
 from .optim import build_optimizer, build_scheduler, precision_setup
 from .steps import build_model_from_config, dice_counts, enter_train_mode, forward_batch, logits_to_labels
 
@@ -104,6 +106,7 @@ class Trainer:
         self.classes = list(self.mconfig.classes)
         self.model.to(self.ctx.device)
         self.data_cfg = dict(cfg["data"], structures=self.classes)
+        self.neighbour_blend = check_neighbour_blend(cfg["data"].get("neighbour_blend"), frame_context(self.model))
         if "prompt" in self.data_cfg:      # box prompts carry the helper points the model's config names
             rule = getattr(self.mconfig, "box_helpers", "centre")
             self.data_cfg["prompt"] = dict(self.data_cfg["prompt"], box_helpers=rule)
@@ -275,6 +278,7 @@ class Trainer:
                 batch["prompt_loss"] = bool(self.cfg["loss"].get("prompt_loss", False))
                 batch["key_mask_p"] = float(self.cfg["loss"].get("key_mask_p", 0.0))
                 batch["memory_zoom"] = float(self.cfg["loss"].get("memory_zoom", 0.0))
+                batch["neighbour_blend"] = self.neighbour_blend
                 group_start = (m // self.accum) * self.accum
                 group_size = min(self.accum, n_micro - group_start)
                 last = m == group_start + group_size - 1
