@@ -10,6 +10,8 @@ structure on frame 0) and, per set, prints:
   cavity that comes out smaller than the truth, relative to the ES one, makes EF too low;
 - **curve slope**: the least-squares slope of the predicted LV volume curve (method of disks) against the true
   one, per loop: 1 follows the truth's swing, below 1 is a curve pulled towards its mean;
+- **LV area, pred / true, on frame 0 (MemSAM's prompted frame) and on the true ED frames at least 2 frames
+  later**: whether the ED cavity is short where the loop starts (and a prompt was given) or only later;
 - **ED miss by fifth**: the share of the true ED cavity the prediction leaves out, in fifths of the true long
   axis from the mitral annulus (base) to the apex.
 Simulated loops only: they carry exact labels. ``--json`` writes the numbers per set.
@@ -47,11 +49,18 @@ def missed_by_fifth(pred_lv: np.ndarray, true_lv: np.ndarray, true_la, spacing) 
     return (np.bincount(fifth[missed], minlength=FIFTHS), np.bincount(fifth, minlength=FIFTHS))
 
 
+def area_ratio(pred: np.ndarray, labels: np.ndarray, t: int) -> float:
+    return float((pred[t] == 1).sum() / max(int((labels[t] == 1).sum()), 1))
+
+
 def set_summary(loaded, cases: list) -> dict:
     rows, missed, total = [], np.zeros(FIFTHS), np.zeros(FIFTHS)
+    key, later_ed = [], []
     for case in map(le.load_case, cases):
         pred = le.run_model(loaded, case, le.STRUCT, le.truth_boxes(case["labels"][0]))
         rows.append(le.score(pred, case))
+        key.append(area_ratio(pred, case["labels"], 0))
+        later_ed += [area_ratio(pred, case["labels"], t) for t in case["ed"] if t >= 2]
         for t in case["ed"]:
             m, n = missed_by_fifth(pred[t] == 1, case["labels"][t] == 1, case["labels"][t] == 3, case["spacing"])
             missed, total = missed + m, total + n
@@ -60,7 +69,10 @@ def set_summary(loaded, cases: list) -> dict:
     mean = lambda k: float(np.nanmean([r[k] for r in rows]))  # noqa: E731
     return {"loops": len(rows), "ef_mae": float(np.abs(e).mean()), "ef_bias": float(e.mean()),
             "lv_area_ratio_ed": mean("lv_area_ratio_ed"), "lv_area_ratio_es": mean("lv_area_ratio_es"),
-            "curve_slope": mean("volume_slope"), "ed_missed_by_fifth_base_to_apex": (missed / np.maximum(total, 1)).tolist()}
+            "curve_slope": mean("volume_slope"), "lv_area_ratio_frame0": float(np.mean(key)),
+            "lv_area_ratio_later_ed": float(np.mean(later_ed)) if later_ed else float("nan"),
+            "later_ed_frames": len(later_ed),
+            "ed_missed_by_fifth_base_to_apex": (missed / np.maximum(total, 1)).tolist()}
 
 
 def main(argv=None) -> int:
@@ -76,14 +88,17 @@ def main(argv=None) -> int:
         p.error(f"no case_*.npz loops in {', '.join(empty)}")
     loaded = load_model(a.model, device="cpu")
     print(f"{a.model}; ED miss: share of the true ED cavity left out, by fifth of the long axis, base -> apex")
-    print("| set | loops | EF MAE | EF bias | LV area pred/true at ED | at ES | curve slope | ED miss by fifth |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| set | loops | EF MAE | EF bias | LV area pred/true at ED | at ES | on frame 0 "
+          "| at ED frames from frame 2 on (n) | curve slope | ED miss by fifth |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     out = {}
     for d, cases in sets.items():
         s = out[Path(d).name] = set_summary(loaded, cases)
         fifths = " / ".join(f"{v:.2f}" for v in s["ed_missed_by_fifth_base_to_apex"])
-        print(f"| {Path(d).name} | {s['loops']} | {s['ef_mae']:.1f} | {s['ef_bias']:+.1f} | {s['lv_area_ratio_ed']:.3f} "
-              f"| {s['lv_area_ratio_es']:.3f} | {s['curve_slope']:.2f} | {fifths} |", flush=True)
+        print(f"| {Path(d).name} | {s['loops']} | {s['ef_mae']:.1f} | {s['ef_bias']:+.1f} "
+              f"| {s['lv_area_ratio_ed']:.3f} | {s['lv_area_ratio_es']:.3f} | {s['lv_area_ratio_frame0']:.3f} "
+              f"| {s['lv_area_ratio_later_ed']:.3f} "
+              f"({s['later_ed_frames']}) | {s['curve_slope']:.2f} | {fifths} |", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps({"model": a.model, "sets": out}, indent=1) + "\n")
     return 0

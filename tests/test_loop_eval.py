@@ -103,6 +103,8 @@ def test_lv_area_ratios_and_the_ed_miss_by_fifth_locate_a_basal_under_segmentati
     ef_bias = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ef_bias)
     t = case["ed"][0]
+    assert ef_bias.area_ratio(pred, case["labels"], t) == kept[0]       # the cut ED frame, as the score has it
+    assert ef_bias.area_ratio(pred, case["labels"], 0) == 1.0           # frame 0 (not an ED frame here) untouched
     missed, total = ef_bias.missed_by_fifth(pred[t] == 1, case["labels"][t] == 1, case["labels"][t] == 3, case["spacing"])
     share = missed / total
     assert share[0] > 0.95 and share[-1] == 0.0 and missed.sum() == ((case["labels"][t] == 1) & (pred[t] != 1)).sum()
