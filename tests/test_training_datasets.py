@@ -308,3 +308,29 @@ def test_window_max_step_spreads_a_clip_over_larger_motion(camus):
     assert steps == {1, 2, 3, 4}
     with pytest.raises(Exception, match="clip_max_step"):
         ClipDataset(camus, sampling="window", window_max_step=0)
+
+
+def test_reversed_clips_put_the_key_frame_last_with_its_own_prompt(camus):
+    """data.clip_reverse_p: in training some clips play backwards (ES first, the prompt on it, the cavity
+    growing); p 0 keeps every clip and every random draw as before; validation never reverses."""
+    root, data = camus
+    frames, labels = data[("patient0001", "2CH")]
+    src = CamusSource(root, split="train")
+    forward = ClipDataset(src, classes=["lv"], clip_frames=5, supervision="full", train=True, seed=3)
+    seq = src.load(0)
+    plain = [forward.clip_from_sequence(seq, np.random.default_rng(k)).indices.tolist() for k in range(20)]
+    assert all(p == sorted(p) for p in plain)
+    rev = ClipDataset(src, classes=["lv"], clip_frames=5, supervision="full", train=True, seed=3, reverse_p=0.5)
+    clips = [rev.clip_from_sequence(seq, np.random.default_rng(k)) for k in range(40)]
+    backwards = [c for c in clips if c.indices[0] > c.indices[-1]]
+    assert 8 < len(backwards) < 32 and len(backwards) + sum(c.indices[0] < c.indices[-1] for c in clips) == 40
+    c = backwards[0]
+    np.testing.assert_array_equal(c.indices, plain[0][::-1])                              # the same frames
+    assert c.indices[c.es] == seq.es and c.indices[c.ed] == seq.ed
+    np.testing.assert_array_equal(c.masks[0], (labels[c.indices[0]] == 1).astype(int))    # the ES frame's own mask
+    x, y = c.point
+    assert labels[c.indices[0], int(y), int(x)] == 1                                       # prompted on the ES frame
+    val = ClipDataset(src, classes=["lv"], clip_frames=5, supervision="full", train=False, reverse_p=1.0)
+    assert val.clip_from_sequence(seq, np.random.default_rng(0)).indices.tolist() == sorted(plain[0])
+    with pytest.raises(DatasetError, match="clip_reverse_p"):
+        ClipDataset(src, classes=["lv"], reverse_p=1.5)

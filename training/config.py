@@ -31,6 +31,7 @@ DEFAULTS: dict = {
                                      # ED->ES spread over any systole or diastole of the loop (both training only)
         "clip_max_step": 2,          # window: frames 1..clip_max_step apart (drawn per clip)
         "prompt_zoom": None,         # {p, margin, margin_jitter, union_p}: prompted clips cropped around their prompts
+        "clip_reverse_p": 0.0,       # training clips played backwards with this probability (key frame last)
         "neighbour_blend": None,     # {p, max_steps}: neighbour channels blended as the engine's in-between frames
         "supervision": "semi",
         "on_bad_sample": "skip",

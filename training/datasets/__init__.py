@@ -87,7 +87,7 @@ def build_clip_dataset(data_cfg: dict, role: str = "train", train: Optional[bool
                        transform=ClipAugment.from_config(cfg.get("augment", True)) if train else None, train=train,
                        seed=seed, prompted=prompted and "prompt" in cfg, prompt_mix=cfg.get("prompt"),
                        sampling=cfg.get("clip_sampling", "ed_es"), window_max_step=cfg.get("clip_max_step", 2),
-                       prompt_zoom=cfg.get("prompt_zoom"))
+                       prompt_zoom=cfg.get("prompt_zoom"), reverse_p=cfg.get("clip_reverse_p", 0.0))
 
 
 def parse_data_spec(spec: str) -> dict:

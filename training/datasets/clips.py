@@ -309,7 +309,7 @@ class ClipDataset:
     def __init__(self, source, classes: Seq[str] = ("lv",), clip_frames: Optional[int] = 10,
                  supervision: str = "semi", size: Optional[int] = None, transform=None, train: bool = True,
                  seed: int = 0, prompted: bool = False, prompt_mix: Optional[dict] = None, sampling: str = "ed_es",
-                 window_max_step: int = 2, prompt_zoom: Optional[dict] = None):
+                 window_max_step: int = 2, prompt_zoom: Optional[dict] = None, reverse_p: float = 0.0):
         if supervision not in ("semi", "full"):
             raise DatasetError(f"supervision must be 'semi' or 'full', got {supervision!r}.")
         if sampling not in CLIP_SAMPLING:
@@ -317,6 +317,9 @@ class ClipDataset:
         if int(window_max_step) < 1:
             raise DatasetError(f"clip_max_step must be >= 1 (frames between a window's frames), got {window_max_step}.")
         self.sampling, self.window_max_step = sampling, int(window_max_step)
+        if not 0.0 <= float(reverse_p) <= 1.0:
+            raise DatasetError(f"clip_reverse_p must be a probability in [0, 1], got {reverse_p!r}.")
+        self.reverse_p = float(reverse_p)
         self.zoom = check_zoom(prompt_zoom)
         if len(source) == 0:
             raise DatasetError(f"{source!r} holds no usable cases.")
@@ -361,6 +364,10 @@ class ClipDataset:
             idx = memsam_clip_indices(seq.ed, seq.es, self.clip_frames)
         else:
             idx = np.arange(seq.n_frames)
+        if self.train and self.reverse_p > 0 and rng.random() < self.reverse_p:
+            # played backwards: the prompted frame is the clip's last (an ES for ED->ES clips) and the frames
+            # read from memory grow, as after an ES prompt (drawn only when asked: other recipes keep their draws)
+            idx = idx[::-1].copy()
         keep = {seq.ed, seq.es} if self.supervision == "semi" else set(seq.labels)
         T = len(idx)
         H, W = seq.frames.shape[1:]
