@@ -15,7 +15,7 @@ from scipy import ndimage
 from scipy.interpolate import RBFInterpolator
 
 from .anatomy import HeartShape, heart_frame, sample_shape
-from .beam import BeamModel, Probe, sample_scatterers, scan_convert, sector_mask, to_polar
+from .beam import BeamModel, Probe, sample_scatterers, scan_convert, sector_mask
 from .motion import loop_timing
 
 MAP_MM = 0.6          # echogenicity-map resolution
@@ -221,7 +221,6 @@ def echo_map(fr, sp: SimParams, cv: Canvas, background: np.ndarray, rng: np.rand
     table = np.array([0.0, lk["myo"], lk["myo"] * lk["wall_thin"], lk["peri"], lk["valve"]], dtype=np.float32)
     tissue = table[lev] * (0.75 + 0.25 * bg_rel)
     E = np.where(lev > 0, tissue, background)
-    cavity_tissue = (1.0 - blood) * (lev == 0)
     E = E * (1.0 - blood) + blood * (lk["blood"] + lk["smoke"] * bg_rel)
     E = np.where((lev == 0) & (blood == 0) & _inside(cav, cv), lk["myo"] * 0.9, E)
     E = ndimage.gaussian_filter(E, 0.6)
