@@ -49,18 +49,14 @@ def missed_by_fifth(pred_lv: np.ndarray, true_lv: np.ndarray, true_la, spacing) 
     return (np.bincount(fifth[missed], minlength=FIFTHS), np.bincount(fifth, minlength=FIFTHS))
 
 
-def area_ratio(pred: np.ndarray, labels: np.ndarray, t: int) -> float:
-    return float((pred[t] == 1).sum() / max(int((labels[t] == 1).sum()), 1))
-
-
 def set_summary(loaded, cases: list) -> dict:
     rows, missed, total = [], np.zeros(FIFTHS), np.zeros(FIFTHS)
     key, later_ed = [], []
     for case in map(le.load_case, cases):
         pred = le.run_model(loaded, case, le.STRUCT, le.truth_boxes(case["labels"][0]))
         rows.append(le.score(pred, case))
-        key.append(area_ratio(pred, case["labels"], 0))
-        later_ed += [area_ratio(pred, case["labels"], t) for t in case["ed"] if t >= 2]
+        key.append(le.lv_area_ratio(pred, case["labels"], 0))
+        later_ed += [le.lv_area_ratio(pred, case["labels"], t) for t in case["ed"] if t >= 2]
         for t in case["ed"]:
             m, n = missed_by_fifth(pred[t] == 1, case["labels"][t] == 1, case["labels"][t] == 3, case["spacing"])
             missed, total = missed + m, total + n
@@ -69,8 +65,8 @@ def set_summary(loaded, cases: list) -> dict:
     mean = lambda k: float(np.nanmean([r[k] for r in rows]))  # noqa: E731
     return {"loops": len(rows), "ef_mae": float(np.abs(e).mean()), "ef_bias": float(e.mean()),
             "lv_area_ratio_ed": mean("lv_area_ratio_ed"), "lv_area_ratio_es": mean("lv_area_ratio_es"),
-            "curve_slope": mean("volume_slope"), "lv_area_ratio_frame0": float(np.mean(key)),
-            "lv_area_ratio_later_ed": float(np.mean(later_ed)) if later_ed else float("nan"),
+            "curve_slope": mean("volume_slope"), "lv_area_ratio_frame0": float(np.nanmean(key)),
+            "lv_area_ratio_later_ed": float(np.nanmean(later_ed)) if later_ed else float("nan"),
             "later_ed_frames": len(later_ed),
             "ed_missed_by_fifth_base_to_apex": (missed / np.maximum(total, 1)).tolist()}
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from sim_fixtures import small
 from training.datasets.clips import clip_prompt, mask_box
-from training.loop_eval import baseline_box, baseline_otsu, load_case, score, truth_boxes
+from training.loop_eval import baseline_box, baseline_otsu, load_case, lv_area_ratio, score, truth_boxes
 from training.simulator import cache
 
 
@@ -103,8 +103,9 @@ def test_lv_area_ratios_and_the_ed_miss_by_fifth_locate_a_basal_under_segmentati
     ef_bias = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ef_bias)
     t = case["ed"][0]
-    assert ef_bias.area_ratio(pred, case["labels"], t) == kept[0]       # the cut ED frame, as the score has it
-    assert ef_bias.area_ratio(pred, case["labels"], 0) == 1.0           # frame 0 (not an ED frame here) untouched
+    assert lv_area_ratio(pred, case["labels"], t) == kept[0]            # the cut ED frame, as the score has it
+    assert lv_area_ratio(pred, case["labels"], 0) == 1.0                # frame 0 (not an ED frame here) untouched
+    assert np.isnan(lv_area_ratio(pred, np.zeros_like(case["labels"]), t))   # no true LV: no ratio, not a count
     missed, total = ef_bias.missed_by_fifth(pred[t] == 1, case["labels"][t] == 1, case["labels"][t] == 3, case["spacing"])
     share = missed / total
     assert share[0] > 0.95 and share[-1] == 0.0 and missed.sum() == ((case["labels"][t] == 1) & (pred[t] != 1)).sum()

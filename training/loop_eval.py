@@ -128,6 +128,12 @@ def otsu_threshold(roi: np.ndarray) -> float:
     return float(f.GetThreshold())
 
 
+def lv_area_ratio(pred: np.ndarray, truth: np.ndarray, t: int) -> float:
+    """Predicted over true LV area on frame ``t`` (nan where the truth has no LV there)."""
+    n = int((truth[t] == 1).sum())
+    return float((pred[t] == 1).sum() / n) if n else float("nan")
+
+
 def score(pred: np.ndarray, case: dict) -> dict:
     from echosam.cardiac import analyse
     from echosam.metrics import dice, hd95_assd
@@ -141,7 +147,7 @@ def score(pred: np.ndarray, case: dict) -> dict:
     row["dice_lv_es"] = float(np.mean([dice(pred[t] == 1, truth[t] == 1) for t in es])) if es else float("nan")
     # the LV's size at the true ED and ES frames, pred / true: how the EF error splits between the two phases
     for phase, frames in (("ed", case["ed"]), ("es", es)):
-        r = [(pred[t] == 1).sum() / (truth[t] == 1).sum() for t in frames if 0 <= t < len(truth) and (truth[t] == 1).any()]
+        r = [lv_area_ratio(pred, truth, t) for t in frames if 0 <= t < len(truth) and (truth[t] == 1).any()]
         row[f"lv_area_ratio_{phase}"] = float(np.mean(r)) if r else float("nan")
     hd = [hd95_assd(pred[t] == 1, truth[t] == 1, sp)[0] for t in range(0, len(truth), max(len(truth) // 12, 1))]
     row["hd95_lv_mm"] = float(np.nanmean(hd)) if np.isfinite(hd).any() else float("nan")
