@@ -81,11 +81,11 @@ def one_frame_glitches(volume: np.ndarray) -> list:
     return out
 
 
-# ED -> ES in fewer frames than this: the true ED and ES fall between frames, and the heart moves further
-# between frames than the models learned. Bundled MemSAM on simulated loops, EF bias by ED -> ES frames: -14 points at 4 (7 loops),
-# -6.0 at 5 (28), -3.9 at 6 (10), -0.6 to -6.7 from 7 to 17; the same 6 phantom loops at 12 and 30 frames a beat
-# (4 and 10 frames of systole): EF error 12.2 and 5.5 points (docs/evaluation.md "Two foreign phantoms"). With
-# in-between frames (session.in_between) MemSAM's bias is -6.4 at 4 and -3.4 at 5; prompt-free models take none.
+# ED -> ES in fewer frames than this: the true ED and ES fall between frames, and the heart moves far between
+# frames. Bundled MemSAM on simulated loops, EF bias by ED -> ES frames: -14 points at 4 (7 loops), -6.0 at 5
+# (28), -3.9 at 6 (10), -0.6 to -6.7 from 7 to 17; the same 6 phantom loops at 12 and 30 frames a beat (4 and 10
+# frames of systole): EF error 12.2 and 5.5 points (docs/evaluation.md "Two foreign phantoms"). With in-between
+# frames (session.in_between) MemSAM's bias is -6.4 at 4 and -3.4 at 5; prompt-free models take none.
 SPARSE_SYSTOLE_FRAMES = 6
 
 
@@ -99,6 +99,5 @@ def sparse_systole_note(pairs: list) -> str:
     if n >= SPARSE_SYSTOLE_FRAMES:
         return ""
     return (f" Systole spans only {n} frame intervals (ED frame {e} -> ES frame {s}): at so low a frame rate the "
-            "true ED and ES fall between frames and the heart moves further between frames than the models "
-            f"learned, so this EF tends to read low. Record at least {SPARSE_SYSTOLE_FRAMES} frames from ED to ES (about 25 frames/s or "
-            "more) for an EF.")
+            "true ED and ES fall between frames and the heart moves far between frames, so this EF tends to read "
+            f"low. Record at least {SPARSE_SYSTOLE_FRAMES} frames from ED to ES (about 25 frames/s or more) for an EF.")

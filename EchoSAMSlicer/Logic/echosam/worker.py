@@ -184,7 +184,7 @@ class SegmentationResult:
     prompts: dict               # Session.prompts_to_dict() (JSON-able; on the session's region crop)
     structures: list            # structure keys of the session
     prompted: bool
-    compute_path: str = ""      # Session.compute_path (device, precision, threads), plus memory steps when > 1
+    compute_path: str = ""      # Session.compute_path (device, precision, threads), plus in-between steps when > 1
     ef_accuracy: str = ""       # the model's known EF error (`report.ef_accuracy_note`), "" if not recorded
     notices: tuple = ()         # what the user should know about the region (no fan found, no zoom), one line each
 
