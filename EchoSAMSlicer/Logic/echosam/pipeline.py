@@ -94,10 +94,12 @@ def analyse_labels(labels, cine):
 
 
 def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bool = True, region=None,
-                  cine=None) -> dict:
+                  cine=None, ef_check=None) -> dict:
     """Labels, overlay, report, run.json and the saved session into ``outdir``, published as a whole.
     With a `FanRegion` (``region``) the session ran on the fan's crop: its labels are mapped back onto
-    ``cine`` (the full-frame cine) and the region's mask is saved next to run.json."""
+    ``cine`` (the full-frame cine) and the region's mask is saved next to run.json. ``ef_check``
+    (`echosam.ef_check.EFCheck`) withholds an EF that depends on the prompt."""
+    from .ef_check import apply_check
     from .io import write_labels, write_overlay
     from .io.atomic import atomic_folder
     from .report import write_report
@@ -106,7 +108,7 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
     check_outdir(outdir)
     labels = session.labels if region is None else region.uncrop(session.labels)
     cine = session.cine if cine is None else cine
-    res = analyse_labels(labels, cine)
+    res = apply_check(analyse_labels(labels, cine), ef_check)
     with atomic_folder(outdir) as tmp:
         for fmt in formats:
             write_labels(labels, cine, tmp / f"labels.{fmt.lstrip('.')}")
@@ -140,12 +142,14 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                  precision: str = "auto", formats=("seq.nrrd",), overlay: bool = True, progress=None,
                  loaded=None, region="auto", keep_connected: bool = True, notify=None,
                  read: Optional[dict] = None, record_paths: bool = False, zoom: bool = True,
-                 substeps="auto") -> dict:
+                 substeps="auto", ef_check: bool = True) -> dict:
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
     ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
     connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`); ``read``
-    the reader options; ``substeps`` in-between steps per frame interval (`echosam.session.in_between`).
+    the reader options; ``substeps`` in-between steps per frame interval (`echosam.session.in_between`);
+    ``ef_check`` the run again with boxes 5 % larger and smaller (`echosam.ef_check`).
     Returns {"result": cardiac analysis, "outdir", "session" (on the crop), "region"}."""
+    from .ef_check import BOX_CHANGE, MAX_SPREAD, EFCheck, checkable, scaled_prompts
     from .io.lock import folder_lock
     from .seeding import seed_for_zoom
     from .session import Session
@@ -165,6 +169,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
         prompts = prompts or Prompts()
         mask_labels = read_mask_frame(prompts.mask, prompts.mask_frame, cine) if prompts.mask else None
         seed = seed_for_zoom(prompts, loaded, fan, cine, keys, device) if zoom else None
+        full_fan = fan
         zoomed = zoom_to_prompts(fan, prompts, loaded, keys, mask_labels, notify, seed) if zoom else fan
         if zoomed is not fan:
             fan, model_cine = zoomed, zoomed.crop_cine(cine)
@@ -172,6 +177,13 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                     substeps=substeps)
         apply_prompts(s, prompts, device, region=fan, mask_labels=mask_labels, seed=seed)
         s.segment(progress=progress)
+        check = None
+        if ef_check and checkable(prompts, loaded):
+            variant = dict(loaded=loaded, keys=keys, precision=precision, keep_connected=keep_connected,
+                           substeps=substeps, device=device, zoom=zoom)
+            base = analyse_labels(fan.uncrop(s.labels), cine).ef_percent
+            check = EFCheck(base, [_variant_ef(cine, full_fan, scaled_prompts(prompts, c), **variant)
+                                   for c in (BOX_CHANGE, -BOX_CHANGE)], max_spread=MAX_SPREAD)
         run = {"command": "segment", "cine": input_record(cine_path, record_paths), "record_paths": bool(record_paths),
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
                "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
@@ -179,8 +191,22 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                "substeps": s.substeps, "precision": precision, "compute": s.path.to_dict(),
                "calibrated": uncalibrated is None,
                "model_ef_accuracy": ef_accuracy_note(loaded.meta)}
-        out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine)
+        if check is not None:
+            run["ef_check"] = check.to_dict()
+        out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine, ef_check=check)
     return dict(out, session=s, region=fan)
+
+
+def _variant_ef(cine, fan, prompts, loaded, keys, precision, keep_connected, substeps, device, zoom) -> float:
+    """The EF of the same run with other prompts (`echosam.ef_check`): its own zoom crop, session and labels."""
+    from .session import Session
+
+    region = zoom_to_prompts(fan, prompts, loaded, keys, notify=lambda _: None) if zoom else fan
+    s = Session(region.crop_cine(cine), loaded, structures=keys, precision=precision, keep_connected=keep_connected,
+                substeps=substeps)
+    apply_prompts(s, prompts, device, region=region)
+    s.segment()
+    return float(analyse_labels(region.uncrop(s.labels), cine).ef_percent)
 
 
 def correct(outdir, mask_path, frame: int, structure: str = "lv", cine_path=None, device: str = "auto",
@@ -234,6 +260,7 @@ def correct_outputs(outdir, mask_path, frame: int, structure: str = "lv", cine_p
         s.propagate(progress=progress)
         fix = {"frame": int(frame), "structure": key, "mask": input_record(mask_path, run.get("record_paths", False))}
         run = dict(run, read=opts, corrections=list(run.get("corrections", [])) + [fix], compute=s.path.to_dict())
+        run.pop("ef_check", None)        # the user has looked at the loop: their correction, not the boxes, decides
         out = write_outputs(s, outdir, run, run.get("formats", ["seq.nrrd"]), overlay=run.get("overlay", True),
                             region=fan, cine=cine)
     return dict(out, session=s, region=fan)

@@ -26,6 +26,8 @@ def segment_options(args) -> dict:
         opts["zoom"] = False
     if args.substeps != "auto":    # likewise
         opts["substeps"] = args.substeps
+    if args.no_ef_check:       # likewise
+        opts["ef_check"] = False
     return opts
 
 

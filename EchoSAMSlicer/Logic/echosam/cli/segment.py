@@ -26,7 +26,8 @@ def cmd_segment(args) -> int:
                                 precision=args.precision, formats=args.formats.split(","),
                                 overlay=not args.no_overlay, progress=progress_for(args, "echosam"),
                                 region=args.region, keep_connected=not args.no_keep_connected, zoom=not args.no_zoom,
-                                read=reading_options(args), record_paths=args.record_paths, substeps=args.substeps)
+                                read=reading_options(args), record_paths=args.record_paths, substeps=args.substeps,
+                                ef_check=not args.no_ef_check)
     _print_result(out["result"], args.output, out["run"].get("model_ef_accuracy"), _volume_note(out["run"]))
     print(f"computed with: {out['session'].compute_path}")
     if out["session"].substeps > 1:
@@ -101,8 +102,8 @@ def substeps_arg(text: str):
 
 
 def add_region_arguments(p) -> None:
-    """``--region``, ``--no-zoom``, ``--no-keep-connected`` and ``--substeps``, shared by ``segment`` and
-    ``batch``."""
+    """``--region``, ``--no-zoom``, ``--no-keep-connected``, ``--substeps`` and ``--no-ef-check``, shared by
+    ``segment`` and ``batch``."""
     p.add_argument("--region", default="auto",
                    help="ultrasound region the model sees: auto (DICOM US region, else the fan detected from "
                         "the pixels), off (whole frame), or x0,y0,x1,y1 (a box in cine pixels, inclusive)")
@@ -116,6 +117,10 @@ def add_region_arguments(p) -> None:
                    help=f"steps per frame interval of a prompted model, 1-{MAX_SUBSTEPS}: blended in-between frames, "
                         "so a low frame rate looks like a high one (auto: what the model asks at "
                         "this cine's frame rate; 1: the frames alone)")
+    p.add_argument("--no-ef-check", action="store_true",
+                   help="report the EF without checking it against boxes 5 %% larger and smaller (default: a "
+                        "prompted model given boxes runs twice more, and an EF that moves more than 8 points "
+                        "with the boxes is withheld; echosam.ef_check)")
 
 
 def register(subparsers) -> None:

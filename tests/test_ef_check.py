@@ -1,0 +1,116 @@
+"""echosam.ef_check: the EF checked against boxes 5 % larger and smaller, and withheld when it moves."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from echosam import ef_check
+from echosam.cardiac import analyse
+from echosam.ef_check import EFCheck, apply_check, checkable, scaled_box, scaled_prompts
+from echosam.user_prompts import Prompts, StructurePrompt
+
+from sim_fixtures import small
+from training.datasets.clips import mask_box
+from training.simulator.scene import simulate
+from training.simulator.screen import render_screen, write_dicom
+
+SEED = 4300011         # never used for training (training seeds: 0-479, 100000-100199, 200000-200239)
+
+
+class _Loaded:
+    def __init__(self, prompted):
+        self.prompted = prompted
+
+
+def test_boxes_grow_and_shrink_about_their_centre_by_a_share_of_each_side():
+    assert scaled_box((10, 20, 110, 70), 0.05) == (5.0, 17.5, 115.0, 72.5)
+    assert scaled_box((10, 20, 110, 70), -0.05) == (15.0, 22.5, 105.0, 67.5)
+    pts = np.array([[50.0, 40.0]])
+    p = Prompts(box=(10, 20, 110, 70), points=pts, labels=np.array([1]),
+                others={"la": StructurePrompt(box=(0, 0, 20, 40)), "myo": StructurePrompt(points=pts, labels=[1])})
+    q = scaled_prompts(p, 0.1)
+    assert q.box == (0.0, 15.0, 120.0, 75.0) and q.others["la"].box == (-2.0, -4.0, 22.0, 44.0)
+    assert q.points is pts and q.others["myo"].box is None and p.box == (10, 20, 110, 70)   # the user's stay
+
+
+def test_only_a_prompted_model_given_a_box_and_no_mask_or_seed_is_checked():
+    box = (1, 2, 30, 40)
+    assert checkable(Prompts(box=box), _Loaded(True))
+    assert checkable(Prompts(others={"la": StructurePrompt(box=box)}), _Loaded(True))
+    assert not checkable(Prompts(box=box), _Loaded(False))                       # prompt-free
+    assert not checkable(Prompts(points=np.array([[5.0, 5.0]]), labels=np.array([1])), _Loaded(True))
+    assert not checkable(Prompts(box=box, mask="labels.nrrd"), _Loaded(True))
+    assert not checkable(Prompts(box=box, seed_model="masam"), _Loaded(True))
+
+
+def test_the_spread_decides_and_a_run_without_an_ef_decides_nothing():
+    assert EFCheck(50.0, [46.0, 53.0]).spread == 7.0 and EFCheck(50.0, [46.0, 53.0]).stable is True
+    c = EFCheck(45.2, [32.6, 20.5])
+    assert c.spread == pytest.approx(24.7) and c.stable is False
+    assert c.to_dict() == {"ef_percent": 45.2, "box_changes": [0.05, -0.05], "variant_ef_percent": [32.6, 20.5],
+                           "spread": 24.7, "max_spread": 8.0, "stable": False}
+    none = EFCheck(50.0, [float("nan"), 52.0])
+    assert np.isnan(none.spread) and none.stable is None and none.to_dict()["spread"] is None
+
+
+def _curve_labels():
+    """An LV disc whose area follows one beat: an EF analysis with a real beat."""
+    t = np.arange(30)
+    radius = 20 - 6 * np.sin(np.pi * t / 29) ** 2
+    yy, xx = np.mgrid[:80, :80]
+    return np.stack([((yy - 40) ** 2 + (xx - 40) ** 2 <= r * r).astype(np.uint8) for r in radius])
+
+
+def test_an_ef_that_moves_with_the_boxes_is_withheld_with_its_volumes_and_the_reason():
+    res = analyse(_curve_labels(), predicted=True)
+    ef = res.ef_percent
+    assert np.isfinite(ef) and res.beats
+    same = apply_check(analyse(_curve_labels(), predicted=True), EFCheck(ef, [ef + 3, ef - 2]))
+    assert same.ef_percent == ef and same.status == res.status                 # within 8 points: reported
+    out = apply_check(res, EFCheck(ef, [ef - 20, ef + 1]))
+    assert out.status == "prompt-dependent EF" and not out.beats
+    assert np.isnan(out.ef_percent) and np.isnan(out.edv_ml) and np.isnan(out.esv_ml)
+    assert f"{ef:.1f} %" in out.message and "none is reported" in out.message and "--no-ef-check" in out.message
+    assert apply_check(analyse(_curve_labels(), predicted=True), None).ef_percent == ef
+
+
+@pytest.fixture(scope="module")
+def screen_dicom(tmp_path_factory):
+    sp = small(SEED, n_frames=16, height=128)
+    screen = render_screen(simulate(sp), seed=SEED)
+    path = tmp_path_factory.mktemp("sim") / "a4c.dcm"
+    write_dicom(screen, path, with_region=False, seed=SEED)
+    return path, screen
+
+
+def _segment(path, out, extra):
+    from echosam.cli import main
+
+    assert main(["-q", "segment", str(path), "-o", str(out), "--device", "cpu", "--no-overlay"] + extra) == 0
+    return json.loads((out / "run.json").read_text()), json.loads((out / "report.json").read_text())
+
+
+def _boxes(screen):
+    boxes = {k: mask_box(screen.labels[0] == i) for i, k in ((1, "lv"), (2, "myo"), (3, "la"))}
+    return ["--structures", "lv,myo,la"] + [f"--box={k}:" + ",".join(str(int(v)) for v in b) for k, b in boxes.items()]
+
+
+def test_segment_runs_the_check_with_the_bundled_memsam_and_records_it(screen_dicom, tmp_path, monkeypatch):
+    path, screen = screen_dicom
+    run, report = _segment(path, tmp_path / "checked", _boxes(screen))
+    check = run["ef_check"]
+    assert len(check["variant_ef_percent"]) == 2 and check["box_changes"] == [0.05, -0.05]
+    reported = report["summary"]["ef_percent"]
+    if check["stable"]:
+        assert reported == pytest.approx(check["ef_percent"], abs=0.01)
+    else:
+        assert reported is None and report["summary"]["status"] == "prompt-dependent EF"
+    # the same run, told that any spread is too much: the EF is withheld, the curves are still written
+    monkeypatch.setattr(ef_check, "MAX_SPREAD", -1.0)
+    run, report = _segment(path, tmp_path / "strict", _boxes(screen))
+    assert run["ef_check"]["stable"] is False and run["ef_check"]["ef_percent"] == check["ef_percent"]
+    assert report["summary"]["ef_percent"] is None and report["summary"]["status"] == "prompt-dependent EF"
+    assert (tmp_path / "strict" / "labels.seq.nrrd").exists()
+    run, report = _segment(path, tmp_path / "unchecked", _boxes(screen) + ["--no-ef-check"])
+    assert "ef_check" not in run and report["summary"]["ef_percent"] == pytest.approx(check["ef_percent"], abs=0.01)
