@@ -380,3 +380,29 @@ def test_controller_refuses_lone_volumes_and_early_actions(scene):
         c.undo(browser)
     assert not c.has_result(browser) and c.curve_chart(browser) is None
     c.shutdown()
+
+
+def test_the_panel_shows_no_ef_for_a_drifting_lv_and_says_why(scene):
+    """The panel reads the scene's labels as a model's, as `echosam segment` does: an LV that only shrinks over
+    3 s (a mask drifting away, no heart beats so) gives no EF, and the status line says why; the same labels
+    read as a human's would have given 'single partial cycle' with an EF from the global max and min."""
+    from echosam.cardiac import analyse
+
+    n, dt = 30, 0.1
+    rng = np.random.default_rng(1)
+    seq, browser = add_cine_sequence(scene, rng.integers(0, 200, (n, H, W)).astype(np.uint8), dicom_us_matrix(), dt=dt)
+    cine = mrml.cine_from_sequence(browser)
+    labels = np.stack([disk(20, 22, 14 - 8 * t / (n - 1)).astype(np.uint8) for t in range(n)])
+    mrml.write_segmentation_sequence(labels, cine, browser, ["lv"])
+    assert analyse(labels, times_s=np.arange(n) * dt).status == "single partial cycle"
+    c = Controller()
+    try:
+        summary = c.summary(browser)
+    finally:
+        c.shutdown()
+    assert summary["status"] == "no cardiac cycle" and summary["ef_percent"] is None
+    assert dict(display.results_rows(summary))["EF (%)"] == "-"
+    text = display.done_text({}, summary)
+    assert text.startswith("Done.") and "no EF is reported" in text
+    ok = dict(summary, ef_percent=55.0, message="1 ED->ES beat(s)")
+    assert "beat" not in display.done_text({}, ok)          # an EF shown: its routine message stays in the tooltip

@@ -25,7 +25,7 @@ from .. import worker as wk
 from ..compute import check_precision
 from ..errors import CineError, EchoSAMError, PromptError
 from ..structures import get_structure
-from . import calibration, prompts as pr, undo
+from . import calibration, display, prompts as pr, undo
 from .chooser import model_info
 from .edits import find_edits, label_digests, lock_plan, masks_of_labels
 from .jobs import job_sync_session
@@ -201,30 +201,18 @@ class Controller:
         try:
             if a.run.kind == "segment":
                 a.value = self.apply(a.value, a.run.data)
-                a.text = self._done_text(a.run.data, a.value)
+                a.text = display.done_text(a.run.data, a.value)
             else:
                 a.text = f"Weights ready: {a.value}"
         except EchoSAMError as exc:
             return Action("error", a.run, a.role, str(exc))
         return a
 
-    @staticmethod
-    def _done_text(data: dict, summary: dict) -> str:
-        parts = ["Done."]
-        if data.get("corrected"):
-            parts.append(f"Corrections taken from frames {', '.join(map(str, data['corrected']))} (locked).")
-        if summary.get("kept_edits"):
-            parts.append(f"Frames {', '.join(map(str, summary['kept_edits']))} were edited while this ran and were "
-                         "left as you edited them: press Propagate to use them.")
-        if not summary.get("calibrated", True):
-            parts.append("Volumes are uncalibrated (1 mm pixels): calibrate the spacing.")
-        parts += [n[:1].upper() + n[1:] + ("" if n.endswith(".") else ".") for n in summary.get("notices", [])]
-        return " ".join(parts)
-
     def _analyse(self, seq, labels, cine) -> tuple:
         from .. import cardiac
         spacing = calibration.spacing_status(cine.spacing, mrml.get_json_attribute(seq, calibration.ATTRIBUTE))
-        analysis = cardiac.analyse(labels, spacing=spacing.spacing_mm, times_s=cine.frame_times)
+        analysis = cardiac.analyse(labels, spacing=spacing.spacing_mm, times_s=cine.frame_times, frames=cine.frames,
+                                   predicted=True)     # a model's labels, checked as `echosam segment` checks them
         summary = analysis.summary()
         summary.update(calibrated=spacing.calibrated, spacing_mm=list(spacing.spacing_mm), spacing_how=spacing.how)
         return analysis, summary

@@ -38,6 +38,23 @@ def results_rows(summary: dict) -> list:
     return rows
 
 
+def done_text(data: dict, summary: dict) -> str:
+    """The status line after a run: corrections used, edits kept, calibration, notices, and why there is no EF
+    when there is none (an LV that drifted or gives no heart's EF: `echosam.cardiac.analyse`)."""
+    parts = ["Done."]
+    if data.get("corrected"):
+        parts.append(f"Corrections taken from frames {', '.join(map(str, data['corrected']))} (locked).")
+    if summary.get("kept_edits"):
+        parts.append(f"Frames {', '.join(map(str, summary['kept_edits']))} were edited while this ran and were "
+                     "left as you edited them: press Propagate to use them.")
+    if not summary.get("calibrated", True):
+        parts.append("Volumes are uncalibrated (1 mm pixels): calibrate the spacing.")
+    parts += [n[:1].upper() + n[1:] + ("" if n.endswith(".") else ".") for n in summary.get("notices", [])]
+    if summary.get("ef_percent") is None and summary.get("message"):
+        parts.append(summary["message"])
+    return " ".join(parts)
+
+
 def ef_text(summary: dict) -> str:
     return _fmt(summary.get("ef_percent"), " %")
 
