@@ -179,6 +179,8 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
         s.segment(progress=progress)
         check = None
         if ef_check and checkable(prompts, loaded):
+            (notify or print_notice)("checking the EF: the same run with every box 5 % larger and 5 % smaller "
+                                     "(2 more runs; --no-ef-check or ef_check=False skips them)")
             variant = dict(loaded=loaded, keys=keys, precision=precision, keep_connected=keep_connected,
                            substeps=substeps, device=device, zoom=zoom)
             base = analyse_labels(fan.uncrop(s.labels), cine).ef_percent
