@@ -9,10 +9,11 @@ each run instead and says to check the ED and ES frames.
 The check (`echosam segment`, on by default for a prompted model given boxes; ``--no-ef-check``) runs the
 model twice more, with every box grown and shrunk by ``BOX_CHANGE`` of its width and height per side (the
 prompt zoom follows each box, as it would for that user), and withholds the EF when the three EFs span more
-than ``MAX_SPREAD`` points. Chosen on 72 selection loops (`val3`, `val2_dark`, `simus_sel2`; bundled MemSAM,
-one box per structure; no held-out loop): the span's correlation with the EF error is 0.54 (the EF of the
-prompt-free MA-SAM against MemSAM's: 0.26); above 8 points it holds 9 loops (12 %) whose mean EF error is
-11.4 points, against 4.4 for the rest, and 3 of the 6 loops off by more than 10. Runs seeded from a mask
+than ``MAX_SPREAD`` points. Chosen on the 77 selection loops of `val3`, `val2_dark` and `simus_sel2`
+(bundled MemSAM, one box per structure; `bench/ef_check_eval.py`; no held-out loop): the spread's correlation
+with the EF error is 0.53 (the disagreement of MemSAM's EF with the prompt-free MA-SAM's: 0.26); above 8
+points it holds 9 loops (12 %) whose mean EF error is 11.4 points, against 4.4 for the rest, and 3 of the 6
+loops off by more than 10. Runs seeded from a mask
 (a user's own outline) or by a seed model are not checked: there is no box to vary.
 """
 from __future__ import annotations

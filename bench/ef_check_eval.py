@@ -1,0 +1,88 @@
+"""How well the EF check (`echosam.ef_check`) separates wrong EFs: simulated loops run three times.
+
+    python bench/ef_check_eval.py --data data/sim/val3 --data data/sim/simus_sel2 --out runs/ef_check_sel.jsonl
+    python bench/ef_check_eval.py --summary runs/ef_check_sel.jsonl        # the numbers again, no model run
+
+Each loop of each set: the model from the TRUE frame-0 box of each structure (as `training.evaluate
+--protocol loop`), then with every box `BOX_CHANGE` larger and smaller per side; one JSON line per loop
+(true EF, the three EFs), appended, so an interrupted run resumes where it stopped. The summary: EF MAE of
+the loops, the correlation of each loop's spread with its EF error, and at the check's `MAX_SPREAD` how many
+loops are withheld, their mean EF error against the rest's, and how many errors over 10 points they hold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def run(data: list, model: str, out: Path) -> None:
+    from echosam.cardiac import analyse
+    from echosam.checkpoints import load_model
+    from echosam.ef_check import BOX_CHANGE, scaled_box
+    from training.loop_eval import STRUCT, load_case, run_model, truth_boxes
+
+    done = {(r["set"], r["case"]) for r in read(out)} if out.exists() else set()
+    loaded = load_model(model)
+    with out.open("a") as f:
+        for root in data:
+            for path in sorted(Path(root).glob("case_*.npz")):
+                if (Path(root).name, path.stem) in done:
+                    continue
+                case = load_case(path)
+                boxes = truth_boxes(case["labels"][0])
+                times = np.arange(len(case["labels"])) / case["fps"]
+                efs = []
+                for change in (0.0, BOX_CHANGE, -BOX_CHANGE):
+                    pred = run_model(loaded, case, STRUCT, {k: scaled_box(b, change) for k, b in boxes.items()})
+                    efs.append(float(analyse(pred, case["spacing"], times).ef_percent))
+                truth = float(analyse(case["labels"], case["spacing"], times).ef_percent)
+                f.write(json.dumps({"set": Path(root).name, "case": path.stem, "truth": truth, "efs": efs}) + "\n")
+                f.flush()
+
+
+def read(path: Path) -> list:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def summary(rows: list, max_spread: float) -> dict:
+    rows = [r for r in rows if np.isfinite(r["truth"]) and all(np.isfinite(r["efs"]))]
+    err = np.array([r["efs"][0] - r["truth"] for r in rows])
+    spread = np.array([max(r["efs"]) - min(r["efs"]) for r in rows])
+    held = spread > max_spread
+    big = np.abs(err) > 10
+    mean = lambda x: round(float(np.mean(x)), 2) if len(x) else None      # noqa: E731
+    return {"loops": len(rows), "ef_mae": mean(np.abs(err)), "ef_bias": mean(err),
+            "corr_spread_abs_error": round(float(np.corrcoef(spread, np.abs(err))[0, 1]), 2)
+            if len(rows) > 2 else None,
+            "max_spread": max_spread, "withheld": int(held.sum()), "withheld_share": mean(held),
+            "ef_mae_withheld": mean(np.abs(err[held])), "ef_mae_kept": mean(np.abs(err[~held])),
+            "ef_bias_kept": mean(err[~held]), "errors_over_10": int(big.sum()), "errors_over_10_withheld": int((big & held).sum())}
+
+
+def main(argv=None) -> int:
+    from echosam.ef_check import MAX_SPREAD
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", action="append", default=[], help="a simulated set (folder of case_*.npz)")
+    ap.add_argument("--model", default="echosam-sim-memsam-small")
+    ap.add_argument("--out", help="per-loop JSON lines (appended; resumed)")
+    ap.add_argument("--summary", help="summarise this JSON-lines file only")
+    ap.add_argument("--max-spread", type=float, default=MAX_SPREAD)
+    a = ap.parse_args(argv)
+    path = Path(a.summary or a.out or "")
+    if not a.summary:
+        if not (a.data and a.out):
+            ap.error("give --data and --out, or --summary FILE")
+        run(a.data, a.model, path)
+    rows = read(path)
+    print(json.dumps({"all": summary(rows, a.max_spread),
+                      **{s: summary([r for r in rows if r["set"] == s], a.max_spread)
+                         for s in dict.fromkeys(r["set"] for r in rows)}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
