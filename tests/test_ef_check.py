@@ -114,3 +114,22 @@ def test_segment_runs_the_check_with_the_bundled_memsam_and_records_it(screen_di
     assert (tmp_path / "strict" / "labels.seq.nrrd").exists()
     run, report = _segment(path, tmp_path / "unchecked", _boxes(screen) + ["--no-ef-check"])
     assert "ef_check" not in run and report["summary"]["ef_percent"] == pytest.approx(check["ef_percent"], abs=0.01)
+
+
+def test_the_evaluation_bench_counts_what_the_check_would_withhold(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "bench" / "ef_check_eval.py"
+    spec = importlib.util.spec_from_file_location("ef_check_eval", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [{"set": "a", "case": "c1", "truth": 50.0, "efs": [48.0, 49.0, 47.0]},      # spread 2, error -2
+            {"set": "a", "case": "c2", "truth": 44.0, "efs": [7.5, 32.6, 20.5]},       # spread 25.1, error -36.5
+            {"set": "b", "case": "c3", "truth": 30.0, "efs": [36.0, 35.0, 37.0]},      # spread 2, error +6
+            {"set": "b", "case": "c4", "truth": 60.0, "efs": [float("nan"), 50.0, 55.0]}]   # no EF: left out
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    s = bench.summary(bench.read(tmp_path / "r.jsonl"), 8.0)
+    assert s["loops"] == 3 and s["withheld"] == 1 and s["ef_mae_withheld"] == 36.5 and s["ef_mae_kept"] == 4.0
+    assert s["errors_over_10"] == 1 and s["errors_over_10_withheld"] == 1
+    assert s["ef_mae"] == pytest.approx(14.83, abs=0.01)
