@@ -64,7 +64,9 @@ def main(argv=None) -> int:
                                             loaded=loaded, overlay=False, ef_check=on, notify=lambda _: None)
                 best[on] = min(best[on], time.perf_counter() - t0)
                 check = out["run"].get("ef_check", check)
-    result = {"cine": what, "machine": platform.processor() or platform.machine(), "model": a.model or "default",
+    from echosam.compute import cpu_model, usable_cores
+    result = {"cine": what, "machine": f"{cpu_model()}, {usable_cores()} cores ({platform.machine()})",
+              "model": a.model or "default",
               "seconds_without_check": round(best[False], 2), "seconds_with_check": round(best[True], 2),
               "ratio": round(best[True] / best[False], 2), "ef_check": check}
     print(json.dumps(result, indent=1))

@@ -1,4 +1,4 @@
-"""echosam.ef_check: the EF checked against boxes 5 % larger and smaller, and withheld when it moves."""
+"""echosam.ef_check: the EF checked against boxes 5 % larger and smaller, and flagged when it moves."""
 from __future__ import annotations
 
 import json
@@ -62,17 +62,20 @@ def _curve_labels():
     return np.stack([((yy - 40) ** 2 + (xx - 40) ** 2 <= r * r).astype(np.uint8) for r in radius])
 
 
-def test_an_ef_that_moves_with_the_boxes_is_withheld_with_its_volumes_and_the_reason():
+def test_an_ef_that_moves_with_the_boxes_is_flagged_with_each_runs_ef_and_what_to_do():
+    from echosam.report import format_summary
+
     res = analyse(_curve_labels(), predicted=True)
-    ef = res.ef_percent
-    assert np.isfinite(ef) and res.beats
+    ef, status = res.ef_percent, res.status
+    assert np.isfinite(ef) and res.beats and status == "cycles"
     same = apply_check(analyse(_curve_labels(), predicted=True), EFCheck(ef, [ef + 3, ef - 2]))
-    assert same.ef_percent == ef and same.status == res.status                 # within 8 points: reported
+    assert same.ef_percent == ef and same.status == status and same.message == res.message   # within 8 points
     out = apply_check(res, EFCheck(ef, [ef - 20, ef + 1]))
-    assert out.status == "prompt-dependent EF" and not out.beats
-    assert np.isnan(out.ef_percent) and np.isnan(out.edv_ml) and np.isnan(out.esv_ml)
-    assert f"{ef:.1f} %" in out.message and "none is reported" in out.message and "--no-ef-check" in out.message
-    assert apply_check(analyse(_curve_labels(), predicted=True), None).ef_percent == ef
+    assert out.status == "prompt-dependent EF" and out.ef_percent == ef and out.beats           # numbers kept
+    assert f"{ef:.1f} %" in out.message and f"{ef - 20:.1f} %" in out.message and "+5 %, -5 %" in out.message
+    text = format_summary(out)
+    assert text.startswith(f"EF {ef:.1f} %") and "(prompt-dependent EF)" in text and "The EF depends on" in text
+    assert apply_check(analyse(_curve_labels(), predicted=True), None).status == status
 
 
 @pytest.fixture(scope="module")
@@ -101,17 +104,16 @@ def test_segment_runs_the_check_with_the_bundled_memsam_and_records_it(screen_di
     run, report = _segment(path, tmp_path / "checked", _boxes(screen))
     check = run["ef_check"]
     assert len(check["variant_ef_percent"]) == 2 and check["box_changes"] == [0.05, -0.05]
-    reported = report["summary"]["ef_percent"]
-    if check["stable"]:
-        assert reported == pytest.approx(check["ef_percent"], abs=0.01)
-    else:
-        assert reported is None and report["summary"]["status"] == "prompt-dependent EF"
-    # the same run, told that any spread is too much: the EF is withheld, the curves are still written
+    summary = report["summary"]
+    assert summary["ef_percent"] == pytest.approx(check["ef_percent"], abs=0.01)
+    assert (summary["status"] == "prompt-dependent EF") == (check["stable"] is False)
+    # the same run, told that any spread is too much: the EF is flagged, its number and the curves kept
     monkeypatch.setattr(ef_check, "MAX_SPREAD", -1.0)
     run, report = _segment(path, tmp_path / "strict", _boxes(screen))
     assert run["ef_check"]["stable"] is False and run["ef_check"]["ef_percent"] == check["ef_percent"]
-    assert report["summary"]["ef_percent"] is None and report["summary"]["status"] == "prompt-dependent EF"
-    assert (tmp_path / "strict" / "labels.seq.nrrd").exists()
+    assert report["summary"]["status"] == "prompt-dependent EF" and "The EF depends on the prompt" in \
+        report["summary"]["message"]
+    assert report["summary"]["ef_percent"] == pytest.approx(check["ef_percent"], abs=0.01)
     run, report = _segment(path, tmp_path / "unchecked", _boxes(screen) + ["--no-ef-check"])
     assert "ef_check" not in run and report["summary"]["ef_percent"] == pytest.approx(check["ef_percent"], abs=0.01)
 

@@ -108,7 +108,7 @@ class CardiacResult:
     glitch_frames: list = field(default_factory=list)   # one-frame volume jumps (`one_frame_glitches`)
     status: str = "no LV"             # "cycles", "single partial cycle", "no cardiac cycle", "too short", "no LV", "no plausible LV",
     #                                   "implausible EF" (a model's EF outside EF_PHYSIOLOGICAL)
-    #                                   "prompt-dependent EF" (`echosam.ef_check`: withheld by the pipeline)
+    #                                   "prompt-dependent EF" (`echosam.ef_check`: flagged by the pipeline)
     message: str = ""
 
     def summary(self) -> dict:

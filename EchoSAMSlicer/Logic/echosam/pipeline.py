@@ -98,7 +98,7 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
     """Labels, overlay, report, run.json and the saved session into ``outdir``, published as a whole.
     With a `FanRegion` (``region``) the session ran on the fan's crop: its labels are mapped back onto
     ``cine`` (the full-frame cine) and the region's mask is saved next to run.json. ``ef_check``
-    (`echosam.ef_check.EFCheck`) withholds an EF that depends on the prompt."""
+    (`echosam.ef_check.EFCheck`) flags an EF that depends on the prompt."""
     from .ef_check import apply_check
     from .io import write_labels, write_overlay
     from .io.atomic import atomic_folder

@@ -117,8 +117,7 @@ def calibration_note(metadata: Optional[dict]) -> Optional[str]:
 
 def format_summary(res: CardiacResult) -> str:
     """One short human-readable block for the terminal."""
-    if res.status in ("no LV", "too short", "no plausible LV", "implausible EF", "no cardiac cycle",
-                      "prompt-dependent EF"):
+    if res.status in ("no LV", "too short", "no plausible LV", "implausible EF", "no cardiac cycle"):
         return res.message
     lines = [f"EF {res.ef_percent:.1f} %  EDV {res.edv_ml:.1f} ml  ESV {res.esv_ml:.1f} ml  ({res.status})"]
     shown = 6  # a long loop has dozens of beats: the full table is in report.csv

@@ -120,7 +120,7 @@ def add_region_arguments(p) -> None:
     p.add_argument("--no-ef-check", action="store_true",
                    help="report the EF without checking it against boxes 5 %% larger and smaller (default: a "
                         "prompted model given boxes runs twice more, and an EF that moves more than 8 points "
-                        "with the boxes is withheld; echosam.ef_check)")
+                        "with the boxes is flagged; echosam.ef_check)")
 
 
 def register(subparsers) -> None:
