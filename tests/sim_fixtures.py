@@ -10,3 +10,15 @@ def small(seed: int, n_frames: int = 8, height: int = 96):
     sp = sample_params(seed)
     probe = dataclasses.replace(sp.probe, n_samples=int(height * 1.45), n_lines=80)
     return dataclasses.replace(sp, n_frames=n_frames, height=height, probe=probe)
+
+
+def screen_capture_dicom(folder, seed: int, n_frames: int, height: int):
+    """A small simulated loop rendered as a scanner screen capture and written as an RGB ultrasound DICOM
+    without a region (the fan must be found from the pixels): (path, screen)."""
+    from training.simulator.scene import simulate
+    from training.simulator.screen import render_screen, write_dicom
+
+    screen = render_screen(simulate(small(seed, n_frames=n_frames, height=height)), seed=seed)
+    path = folder / "a4c.dcm"
+    write_dicom(screen, path, with_region=False, seed=seed)
+    return path, screen

@@ -10,10 +10,8 @@ from echosam.cardiac import analyse
 from echosam.ef_check import EFCheck, apply_check, checkable, scaled_box, scaled_prompts
 from echosam.user_prompts import Prompts, StructurePrompt
 
-from sim_fixtures import small
+from sim_fixtures import screen_capture_dicom
 from training.datasets.clips import mask_box
-from training.simulator.scene import simulate
-from training.simulator.screen import render_screen, write_dicom
 
 SEED = 4300011         # never used for training (training seeds: 0-479, 100000-100199, 200000-200239)
 
@@ -80,11 +78,7 @@ def test_an_ef_that_moves_with_the_boxes_is_flagged_with_each_runs_ef_and_what_t
 
 @pytest.fixture(scope="module")
 def screen_dicom(tmp_path_factory):
-    sp = small(SEED, n_frames=16, height=128)
-    screen = render_screen(simulate(sp), seed=SEED)
-    path = tmp_path_factory.mktemp("sim") / "a4c.dcm"
-    write_dicom(screen, path, with_region=False, seed=SEED)
-    return path, screen
+    return screen_capture_dicom(tmp_path_factory.mktemp("sim"), SEED, n_frames=16, height=128)
 
 
 def _segment(path, out, extra):

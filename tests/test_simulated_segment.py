@@ -9,21 +9,15 @@ import numpy as np
 import pytest
 from echosam.metrics import dice as _dice
 
-from sim_fixtures import small
+from sim_fixtures import screen_capture_dicom
 from training.datasets.clips import mask_box
-from training.simulator.scene import simulate
-from training.simulator.screen import render_screen, write_dicom
 
 SEED = 4300007         # never used for training (training seeds: 0-479, 100000-100199)
 
 
 @pytest.fixture(scope="module")
 def screen_dicom(tmp_path_factory):
-    sp = small(SEED, n_frames=20, height=160)
-    screen = render_screen(simulate(sp), seed=SEED)
-    path = tmp_path_factory.mktemp("sim") / "a4c.dcm"
-    write_dicom(screen, path, with_region=False, seed=SEED)
-    return path, screen
+    return screen_capture_dicom(tmp_path_factory.mktemp("sim"), SEED, n_frames=20, height=160)
 
 
 def _box_baseline(truth, box):

@@ -99,6 +99,8 @@ def main(argv=None) -> int:
     r = score(out / "simulated_memsam", screen, cine)
     ef_txt = f"{r['ef']:.1f} % vs true {r['ef_true']:.1f} % (error {r['ef'] - r['ef_true']:+.1f} points)" \
         if r["ef"] is not None else f"not reported ({r['status']}; true {r['ef_true']:.1f} %)"
+    if r["status"] == "prompt-dependent EF":       # `echosam.ef_check`: boxes 5 % larger/smaller move it
+        ef_txt += " [flagged: prompt-dependent EF, see the report]"
     dice_txt = ", ".join(f"{k.upper()} {v:.3f}" for k, v in r["dice"].items())
     print(f"   MemSAM, one box per structure: mean Dice {dice_txt}; EF {ef_txt}; "
           f"ED {r['ed']} (true {r['ed_true']}), ES {r['es']} (true {r['es_true']}); "
@@ -120,15 +122,19 @@ def main(argv=None) -> int:
         print("2) real SonoSite apical cine (pydicom-data, no truth):")
         runs = (("real_memsam", "MemSAM from a box on frame 0",
                  ["--box", ",".join(map(str, REAL_LV_BOX)), "--structures", "lv"]),
-                ("real_prompt_free", f"prompt-free {PROMPT_FREE}", ["--model", PROMPT_FREE, "--structures", "lv,myo,la"]))
+                ("real_prompt_free", f"prompt-free {PROMPT_FREE}",
+                 ["--model", PROMPT_FREE, "--structures", "lv,myo,la"]))
         for folder, what, extra in runs:
             _segment(["segment", real, "-o", str(out / folder)] + extra + dev)
             report = json.loads((out / folder / "report.json").read_text())
             rep = report["summary"]
             ef = rep.get("ef_percent")
             ef = None if ef is None or not np.isfinite(ef) else float(ef)
-            print(f"   {what}: EF {'%.1f %%' % ef if ef is not None else 'not reported (' + str(rep.get('status')) + ')'}"
-                  f", ED frames {rep.get('ed_frames')}, ES frames {rep.get('es_frames')}; overlay in {out / folder}")
+            ef_txt = f"{ef:.1f} %" if ef is not None else f"not reported ({rep.get('status')})"
+            if rep.get("status") == "prompt-dependent EF":
+                ef_txt += " [flagged: prompt-dependent EF]"
+            print(f"   {what}: EF {ef_txt}, ED frames {rep.get('ed_frames')}, ES frames {rep.get('es_frames')}; "
+                  f"overlay in {out / folder}")
             note = (report.get("info") or {}).get("model_ef_accuracy")
             if ef is not None and note:
                 print(f"     ({note})")
