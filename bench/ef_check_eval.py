@@ -7,7 +7,7 @@ Each loop of each set: the model from the TRUE frame-0 box of each structure (as
 --protocol loop`), then with every box `BOX_CHANGE` larger and smaller per side; one JSON line per loop
 (true EF, the three EFs), appended, so an interrupted run resumes where it stopped. The summary: EF MAE of
 the loops, the correlation of each loop's spread with its EF error, and at the check's `MAX_SPREAD` how many
-loops are withheld, their mean EF error against the rest's, and how many errors over 10 points they hold.
+loops are flagged, their mean EF error against the rest's, and how many errors over 10 points they hold.
 """
 from __future__ import annotations
 
@@ -48,18 +48,26 @@ def read(path: Path) -> list:
 
 
 def summary(rows: list, max_spread: float) -> dict:
-    rows = [r for r in rows if np.isfinite(r["truth"]) and all(np.isfinite(r["efs"]))]
+    """The check as `echosam.ef_check.EFCheck` decides it, over the loops with a true and a predicted EF."""
+    from echosam.ef_check import EFCheck
+
+    rows = [r for r in rows if np.isfinite(r["truth"]) and np.isfinite(r["efs"][0])]
     err = np.array([r["efs"][0] - r["truth"] for r in rows])
-    spread = np.array([max(r["efs"]) - min(r["efs"]) for r in rows])
-    held = spread > max_spread
+    checks = [EFCheck(r["efs"][0], r["efs"][1:], max_spread=max_spread) for r in rows]
+    spread = np.array([c.spread for c in checks])
+    held = np.array([c.stable is False for c in checks], bool)
     big = np.abs(err) > 10
     mean = lambda x: round(float(np.mean(x)), 2) if len(x) else None      # noqa: E731
+    both = np.isfinite(spread)
+    corr = np.corrcoef(spread[both], np.abs(err[both]))[0, 1] if both.sum() > 2 else float("nan")
     return {"loops": len(rows), "ef_mae": mean(np.abs(err)), "ef_bias": mean(err),
-            "corr_spread_abs_error": round(float(np.corrcoef(spread, np.abs(err))[0, 1]), 2)
-            if len(rows) > 2 else None,
-            "max_spread": max_spread, "withheld": int(held.sum()), "withheld_share": mean(held),
-            "ef_mae_withheld": mean(np.abs(err[held])), "ef_mae_kept": mean(np.abs(err[~held])),
-            "ef_bias_kept": mean(err[~held]), "errors_over_10": int(big.sum()), "errors_over_10_withheld": int((big & held).sum())}
+            "corr_spread_abs_error": None if not np.isfinite(corr) else round(float(corr), 2),
+            "max_spread": max_spread, "flagged": int(held.sum()), "flagged_share": mean(held),
+            "flagged_for_no_ef": int(sum(c.stable is False and not all(np.isfinite(c.variant_ef_percent))
+                                         for c in checks)),
+            "ef_mae_flagged": mean(np.abs(err[held])), "ef_mae_rest": mean(np.abs(err[~held])),
+            "ef_bias_rest": mean(err[~held]), "errors_over_10": int(big.sum()),
+            "errors_over_10_flagged": int((big & held).sum())}
 
 
 def main(argv=None) -> int:

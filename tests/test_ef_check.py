@@ -32,6 +32,13 @@ def test_boxes_grow_and_shrink_about_their_centre_by_a_share_of_each_side():
     assert q.points is pts and q.others["myo"].box is None and p.box == (10, 20, 110, 70)   # the user's stay
 
 
+def test_a_box_at_the_image_edge_cannot_grow_past_it():
+    p = Prompts(box=(0, 5, 60, 47), others={"la": StructurePrompt(box=(10, 40, 79, 47))})
+    q = scaled_prompts(p, 0.05, shape_hw=(48, 80))
+    assert q.box == (0.0, 2.9, 63.0, 47.0) and q.others["la"].box == (6.55, 39.65, 79.0, 47.0)
+    assert scaled_prompts(p, -0.05, shape_hw=(48, 80)).box == (3.0, 7.1, 57.0, 44.9)
+
+
 def test_only_a_prompted_model_given_a_box_and_no_mask_or_seed_is_checked():
     box = (1, 2, 30, 40)
     assert checkable(Prompts(box=box), _Loaded(True))
@@ -42,14 +49,24 @@ def test_only_a_prompted_model_given_a_box_and_no_mask_or_seed_is_checked():
     assert not checkable(Prompts(box=box, seed_model="masam"), _Loaded(True))
 
 
+def test_a_changed_box_that_loses_the_ef_flags_it_and_one_that_could_not_run_is_left_out():
+    lost = EFCheck(50.0, [49.0, float("nan")])
+    assert lost.stable is False and lost.spread == 1.0
+    res = apply_check(analyse(_curve_labels(), predicted=True), EFCheck(analyse(_curve_labels()).ef_percent,
+                                                                        [float("nan")], [0.05]))
+    assert res.status == "prompt-dependent EF" and "no EF from boxes +5 % per side" in res.message
+    assert "a changed box loses the EF" in res.message
+    assert EFCheck(50.0, [], []).stable is None                         # no variant ran: nothing to compare
+
+
 def test_the_spread_decides_and_a_run_without_an_ef_decides_nothing():
     assert EFCheck(50.0, [46.0, 53.0]).spread == 7.0 and EFCheck(50.0, [46.0, 53.0]).stable is True
     c = EFCheck(45.2, [32.6, 20.5])
     assert c.spread == pytest.approx(24.7) and c.stable is False
     assert c.to_dict() == {"ef_percent": 45.2, "box_changes": [0.05, -0.05], "variant_ef_percent": [32.6, 20.5],
                            "spread": 24.7, "max_spread": 8.0, "stable": False}
-    none = EFCheck(50.0, [float("nan"), 52.0])
-    assert np.isnan(none.spread) and none.stable is None and none.to_dict()["spread"] is None
+    none = EFCheck(float("nan"), [46.0, 52.0])                          # the run itself has no EF
+    assert none.spread == 6.0 and none.stable is None and none.to_dict()["ef_percent"] is None
 
 
 def _curve_labels():
@@ -108,6 +125,12 @@ def test_segment_runs_the_check_with_the_bundled_memsam_and_records_it(screen_di
     assert report["summary"]["status"] == "prompt-dependent EF" and "The EF depends on the prompt" in \
         report["summary"]["message"]
     assert report["summary"]["ef_percent"] == pytest.approx(check["ef_percent"], abs=0.01)
+    # an LV box drawn to the image's left edge: its grown variant is clipped there, not refused
+    monkeypatch.setattr(ef_check, "MAX_SPREAD", 8.0)
+    x0, y0, x1, y1 = (int(v) for v in mask_box(screen.labels[0] == 1))
+    run, report = _segment(path, tmp_path / "edge", ["--region", "off", "--box", f"0,{y0},{x1},{y1}"])
+    assert run["ef_check"]["box_changes"] == [0.05, -0.05] and len(run["ef_check"]["variant_ef_percent"]) == 2
+    assert (report["summary"]["status"] == "prompt-dependent EF") == (run["ef_check"]["stable"] is False)
     run, report = _segment(path, tmp_path / "unchecked", _boxes(screen) + ["--no-ef-check"])
     assert "ef_check" not in run and report["summary"]["ef_percent"] == pytest.approx(check["ef_percent"], abs=0.01)
 
@@ -123,9 +146,11 @@ def test_the_evaluation_bench_counts_what_the_check_would_withhold(tmp_path):
     rows = [{"set": "a", "case": "c1", "truth": 50.0, "efs": [48.0, 49.0, 47.0]},      # spread 2, error -2
             {"set": "a", "case": "c2", "truth": 44.0, "efs": [7.5, 32.6, 20.5]},       # spread 25.1, error -36.5
             {"set": "b", "case": "c3", "truth": 30.0, "efs": [36.0, 35.0, 37.0]},      # spread 2, error +6
-            {"set": "b", "case": "c4", "truth": 60.0, "efs": [float("nan"), 50.0, 55.0]}]   # no EF: left out
+            {"set": "b", "case": "c4", "truth": 60.0, "efs": [float("nan"), 50.0, 55.0]},   # no EF: left out
+            {"set": "b", "case": "c5", "truth": 40.0, "efs": [41.0, float("nan"), 40.0]}]   # a box loses it
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     s = bench.summary(bench.read(tmp_path / "r.jsonl"), 8.0)
-    assert s["loops"] == 3 and s["withheld"] == 1 and s["ef_mae_withheld"] == 36.5 and s["ef_mae_kept"] == 4.0
-    assert s["errors_over_10"] == 1 and s["errors_over_10_withheld"] == 1
-    assert s["ef_mae"] == pytest.approx(14.83, abs=0.01)
+    assert s["loops"] == 4 and s["flagged"] == 2 and s["flagged_for_no_ef"] == 1
+    assert s["ef_mae_flagged"] == 18.75 and s["ef_mae_rest"] == 4.0
+    assert s["errors_over_10"] == 1 and s["errors_over_10_flagged"] == 1
+    assert s["ef_mae"] == pytest.approx(11.375, abs=0.01)

@@ -8,8 +8,9 @@ ES frames before using the number.
 
 The check (`echosam segment`, on by default for a prompted model given boxes; ``--no-ef-check``) runs the
 model twice more, with every box grown and shrunk by ``BOX_CHANGE`` of its width and height per side (the
-prompt zoom follows each box, as it would for that user), and flags the EF (status "prompt-dependent EF")
-when the three EFs span more than ``MAX_SPREAD`` points. The threshold was chosen on the 77 selection loops
+prompt zoom follows each box, as it would for that user; a box is clipped to the image), and flags the EF
+(status "prompt-dependent EF") when the three EFs span more than ``MAX_SPREAD`` points, or a changed box
+gives no EF at all. The threshold was chosen on the 77 selection loops
 of `val3`, `val2_dark` and `simus_sel2` (bundled MemSAM, one box per structure; `bench/ef_check_eval.py`):
 there the spread's correlation with the EF error was 0.53, and above 8 points it held 9 loops (12 %) whose
 mean EF error was 11.4 points, against 4.4 for the rest. On the 204 held-out loops it is a weaker signal:
@@ -44,16 +45,26 @@ def checkable(prompts, loaded) -> bool:
         and prompts.mask is None and prompts.seed_model is None
 
 
-def scaled_prompts(prompts, change: float):
-    """``prompts`` with every box scaled by `scaled_box` (points stay where the user put them)."""
-    others = {k: replace(sp, box=None if sp.box is None else scaled_box(sp.box, change))
-              for k, sp in prompts.others.items()}
-    return replace(prompts, box=None if prompts.box is None else scaled_box(prompts.box, change), others=others)
+def scaled_prompts(prompts, change: float, shape_hw=None):
+    """``prompts`` with every box scaled by `scaled_box` (points stay where the user put them), clipped to an
+    (H, W) image when ``shape_hw`` is given: a box drawn to the image's edge cannot grow past it."""
+    def scale(box):
+        if box is None:
+            return None
+        x0, y0, x1, y1 = scaled_box(box, change)
+        if shape_hw is None:
+            return (x0, y0, x1, y1)
+        h, w = (int(v) for v in shape_hw)
+        return (max(x0, 0.0), max(y0, 0.0), min(x1, w - 1.0), min(y1, h - 1.0))
+
+    others = {k: replace(sp, box=scale(sp.box)) for k, sp in prompts.others.items()}
+    return replace(prompts, box=scale(prompts.box), others=others)
 
 
 @dataclass
 class EFCheck:
-    """The EF of the run as given and of its variants (``changes``: the box change of each), in percent."""
+    """The EF of the run as given and of the variants that ran (``changes``: the box change of each), in
+    percent; a variant whose labels give no EF (no beat, an implausible LV) is nan."""
 
     ef_percent: float
     variant_ef_percent: Sequence[float]
@@ -62,15 +73,20 @@ class EFCheck:
 
     @property
     def spread(self) -> float:
-        """Largest minus smallest EF of the runs; nan when any run has no EF (nothing to compare)."""
-        efs = [self.ef_percent, *self.variant_ef_percent]
-        return float(np.ptp(efs)) if all(np.isfinite(efs)) else float("nan")
+        """Largest minus smallest EF of the runs that gave one; nan when fewer than two did."""
+        efs = [v for v in (self.ef_percent, *self.variant_ef_percent) if np.isfinite(v)]
+        return float(np.ptp(efs)) if len(efs) > 1 else float("nan")
 
     @property
     def stable(self) -> Optional[bool]:
-        """True / False by ``max_spread``; None when the spread cannot be taken."""
-        s = self.spread
-        return None if not np.isfinite(s) else bool(s <= self.max_spread)
+        """False when the runs' EFs span more than ``max_spread``, or the run gives an EF and a variant none
+        (a box a little larger or smaller loses the beat); None when the run itself gives no EF or no variant
+        ran; True otherwise."""
+        if not np.isfinite(self.ef_percent) or not len(self.variant_ef_percent):
+            return None
+        if not all(np.isfinite(self.variant_ef_percent)):
+            return False
+        return bool(self.spread <= self.max_spread)
 
     def to_dict(self) -> dict:
         r = lambda v: None if not np.isfinite(v) else round(float(v), 2)      # noqa: E731
@@ -80,15 +96,17 @@ class EFCheck:
 
 
 def apply_check(res, check: Optional[EFCheck]):
-    """The cardiac result as reported: an EF that moves more than ``max_spread`` with the boxes keeps its numbers
-    and gets the status "prompt-dependent EF" and a message that gives each run's EF and what to do."""
+    """The cardiac result as reported: an EF that moves more than ``max_spread`` with the boxes, or that a
+    changed box loses, keeps its numbers and gets the status "prompt-dependent EF" and a message that gives
+    each run's EF and what to do."""
     if check is None or check.stable is not False or not np.isfinite(res.ef_percent):
         return res
-    runs = ", ".join(f"{v:.1f} %" for v in check.variant_ef_percent)
+    runs = ", ".join(f"{v:.1f} %" if np.isfinite(v) else "no EF" for v in check.variant_ef_percent)
     pct = ", ".join(f"{100 * c:+.0f} %" for c in check.changes)
+    how = (f"a spread of {check.spread:.1f} points, over the {check.max_spread:.0f} this check allows"
+           if all(np.isfinite(check.variant_ef_percent)) else "a changed box loses the EF")
     res.message = (f"The EF depends on the prompt: {res.ef_percent:.1f} % from the boxes as given, {runs} from boxes "
-                   f"{pct} per side (a spread of {check.spread:.1f} points, over the {check.max_spread:.0f} this "
-                   "check allows). Check the LV on the ED and ES frames before using this EF; correct one and "
-                   "propagate again (`echosam correct`). " + res.message)
+                   f"{pct} per side ({how}). Check the LV on the ED and ES frames before using this EF; correct "
+                   "one and propagate again (`echosam correct`). " + res.message)
     res.status = "prompt-dependent EF"
     return res

@@ -184,8 +184,10 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
             variant = dict(loaded=loaded, keys=keys, precision=precision, keep_connected=keep_connected,
                            substeps=substeps, device=device, zoom=zoom)
             base = analyse_labels(fan.uncrop(s.labels), cine).ef_percent
-            check = EFCheck(base, [_variant_ef(cine, full_fan, scaled_prompts(prompts, c), **variant)
-                                   for c in (BOX_CHANGE, -BOX_CHANGE)], max_spread=MAX_SPREAD)
+            ran = [(c, _variant_ef(cine, full_fan, scaled_prompts(prompts, c, cine.shape[1:]), notify, **variant))
+                   for c in (BOX_CHANGE, -BOX_CHANGE)]
+            ran = [(c, ef) for c, ef in ran if ef is not None]          # a changed box that could not run
+            check = EFCheck(base, [ef for _, ef in ran], [c for c, _ in ran], max_spread=MAX_SPREAD)
         run = {"command": "segment", "cine": input_record(cine_path, record_paths), "record_paths": bool(record_paths),
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
                "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
@@ -199,15 +201,21 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     return dict(out, session=s, region=fan)
 
 
-def _variant_ef(cine, fan, prompts, loaded, keys, precision, keep_connected, substeps, device, zoom) -> float:
-    """The EF of the same run with other prompts (`echosam.ef_check`): its own zoom crop, session and labels."""
+def _variant_ef(cine, fan, prompts, notify, loaded, keys, precision, keep_connected, substeps, device,
+                zoom) -> Optional[float]:
+    """The EF of the same run with other prompts (`echosam.ef_check`): its own zoom crop, session and labels
+    (nan when they give no EF); None when such prompts cannot run (a box off the fan): no comparison then."""
     from .session import Session
 
-    region = zoom_to_prompts(fan, prompts, loaded, keys, notify=lambda _: None) if zoom else fan
-    s = Session(region.crop_cine(cine), loaded, structures=keys, precision=precision, keep_connected=keep_connected,
-                substeps=substeps)
-    apply_prompts(s, prompts, device, region=region)
-    s.segment()
+    try:
+        region = zoom_to_prompts(fan, prompts, loaded, keys, notify=lambda _: None) if zoom else fan
+        s = Session(region.crop_cine(cine), loaded, structures=keys, precision=precision,
+                    keep_connected=keep_connected, substeps=substeps)
+        apply_prompts(s, prompts, device, region=region)
+        s.segment()
+    except PromptError as e:
+        (notify or print_notice)(f"the EF check could not run a changed box ({e}); it compares the others")
+        return None
     return float(analyse_labels(region.uncrop(s.labels), cine).ef_percent)
 
 
