@@ -152,7 +152,6 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     from .ef_check import BOX_CHANGE, MAX_SPREAD, EFCheck, checkable, scaled_prompts
     from .io.lock import folder_lock
     from .seeding import seed_for_zoom
-    from .session import Session
     from .structures import parse_structures
 
     keys = [s.key for s in parse_structures(structures)] if isinstance(structures, str) else \
@@ -169,22 +168,17 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
         prompts = prompts or Prompts()
         mask_labels = read_mask_frame(prompts.mask, prompts.mask_frame, cine) if prompts.mask else None
         seed = seed_for_zoom(prompts, loaded, fan, cine, keys, device) if zoom else None
+        opts = dict(loaded=loaded, keys=keys, precision=precision, keep_connected=keep_connected,
+                    substeps=substeps, device=device, zoom=zoom)
         full_fan = fan
-        zoomed = zoom_to_prompts(fan, prompts, loaded, keys, mask_labels, notify, seed) if zoom else fan
-        if zoomed is not fan:
-            fan, model_cine = zoomed, zoomed.crop_cine(cine)
-        s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected,
-                    substeps=substeps)
-        apply_prompts(s, prompts, device, region=fan, mask_labels=mask_labels, seed=seed)
-        s.segment(progress=progress)
+        s, fan = _prompted_session(cine, fan, prompts, **opts, mask_labels=mask_labels, seed=seed, notify=notify,
+                                   progress=progress, model_cine=model_cine)
         check = None
         if ef_check and checkable(prompts, loaded):
             (notify or print_notice)("checking the EF: the same run with every box 5 % larger and 5 % smaller "
                                      "(2 more runs; --no-ef-check or ef_check=False skips them)")
-            variant = dict(loaded=loaded, keys=keys, precision=precision, keep_connected=keep_connected,
-                           substeps=substeps, device=device, zoom=zoom)
             base = analyse_labels(fan.uncrop(s.labels), cine).ef_percent
-            ran = [(c, _variant_ef(cine, full_fan, scaled_prompts(prompts, c, cine.shape[1:]), notify, **variant))
+            ran = [(c, _variant_ef(cine, full_fan, scaled_prompts(prompts, c, cine.shape[1:]), notify, opts))
                    for c in (BOX_CHANGE, -BOX_CHANGE)]
             ran = [(c, ef) for c, ef in ran if ef is not None]          # a changed box that could not run
             check = EFCheck(base, [ef for _, ef in ran], [c for c, _ in ran], max_spread=MAX_SPREAD)
@@ -201,18 +195,27 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     return dict(out, session=s, region=fan)
 
 
-def _variant_ef(cine, fan, prompts, notify, loaded, keys, precision, keep_connected, substeps, device,
-                zoom) -> Optional[float]:
-    """The EF of the same run with other prompts (`echosam.ef_check`): its own zoom crop, session and labels
-    (nan when they give no EF); None when such prompts cannot run (a box off the fan): no comparison then."""
+def _prompted_session(cine, fan, prompts, loaded, keys, precision, keep_connected, substeps, device, zoom,
+                      mask_labels=None, seed=None, notify=None, progress=None, model_cine=None) -> tuple:
+    """A session on ``fan`` (narrowed to the prompts when ``zoom``: `zoom_to_prompts`) given ``prompts`` and
+    segmented -> (session, the region it ran on). ``model_cine``: ``fan``'s crop of ``cine``, when made already."""
     from .session import Session
 
+    region = zoom_to_prompts(fan, prompts, loaded, keys, mask_labels, notify, seed) if zoom else fan
+    if region is not fan or model_cine is None:
+        model_cine = region.crop_cine(cine)
+    s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected,
+                substeps=substeps)
+    apply_prompts(s, prompts, device, region=region, mask_labels=mask_labels, seed=seed)
+    s.segment(progress=progress)
+    return s, region
+
+
+def _variant_ef(cine, fan, prompts, notify, opts: dict) -> Optional[float]:
+    """The EF of the same run (``opts``: `_prompted_session`'s) with other prompts (`echosam.ef_check`): nan when
+    they give no EF; None when such prompts cannot run (a box off the fan): no comparison then."""
     try:
-        region = zoom_to_prompts(fan, prompts, loaded, keys, notify=lambda _: None) if zoom else fan
-        s = Session(region.crop_cine(cine), loaded, structures=keys, precision=precision,
-                    keep_connected=keep_connected, substeps=substeps)
-        apply_prompts(s, prompts, device, region=region)
-        s.segment()
+        s, region = _prompted_session(cine, fan, prompts, **opts, notify=lambda _: None)
     except PromptError as e:
         (notify or print_notice)(f"the EF check could not run a changed box ({e}); it compares the others")
         return None
