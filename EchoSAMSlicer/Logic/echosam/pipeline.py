@@ -94,12 +94,13 @@ def analyse_labels(labels, cine):
 
 
 def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bool = True, region=None,
-                  cine=None, ef_check=None) -> dict:
+                  cine=None, ef_variants=None) -> dict:
     """Labels, overlay, report, run.json and the saved session into ``outdir``, published as a whole.
     With a `FanRegion` (``region``) the session ran on the fan's crop: its labels are mapped back onto
-    ``cine`` (the full-frame cine) and the region's mask is saved next to run.json. ``ef_check``
-    (`echosam.ef_check.EFCheck`) flags an EF that depends on the prompt."""
-    from .ef_check import apply_check
+    ``cine`` (the full-frame cine) and the region's mask is saved next to run.json. ``ef_variants``
+    ``[(box change, EF)]``: the EF check's runs (`echosam.ef_check`), compared with this result's EF, recorded
+    in run.json and flagging an EF that depends on the prompt."""
+    from .ef_check import MAX_SPREAD, EFCheck, apply_check
     from .io import write_labels, write_overlay
     from .io.atomic import atomic_folder
     from .report import write_report
@@ -108,7 +109,12 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
     check_outdir(outdir)
     labels = session.labels if region is None else region.uncrop(session.labels)
     cine = session.cine if cine is None else cine
-    res = apply_check(analyse_labels(labels, cine), ef_check)
+    res = analyse_labels(labels, cine)
+    if ef_variants is not None:
+        check = EFCheck(res.ef_percent, [ef for _, ef in ef_variants], [c for c, _ in ef_variants],
+                        max_spread=MAX_SPREAD)
+        run = dict(run, ef_check=check.to_dict())
+        res = apply_check(res, check)
     with atomic_folder(outdir) as tmp:
         for fmt in formats:
             write_labels(labels, cine, tmp / f"labels.{fmt.lstrip('.')}")
@@ -149,7 +155,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     the reader options; ``substeps`` in-between steps per frame interval (`echosam.session.in_between`);
     ``ef_check`` the run again with boxes 5 % larger and smaller (`echosam.ef_check`).
     Returns {"result": cardiac analysis, "outdir", "session" (on the crop), "region"}."""
-    from .ef_check import BOX_CHANGE, MAX_SPREAD, EFCheck, checkable, scaled_prompts
+    from .ef_check import BOX_CHANGE, checkable, scaled_prompts
     from .io.lock import folder_lock
     from .seeding import seed_for_zoom
     from .structures import parse_structures
@@ -173,15 +179,13 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
         full_fan = fan
         s, fan = _prompted_session(cine, fan, prompts, **opts, mask_labels=mask_labels, seed=seed, notify=notify,
                                    progress=progress, model_cine=model_cine)
-        check = None
+        ran = None
         if ef_check and checkable(prompts, loaded):
             (notify or print_notice)("checking the EF: the same run with every box 5 % larger and 5 % smaller "
                                      "(2 more runs; --no-ef-check or ef_check=False skips them)")
-            base = analyse_labels(fan.uncrop(s.labels), cine).ef_percent
             ran = [(c, _variant_ef(cine, full_fan, scaled_prompts(prompts, c, cine.shape[1:]), notify, opts))
                    for c in (BOX_CHANGE, -BOX_CHANGE)]
             ran = [(c, ef) for c, ef in ran if ef is not None]          # a changed box that could not run
-            check = EFCheck(base, [ef for _, ef in ran], [c for c, _ in ran], max_spread=MAX_SPREAD)
         run = {"command": "segment", "cine": input_record(cine_path, record_paths), "record_paths": bool(record_paths),
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
                "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
@@ -189,9 +193,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                "substeps": s.substeps, "precision": precision, "compute": s.path.to_dict(),
                "calibrated": uncalibrated is None,
                "model_ef_accuracy": ef_accuracy_note(loaded.meta)}
-        if check is not None:
-            run["ef_check"] = check.to_dict()
-        out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine, ef_check=check)
+        out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine, ef_variants=ran)
     return dict(out, session=s, region=fan)
 
 
