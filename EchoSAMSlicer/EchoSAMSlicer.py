@@ -62,6 +62,7 @@ class EchoSAMSlicerParameterNode:
     modelFamily: str = ""
     device: Annotated[str, Choice(DEVICES)] = "auto"
     forceFp32: bool = False
+    checkEf: bool = True
     segmentLV: bool = True
     segmentMYO: bool = False
     segmentLA: bool = False
@@ -341,7 +342,8 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             run = self.logic.controller.submit_segmentation(
                 p.inputNode, p.modelName, device, self.structures(), frame=self.currentFrame(),
                 prompt_structure=p.promptStructure, include=p.includePoints, exclude=p.excludePoints, roi=p.roi,
-                family=p.modelFamily, from_edit=fromEdit, precision="fp32" if p.forceFp32 else "auto")
+                family=p.modelFamily, from_edit=fromEdit, precision="fp32" if p.forceFp32 else "auto",
+                ef_check=p.checkEf)
             corrected = run.data["corrected"]
             text = (_("Corrections from frames {frames}...").format(frames=", ".join(map(str, corrected))) if corrected
                     else _("No edited frame found; propagating the stored prompts...") if fromEdit else _("Working..."))
@@ -423,6 +425,7 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.esFrameLabel.text = ", ".join(map(str, summary.get("es_frames", []))) or "-"
         self.ui.efLabel.text = display.ef_text(summary)
         self.ui.efLabel.toolTip = summary.get("message", "")
+        self.ui.efLabel.styleSheet = "color: #c0392b" if summary.get("ef_flag") else ""   # depends on the box
         self.ui.spacingLabel.text = summary.get("spacing_how", "")
         self.ui.spacingLabel.styleSheet = "" if summary.get("calibrated", True) else "color: #c0392b"
         self.ui.computePathLabel.text = display.compute_text(summary)

@@ -74,6 +74,36 @@ def test_mitral_leaflets_and_annulus_are_tissue_not_blood():
     assert (cv.sample(E, on_base) > 3 * cv.sample(E, lv_mid[None])).all(), (cv.sample(E, on_base), cv.sample(E, lv_mid[None]))
 
 
+def test_faint_valve_set_changes_only_the_valve_and_can_hide_it():
+    """train_faint_valves draws every parameter of a seed as the default set does (the same random draws),
+    except the valves' echogenicity; at the bottom of its range the shut leaflets and hinges are as dark
+    as the cavity's blood, so the LV base can only be read from where the walls end."""
+    from training.simulator.scene import Canvas, Ranges, background_map, echo_map, loop_motion, sample_params
+    for seed in (3, 4):
+        a, b = sample_params(seed, cache.RANGES["train"]), sample_params(seed, cache.RANGES["train_faint_valves"])
+        assert 1.2 <= a.look["valve"] <= 4.0 and 0.0 <= b.look["valve"] <= 0.6
+        assert {k: v for k, v in a.look.items() if k != "valve"} == {k: v for k, v in b.look.items() if k != "valve"}
+        assert (a.probe, a.ef, a.n_frames) == (b.probe, b.ef, b.n_frames)
+        assert all(np.array_equal(np.asarray(getattr(a.shape, f.name), dtype=object),
+                                  np.asarray(getattr(b.shape, f.name), dtype=object))
+                   for f in dataclasses.fields(a.shape))
+    sp = small(5, n_frames=24)
+    timing, la_curve, valve, _ = loop_motion(sp, np.random.default_rng([sp.seed, 1]))
+    t = int(np.flatnonzero(valve < 0.05)[0])
+    fr = heart_frame(sp.shape, float(timing.volume[t]), float(la_curve[t]), float(valve[t]), sp.ef)
+    cv = Canvas(sp.probe)
+    on_base = np.concatenate([fr.valves[0][:2], fr.valves[1][:2], np.asarray(fr.annulus)])
+    lv_mid = 0.5 * (fr.lv[: len(fr.lv) // 2].mean(0) + fr.lv[len(fr.lv) // 2:].mean(0))
+    level = {}
+    for v in (0.0, 2.0):
+        look = dict(sp.look, valve=v)
+        E, _ = echo_map(fr, dataclasses.replace(sp, look=look), cv, background_map(cv, sp, np.random.default_rng(0)),
+                        np.random.default_rng(0))
+        level[v] = cv.sample(E, on_base) / cv.sample(E, lv_mid[None])
+    assert (level[2.0] > 3).all() and (level[0.0] < 1.5).all(), level
+    assert Ranges().valve == (1.2, 4.0)
+
+
 def test_ef_of_the_labels_follows_the_motion_model():
     from training.datasets.simulated import true_ef
     sp = small(7, n_frames=40)

@@ -406,3 +406,61 @@ def test_the_panel_shows_no_ef_for_a_drifting_lv_and_says_why(scene):
     assert text.startswith("Done.") and "no EF is reported" in text
     ok = dict(summary, ef_percent=55.0, message="1 ED->ES beat(s)")
     assert "beat" not in display.done_text({}, ok)          # an EF shown: its routine message stays in the tooltip
+
+
+def test_the_panel_checks_the_ef_against_the_box_shows_the_result_first_and_flags_a_moving_ef(scene, monkeypatch):
+    """Segment from an ROI box with the check on: the result is written and shown first, then the same loop is
+    segmented with the box 5 % larger and smaller on sessions of their own, and the EF is compared; told that
+    any spread is too much, the panel keeps the EF and its numbers and says what to do. A run with a correction
+    is not checked (the correction, not the box, decides those frames)."""
+    from echosam import ef_check
+    from sim_fixtures import small
+    from training.datasets.clips import mask_box
+    from training.simulator.scene import simulate
+
+    truth = simulate(small(4300011, n_frames=16, height=128))      # a seed never used for training
+    seq, browser = add_cine_sequence(scene, truth.frames, dicom_us_matrix(angle_deg=0.0), dt=1.0 / truth.fps)
+    cine = mrml.cine_from_sequence(browser)
+    x0, y0, x1, y1 = mask_box(truth.labels[0] == 1)
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "LV box")
+    roi.SetCenterWorld(list(cine.pixel_to_ras((x0 + x1) / 2, (y0 + y1) / 2)))
+    roi.SetSizeWorld([(x1 - x0) * 0.27, (y1 - y0) * 0.31, 2.0])
+    c = Controller()
+    args = dict(frame=0, prompt_structure="LV", roi=roi, ef_check=True)
+    try:
+        run = c.submit_segmentation(browser, "echosam-sim-memsam-small", "cpu", ["lv"], **args)
+        assert run.final == "ef_check"
+        actions = wait_actions(c, 600)
+        shown = [a for a in actions if a.kind == "result"]
+        assert [a.role for a in shown] == ["result", "ef_check"], [(a.kind, a.text) for a in actions]
+        first, checked = shown[0].value, shown[1].value
+        assert "Checking the EF against the box" in shown[0].text and "ef_check" not in first
+        assert mrml.find_segmentation_sequence(browser).GetNumberOfDataNodes() == 16    # written before the check
+        assert any(a.kind == "progress" and a.text.startswith("Checking the EF against the box:") for a in actions)
+        check = checked["ef_check"]
+        assert np.isfinite(first["ef_percent"]) and check["ef_percent"] == pytest.approx(first["ef_percent"], abs=0.01)
+        assert check["box_changes"] == [0.05, -0.05] and len(check["variant_ef_percent"]) == 2
+        assert (checked.get("status") == "prompt-dependent EF") == (check["stable"] is False)
+        row = dict(display.results_rows(checked))["EF: the box as drawn, +5 %, -5 %"]
+        assert row.startswith(f"{first['ef_percent']:.1f} %") and ("steady" in row) == (check["stable"] is True)
+
+        monkeypatch.setattr(ef_check, "MAX_SPREAD", -1.0)            # any spread is too much
+        c.submit_segmentation(browser, "echosam-sim-memsam-small", "cpu", ["lv"], **args)
+        res = final(wait_actions(c, 600))
+        assert res.role == "ef_check" and res.value["status"] == "prompt-dependent EF"
+        assert res.value["ef_percent"] == pytest.approx(first["ef_percent"], abs=0.01) and res.value["edv_ml"] > 0
+        assert "The EF depends on the prompt" in res.text and "Segment Editor" in res.text
+        assert res.value["ef_check"]["variant_ef_percent"] == check["variant_ef_percent"]   # same boxes, same runs
+
+        k = 6
+        browser.SetSelectedItemNumber(k)
+        seg_seq = mrml.find_segmentation_sequence(browser)
+        slicer.util.updateSegmentBinaryLabelmapFromArray((truth.labels[k] == 1)[None].astype(np.uint8),
+                                                         browser.GetProxyNode(seg_seq), "LV_endo",
+                                                         browser.GetProxyNode(seq))
+        run = c.submit_segmentation(browser, "echosam-sim-memsam-small", "cpu", ["lv"], **args)
+        assert run.data["corrected"] == [k] and run.final == "result" and not run.early
+        res = final(wait_actions(c, 600))
+        assert res.kind == "result" and "ef_check" not in res.value and "Checking the EF" not in res.text
+    finally:
+        c.shutdown()

@@ -48,7 +48,8 @@ def test_every_used_widget_exists_and_parameters_are_bound():
     assert not missing, f"EchoSAMSlicer.py uses widgets the .ui lacks: {sorted(missing)}"
     bound = set(re.findall(r'<property name="SlicerParameterName" stdset="0">\s*<string>(\w+)</string>', UI.read_text()))
     assert bound <= parameter_fields(), bound - parameter_fields()
-    assert {"inputNode", "device", "segmentLV", "promptStructure", "includePoints", "excludePoints", "roi"} <= bound
+    assert {"inputNode", "device", "segmentLV", "promptStructure", "includePoints", "excludePoints", "roi",
+            "checkEf"} <= bound
 
 
 def test_ui_loads_in_qt_and_panel_screenshot(tmp_path):

@@ -6,7 +6,8 @@ loop (an atrium decoded inside the lower LV, a base that one box includes and an
 jumps. The report then says so next to the EF, with the EF of each run, so that the user checks the ED and
 ES frames before using the number.
 
-The check (`echosam segment`, on by default for a prompted model given boxes; ``--no-ef-check``) runs the
+The check (`echosam segment` and the Slicer panel, on by default for a prompted model given boxes;
+``--no-ef-check``; the panel's *Check the EF against the box*, which shows the result first) runs the
 model twice more, with every box grown and shrunk by ``BOX_CHANGE`` of its width and height per side (the
 prompt zoom follows each box, as it would for that user; a box is clipped to the image), and flags the EF
 (status "prompt-dependent EF") when the three EFs span more than ``MAX_SPREAD`` points, or a changed box
@@ -95,18 +96,39 @@ class EFCheck:
                 "max_spread": float(self.max_spread), "stable": self.stable}
 
 
-def apply_check(res, check: Optional[EFCheck]):
-    """The cardiac result as reported: an EF that moves more than ``max_spread`` with the boxes, or that a
-    changed box loses, keeps its numbers and gets the status "prompt-dependent EF" and a message that gives
-    each run's EF and what to do."""
-    if check is None or check.stable is not False or not np.isfinite(res.ef_percent):
-        return res
+def flag_message(ef_percent: float, check: EFCheck,
+                 how_to_correct: str = "correct one and propagate again (`echosam correct`)") -> str:
+    """What the user reads when ``check`` flags an EF: each run's EF, why it is flagged, and what to do."""
     runs = ", ".join(f"{v:.1f} %" if np.isfinite(v) else "no EF" for v in check.variant_ef_percent)
     pct = ", ".join(f"{100 * c:+.0f} %" for c in check.changes)
     how = (f"a spread of {check.spread:.1f} points, over the {check.max_spread:.0f} this check allows"
            if all(np.isfinite(check.variant_ef_percent)) else "a changed box loses the EF")
-    res.message = (f"The EF depends on the prompt: {res.ef_percent:.1f} % from the boxes as given, {runs} from boxes "
-                   f"{pct} per side ({how}). Check the LV on the ED and ES frames before using this EF; correct "
-                   "one and propagate again (`echosam correct`). " + res.message)
+    return (f"The EF depends on the prompt: {ef_percent:.1f} % from the boxes as given, {runs} from boxes {pct} per "
+            f"side ({how}). Check the LV on the ED and ES frames before using this EF; {how_to_correct}.")
+
+
+def apply_check(res, check: Optional[EFCheck]):
+    """The cardiac result as reported: an EF that moves more than ``max_spread`` with the boxes, or that a
+    changed box loses, keeps its numbers and gets the status "prompt-dependent EF" and `flag_message`."""
+    if check is None or check.stable is not False or not np.isfinite(res.ef_percent):
+        return res
+    res.message = flag_message(res.ef_percent, check) + " " + res.message
     res.status = "prompt-dependent EF"
     return res
+
+
+PANEL_CORRECTION = "correct a frame in the Segment Editor and press Propagate"
+
+
+def check_summary(summary: dict, variants, how_to_correct: str = PANEL_CORRECTION) -> dict:
+    """A cardiac summary (`CardiacResult.summary`, as the Slicer panel shows it) with the check of ``variants``
+    ``[(box change, EF)]`` recorded under ``ef_check``; a flagged EF keeps its numbers and gets the status
+    "prompt-dependent EF", `flag_message` under ``ef_flag`` and first in its message."""
+    ef = float("nan") if summary.get("ef_percent") is None else float(summary["ef_percent"])
+    check = EFCheck(ef, [e for _, e in variants], [c for c, _ in variants], max_spread=MAX_SPREAD)
+    out = dict(summary, ef_check=check.to_dict())
+    if check.stable is False and np.isfinite(ef):
+        out["ef_flag"] = flag_message(ef, check, how_to_correct)
+        out["message"] = (out["ef_flag"] + " " + (summary.get("message") or "")).strip()
+        out["status"] = "prompt-dependent EF"
+    return out

@@ -28,7 +28,8 @@ from ..structures import get_structure
 from . import calibration, display, prompts as pr, undo
 from .chooser import model_info
 from .edits import find_edits, label_digests, lock_plan, masks_of_labels
-from .jobs import job_sync_session
+from ..ef_check import check_summary
+from .jobs import job_ef_check, job_sync_session
 from .runs import Action, Run, RunTracker
 
 ALL_STRUCTURES = ("lv", "myo", "la")
@@ -124,13 +125,15 @@ class Controller:
     # ---- segment / propagate ----
     def submit_segmentation(self, input_node, spec: str, device: str, structures: list, frame: int = 0,
                             prompt_structure: str = "lv", include=None, exclude=None, roi=None,
-                            family: str = "", from_edit: bool = False, precision: str = "auto") -> Run:
+                            family: str = "", from_edit: bool = False, precision: str = "auto",
+                            ef_check: bool = False) -> Run:
         """Segment or re-propagate the loop of ``input_node``.
 
         Every frame the user changed since the last write becomes a locked correction (whichever
         frame is shown). Without ``from_edit`` the markups are prompts too, each point on the frame it
         was placed on (``frame``: the frame for points placed before they were watched). ``precision``:
         "auto" (the fast path `echosam.compute.choose_path` picks) or "fp32" (the panel's Force fp32).
+        ``ef_check``: for boxes alone (no correction), the result, then the EF checked against them (`ef_check`).
         Everything is validated here, before any job is queued: nothing changes on error."""
         browser = self._browser(input_node)
         seq = browser.GetMasterSequenceNode()
@@ -163,9 +166,15 @@ class Controller:
                  ("session", job_sync_session, {"key": key, "cine": cine, "structures": keys, "precision": precision,
                                                 "prompts": pr.session_prompts(prompts, keys) if info.prompted else None})]
         steps += [("encode", wk.job_encode, {}), ("segment", wk.job_segment, {}), ("result", wk.job_result, {})]
+        check = ef_check and info.prompted and not from_edit and not edits and pr.ef_checkable(prompts, keys)
+        if check:
+            steps.append(("ef_check", job_ef_check, {"cine": cine, "structures": keys, "precision": precision,
+                                                     "prompts": pr.session_prompts(prompts, keys),
+                                                     "spacing_mm": self.spacing_of(input_node).spacing_mm}))
         data = {"input": input_node, "browser": browser, "cine": cine, "prompts": prompts if info.prompted else None,
                 "corrected": sorted(edits), "what": "Propagate" if from_edit else "Segment"}
-        return self._submit(Run("segment", data=data), steps)
+        return self._submit(Run("segment", data=data, final="ef_check" if check else "result",
+                                early=("result",) if check else ()), steps)
 
     def submit_download(self, name) -> Run:
         """Download a Models.json entry (name or `ModelEntry`) on the worker; Cancel keeps nothing."""
@@ -199,9 +208,12 @@ class Controller:
 
     def _finish(self, a: Action) -> Action:
         try:
-            if a.run.kind == "segment":
-                a.value = self.apply(a.value, a.run.data)
+            if a.run.kind == "segment" and a.role == "ef_check":
+                a.value = check_summary(a.run.data["summary"], a.value)
                 a.text = display.done_text(a.run.data, a.value)
+            elif a.run.kind == "segment":
+                a.value = a.run.data["summary"] = self.apply(a.value, a.run.data)
+                a.text = display.done_text(a.run.data, a.value, checking=not a.run.finished)
             else:
                 a.text = f"Weights ready: {a.value}"
         except EchoSAMError as exc:

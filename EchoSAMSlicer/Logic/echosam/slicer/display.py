@@ -31,6 +31,12 @@ def results_rows(summary: dict) -> list:
                      f"{_fmt(b.get('edv_ml'))} / {_fmt(b.get('esv_ml'))} {unit}, EF {_fmt(b.get('ef_percent'), ' %')}"))
     if summary.get("ef_accuracy") and rows[2][1] != "-":
         rows.insert(3, ("EF: the model's known error", summary["ef_accuracy"]))
+    check = summary.get("ef_check")
+    if check and rows[2][1] != "-":                           # `echosam.ef_check.check_summary`
+        efs = " / ".join(_fmt(v, " %") for v in [check["ef_percent"], *check["variant_ef_percent"]])
+        verdict = {True: "steady", False: "depends on the box: check ED and ES"}.get(check["stable"], "not compared")
+        changes = ", ".join(f"{100 * c:+.0f} %" for c in check["box_changes"])
+        rows.insert(3, (f"EF: the box as drawn, {changes}", f"{efs}: {verdict}"))
     n = summary.get("systole_frames")
     if n is not None and n < SPARSE_SYSTOLE_FRAMES and rows[2][1] != "-":     # `cardiac_cycles.sparse_systole_note`
         rows.insert(3, ("EF: few frames of systole", f"{n} frames from ED to ES: this EF tends to read low; "
@@ -38,9 +44,10 @@ def results_rows(summary: dict) -> list:
     return rows
 
 
-def done_text(data: dict, summary: dict) -> str:
-    """The status line after a run: corrections used, edits kept, calibration, notices, and why there is no EF
-    when there is none (an LV that drifted or gives no heart's EF: `echosam.cardiac.analyse`)."""
+def done_text(data: dict, summary: dict, checking: bool = False) -> str:
+    """The status line after a run: corrections used, edits kept, calibration, notices, why there is no EF
+    when there is none (an LV that drifted or gives no heart's EF: `echosam.cardiac.analyse`), an EF that
+    depends on the box (`echosam.ef_check`), and, while ``checking``, that the check is running."""
     parts = ["Done."]
     if data.get("corrected"):
         parts.append(f"Corrections taken from frames {', '.join(map(str, data['corrected']))} (locked).")
@@ -52,6 +59,10 @@ def done_text(data: dict, summary: dict) -> str:
     parts += [n[:1].upper() + n[1:] + ("" if n.endswith(".") else ".") for n in summary.get("notices", [])]
     if summary.get("ef_percent") is None and summary.get("message"):
         parts.append(summary["message"])
+    if summary.get("ef_flag"):
+        parts.append(summary["ef_flag"])
+    if checking:
+        parts.append("Checking the EF against the box (2 more runs; Cancel keeps this result)...")
     return " ".join(parts)
 
 

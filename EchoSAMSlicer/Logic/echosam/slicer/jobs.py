@@ -39,3 +39,32 @@ def job_sync_session(state, progress, cancel, key, cine, structures, prompts: di
     if session.prompted and session_prompts is not None:
         session.load_prompts_dict(session_prompts)
     return rebuilt
+
+
+def job_ef_check(state, progress, cancel, cine, structures, prompts: dict, spacing_mm, precision: str = "auto") -> list:
+    """The EF check's runs (`echosam.ef_check`): the loop segmented again with every box of ``prompts``
+    (full-frame pixels, the run's own) `BOX_CHANGE` larger and smaller per side, each on a session of its own
+    (the panel's session and its cache stay as they are) on the region those boxes give, as `echosam segment`
+    runs them. ``[(change, EF percent or nan)]``; a changed box that cannot run (off the fan) is left out."""
+    from ..cardiac import analyse
+    from ..ef_check import BOX_CHANGE
+    from ..errors import PromptError
+    from ..session import Session
+    from .prompts import scaled_boxes
+    from .region import crop_prompts, region_for
+
+    out = []
+    for change in (BOX_CHANGE, -BOX_CHANGE):
+        scaled = scaled_boxes(prompts, change)
+        try:
+            region, _ = region_for(state["fan"], state["loaded"], scaled, structures)
+            session_prompts = crop_prompts(scaled, region)
+        except PromptError:
+            continue
+        session = Session(region.crop_cine(cine), state["loaded"], structures=tuple(structures), precision=precision)
+        session.load_prompts_dict(session_prompts)
+        session.encode(progress=progress, cancel=cancel)
+        labels = region.uncrop(session.segment(progress=progress, cancel=cancel))
+        ef = analyse(labels, spacing=spacing_mm, times_s=cine.frame_times, frames=cine.frames, predicted=True)
+        out.append((change, float(ef.ef_percent)))
+    return out

@@ -176,3 +176,24 @@ def reconcile_prompt_structure(prompt_structure: str, ticked: list) -> str:
     if key in ticked_keys or not ticked_keys:
         return prompt_structure
     return ticked_keys[0].upper()
+
+
+def ef_checkable(prompts: dict, structures) -> bool:
+    """Whether the EF check (`echosam.ef_check`) applies to a run of ``prompts`` over ``structures``: at least
+    one box, and no mask (a user's correction decides those frames, not the boxes)."""
+    items = session_prompts(prompts, structures)["prompts"]
+    return any(p.get("box") is not None for p in items) and not any("mask" in p for p in items)
+
+
+def scaled_boxes(prompts: dict, change: float) -> dict:
+    """``prompts`` with every box grown (``change`` > 0) or shrunk about its centre by ``change`` of its width and
+    height per side (`echosam.ef_check.scaled_box`), clipped to the image; points stay where the user put them."""
+    from ..ef_check import scaled_box
+
+    d = copy.deepcopy(prompts)
+    h, w = (int(v) for v in d["shape"])
+    for p in d["prompts"]:
+        if p.get("box") is not None:
+            x0, y0, x1, y1 = scaled_box(p["box"], change)
+            p["box"] = [max(x0, 0.0), max(y0, 0.0), min(x1, w - 1.0), min(y1, h - 1.0)]
+    return d

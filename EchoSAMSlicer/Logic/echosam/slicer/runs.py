@@ -8,17 +8,20 @@ from .. import worker as wk
 
 STEP_NAMES = {"load": "Loading model", "session": "Preparing the cine", "prompts": "Applying prompts",
               "encode": "Encoding frames", "propagate": "Propagating", "segment_auto": "Segmenting", "segment": "Segmenting",
-              "result": "Collecting the result", "download": "Downloading", "use_file": "Checking the file"}
+              "result": "Collecting the result", "download": "Downloading", "use_file": "Checking the file",
+              "ef_check": "Checking the EF against the box"}
 
 
 @dataclass
 class Run:
     """One user action: ``kind`` (segment, download, use_file), its jobs' roles and the role whose
-    result finishes it. ``data`` keeps what the result is applied to (input node, cine, prompts...)."""
+    result finishes it; ``early``: roles whose results are shown before the run finishes (a segmentation,
+    before its EF check). ``data`` keeps what the result is applied to (input node, cine, prompts...)."""
 
     kind: str
     roles: dict = field(default_factory=dict)        # job id -> role
     final: str = "result"
+    early: tuple = ()
     data: dict = field(default_factory=dict)
     done_roles: list = field(default_factory=list)
     finished: bool = False
@@ -46,7 +49,7 @@ def progress_action(run: Run, role: str, msg: wk.Message) -> Action:
         mb = f"{msg.done / 1e6:.1f} / {msg.total / 1e6:.1f} MB"
         per = int(1000 * msg.done / max(msg.total, 1))
         return Action("progress", run, role, f"{step}: {mb}", bar_value=per, bar_max=1000, bar_format=f"{mb} (%p%)")
-    if msg.total > 1 or role in ("encode", "propagate", "segment_auto", "segment"):
+    if msg.total > 1 or role in ("encode", "propagate", "segment_auto", "segment", "ef_check"):
         return Action("progress", run, role, f"{step}: {msg.done}/{msg.total} frames", bar_value=msg.done,
                       bar_max=max(msg.total, 1), bar_format=f"{step}: {msg.done}/{msg.total} frames")
     return Action("progress", run, role, f"{step}...", bar_value=0, bar_max=0, bar_format=step)
@@ -80,6 +83,8 @@ class RunTracker:
         self._by_job.pop(msg.job_id, None)
         if msg.kind == wk.RESULT:
             run.done_roles.append(role)
+            if role in run.early:
+                return Action("result", run, role, value=msg.value)
             if role != run.final:
                 return Action("progress", run, role, STEP_NAMES.get(role, role) + ": done", bar_max=0)
             run.finished = True
