@@ -42,6 +42,7 @@ class Ranges:
     headroom_db: tuple = (8.0, 22.0)     # display top above typical tissue: more = a darker image
     dark_background_p: float = 0.0
     dark_background: tuple = (0.01, 0.12)   # a dark background's echogenicity, relative to the myocardium
+    valve: tuple = (1.2, 4.0)           # leaflets' and annulus' echogenicity, relative to the myocardium
 
 
 @dataclass
@@ -91,7 +92,7 @@ def sample_params(seed: int, ranges: Ranges | None = None) -> SimParams:
         myo=float(rng.uniform(0.4, 1.0)), blood=float(10 ** rng.uniform(-5.0, -3.3)),
         smoke=float(10 ** rng.uniform(-3.3, -2.0)) if rng.random() < 0.35 else 0.0,
         background=float(rng.uniform(0.04, 0.6)) * 0.8, peri=float(rng.uniform(3.0, 12.0)),
-        valve=float(rng.uniform(1.2, 4.0)), wall_thin=float(rng.uniform(0.3, 1.0)),
+        valve=float(rng.uniform(*r.valve)), wall_thin=float(rng.uniform(0.3, 1.0)),
         dropout=float(rng.uniform(0.05, 0.5)) if rng.random() < 0.6 else 1.0,
         dropout_center=float(rng.uniform(0.1, 0.7)), dropout_side=int(rng.choice([1, 1, -1])),
         clutter=float(10 ** rng.uniform(-1.5, -0.3)) if rng.random() < 0.4 else 0.0,
