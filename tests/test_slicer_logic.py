@@ -452,6 +452,16 @@ def test_the_panel_checks_the_ef_against_the_box_shows_the_result_first_and_flag
         assert "The EF depends on the prompt" in res.text and "Segment Editor" in res.text
         assert res.value["ef_check"]["variant_ef_percent"] == check["variant_ef_percent"]   # same boxes, same runs
 
+        c.submit_segmentation(browser, "echosam-sim-memsam-small", "cpu", ["lv"], **args)      # Cancel in the check
+        actions, deadline = [], time.monotonic() + 600
+        while not any(a.kind == "result" for a in actions) and time.monotonic() < deadline:
+            actions += c.poll()
+            time.sleep(0.01)
+        c.cancel()
+        end = final(actions + wait_actions(c, 600))
+        assert end.kind == "cancelled" and "result shown is kept" in end.text, end.text
+        assert mrml.find_segmentation_sequence(browser).GetNumberOfDataNodes() == 16
+
         k = 6
         browser.SetSelectedItemNumber(k)
         seg_seq = mrml.find_segmentation_sequence(browser)

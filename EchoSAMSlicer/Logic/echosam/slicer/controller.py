@@ -168,9 +168,8 @@ class Controller:
         steps += [("encode", wk.job_encode, {}), ("segment", wk.job_segment, {}), ("result", wk.job_result, {})]
         check = ef_check and info.prompted and not from_edit and not edits and pr.ef_checkable(prompts, keys)
         if check:
-            steps.append(("ef_check", job_ef_check, {"cine": cine, "structures": keys, "precision": precision,
-                                                     "prompts": pr.session_prompts(prompts, keys),
-                                                     "spacing_mm": self.spacing_of(input_node).spacing_mm}))
+            kw = dict(cine=cine, structures=keys, precision=precision, prompts=pr.session_prompts(prompts, keys))
+            steps.append(("ef_check", job_ef_check, dict(kw, spacing_mm=self.spacing_of(input_node).spacing_mm)))
         data = {"input": input_node, "browser": browser, "cine": cine, "prompts": prompts if info.prompted else None,
                 "corrected": sorted(edits), "what": "Propagate" if from_edit else "Segment"}
         return self._submit(Run("segment", data=data, final="ef_check" if check else "result",
@@ -192,10 +191,11 @@ class Controller:
         actions = []
         for msg in (self._worker.poll() if self._worker is not None else []):
             a = self.tracker.handle(msg)
-            if a.kind == "error" and a.run is not None:
-                self._worker.cancel()
             if a.kind == "result":
                 a = self._finish(a)
+            if a.kind == "error" and a.run is not None:      # incl. a result that could not be applied
+                a.run.finished = True
+                self._worker.cancel()
             if a.kind != "ignore":
                 actions.append(a)
         return actions

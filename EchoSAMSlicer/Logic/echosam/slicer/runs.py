@@ -90,6 +90,8 @@ class RunTracker:
             run.finished = True
             return Action("result", run, role, value=msg.value)
         run.finished = True
+        if msg.kind == wk.CANCELLED and any(r in run.done_roles for r in run.early):
+            return Action("cancelled", run, role, "Check cancelled: the result shown is kept, its EF not checked.")
         if msg.kind == wk.CANCELLED:
             return Action("cancelled", run, role, "Cancelled. Frames already computed are kept for the next run.")
         return Action("error", run, role, msg.text, details=msg.details)
