@@ -23,12 +23,12 @@ import numpy as np
 from .. import mrml
 from .. import worker as wk
 from ..compute import check_precision
+from ..ef_check import check_summary
 from ..errors import CineError, EchoSAMError, PromptError
 from ..structures import get_structure
 from . import calibration, display, prompts as pr, undo
 from .chooser import model_info
 from .edits import find_edits, label_digests, lock_plan, masks_of_labels
-from ..ef_check import check_summary
 from .jobs import job_ef_check, job_sync_session
 from .runs import Action, Run, RunTracker
 
