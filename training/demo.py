@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
+    from echosam.ef_check import FLAGGED
     from echosam.model_zoo import default_model_name
 
     out = Path(args.out)
@@ -99,8 +100,8 @@ def main(argv=None) -> int:
     r = score(out / "simulated_memsam", screen, cine)
     ef_txt = f"{r['ef']:.1f} % vs true {r['ef_true']:.1f} % (error {r['ef'] - r['ef_true']:+.1f} points)" \
         if r["ef"] is not None else f"not reported ({r['status']}; true {r['ef_true']:.1f} %)"
-    if r["status"] == "prompt-dependent EF":       # `echosam.ef_check`: boxes 5 % larger/smaller move it
-        ef_txt += " [flagged: prompt-dependent EF, see the report]"
+    if r["status"] == FLAGGED:       # `echosam.ef_check`: boxes 5 % larger/smaller move it
+        ef_txt += f" [flagged: {FLAGGED}, see the report]"
     dice_txt = ", ".join(f"{k.upper()} {v:.3f}" for k, v in r["dice"].items())
     print(f"   MemSAM, one box per structure: mean Dice {dice_txt}; EF {ef_txt}; "
           f"ED {r['ed']} (true {r['ed_true']}), ES {r['es']} (true {r['es_true']}); "
@@ -131,8 +132,8 @@ def main(argv=None) -> int:
             ef = rep.get("ef_percent")
             ef = None if ef is None or not np.isfinite(ef) else float(ef)
             ef_txt = f"{ef:.1f} %" if ef is not None else f"not reported ({rep.get('status')})"
-            if rep.get("status") == "prompt-dependent EF":
-                ef_txt += " [flagged: prompt-dependent EF]"
+            if rep.get("status") == FLAGGED:
+                ef_txt += f" [flagged: {FLAGGED}]"
             print(f"   {what}: EF {ef_txt}, ED frames {rep.get('ed_frames')}, ES frames {rep.get('es_frames')}; "
                   f"overlay in {out / folder}")
             note = (report.get("info") or {}).get("model_ef_accuracy")

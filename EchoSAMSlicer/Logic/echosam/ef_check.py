@@ -29,14 +29,20 @@ import numpy as np
 
 BOX_CHANGE = 0.05       # of the box's width and height, per side
 MAX_SPREAD = 8.0        # EF points between the largest and smallest of the three runs
+FLAGGED = "prompt-dependent EF"     # the status of a flagged EF (numbers kept)
 
 
-def scaled_box(box, change: float) -> tuple:
+def scaled_box(box, change: float, shape_hw=None) -> tuple:
     """(x0, y0, x1, y1) grown (``change`` > 0) or shrunk (< 0) about its centre by ``change`` of its width and
-    height on each side."""
+    height on each side; clipped to an (H, W) image when ``shape_hw`` is given (a box drawn to the image's edge
+    cannot grow past it)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     dx, dy = change * (x1 - x0), change * (y1 - y0)
-    return (x0 - dx, y0 - dy, x1 + dx, y1 + dy)
+    x0, y0, x1, y1 = x0 - dx, y0 - dy, x1 + dx, y1 + dy
+    if shape_hw is None:
+        return (x0, y0, x1, y1)
+    h, w = (int(v) for v in shape_hw)
+    return (max(x0, 0.0), max(y0, 0.0), min(x1, w - 1.0), min(y1, h - 1.0))
 
 
 def checkable(prompts, loaded) -> bool:
@@ -50,13 +56,7 @@ def scaled_prompts(prompts, change: float, shape_hw=None):
     """``prompts`` with every box scaled by `scaled_box` (points stay where the user put them), clipped to an
     (H, W) image when ``shape_hw`` is given: a box drawn to the image's edge cannot grow past it."""
     def scale(box):
-        if box is None:
-            return None
-        x0, y0, x1, y1 = scaled_box(box, change)
-        if shape_hw is None:
-            return (x0, y0, x1, y1)
-        h, w = (int(v) for v in shape_hw)
-        return (max(x0, 0.0), max(y0, 0.0), min(x1, w - 1.0), min(y1, h - 1.0))
+        return None if box is None else scaled_box(box, change, shape_hw)
 
     others = {k: replace(sp, box=scale(sp.box)) for k, sp in prompts.others.items()}
     return replace(prompts, box=scale(prompts.box), others=others)
@@ -89,6 +89,12 @@ class EFCheck:
             return False
         return bool(self.spread <= self.max_spread)
 
+    @classmethod
+    def of_runs(cls, ef_percent: float, variants) -> "EFCheck":
+        """The check of a run's EF against its variant runs ``[(box change, EF)]``, at the current
+        ``MAX_SPREAD``."""
+        return cls(ef_percent, [ef for _, ef in variants], [c for c, _ in variants], max_spread=MAX_SPREAD)
+
     def to_dict(self) -> dict:
         r = lambda v: None if not np.isfinite(v) else round(float(v), 2)      # noqa: E731
         return {"ef_percent": r(self.ef_percent), "box_changes": [float(c) for c in self.changes],
@@ -113,7 +119,7 @@ def apply_check(res, check: Optional[EFCheck]):
     if check is None or check.stable is not False or not np.isfinite(res.ef_percent):
         return res
     res.message = flag_message(res.ef_percent, check) + " " + res.message
-    res.status = "prompt-dependent EF"
+    res.status = FLAGGED
     return res
 
 
@@ -125,10 +131,10 @@ def check_summary(summary: dict, variants, how_to_correct: str = PANEL_CORRECTIO
     ``[(box change, EF)]`` recorded under ``ef_check``; a flagged EF keeps its numbers and gets the status
     "prompt-dependent EF", `flag_message` under ``ef_flag`` and first in its message."""
     ef = float("nan") if summary.get("ef_percent") is None else float(summary["ef_percent"])
-    check = EFCheck(ef, [e for _, e in variants], [c for c, _ in variants], max_spread=MAX_SPREAD)
+    check = EFCheck.of_runs(ef, variants)
     out = dict(summary, ef_check=check.to_dict())
     if check.stable is False and np.isfinite(ef):
         out["ef_flag"] = flag_message(ef, check, how_to_correct)
         out["message"] = (out["ef_flag"] + " " + (summary.get("message") or "")).strip()
-        out["status"] = "prompt-dependent EF"
+        out["status"] = FLAGGED
     return out

@@ -100,7 +100,7 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
     ``cine`` (the full-frame cine) and the region's mask is saved next to run.json. ``ef_variants``
     ``[(box change, EF)]``: the EF check's runs (`echosam.ef_check`), compared with this result's EF, recorded
     in run.json and flagging an EF that depends on the prompt."""
-    from .ef_check import MAX_SPREAD, EFCheck, apply_check
+    from .ef_check import EFCheck, apply_check
     from .io import write_labels, write_overlay
     from .io.atomic import atomic_folder
     from .report import write_report
@@ -111,8 +111,7 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
     cine = session.cine if cine is None else cine
     res = analyse_labels(labels, cine)
     if ef_variants is not None:
-        check = EFCheck(res.ef_percent, [ef for _, ef in ef_variants], [c for c, _ in ef_variants],
-                        max_spread=MAX_SPREAD)
+        check = EFCheck.of_runs(res.ef_percent, ef_variants)
         run = dict(run, ef_check=check.to_dict())
         res = apply_check(res, check)
     with atomic_folder(outdir) as tmp:

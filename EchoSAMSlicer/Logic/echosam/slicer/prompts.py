@@ -191,9 +191,7 @@ def scaled_boxes(prompts: dict, change: float) -> dict:
     from ..ef_check import scaled_box
 
     d = copy.deepcopy(prompts)
-    h, w = (int(v) for v in d["shape"])
     for p in d["prompts"]:
         if p.get("box") is not None:
-            x0, y0, x1, y1 = scaled_box(p["box"], change)
-            p["box"] = [max(x0, 0.0), max(y0, 0.0), min(x1, w - 1.0), min(y1, h - 1.0)]
+            p["box"] = list(scaled_box(p["box"], change, d["shape"]))
     return d
