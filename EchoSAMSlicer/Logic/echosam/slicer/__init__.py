@@ -2,6 +2,7 @@
 worker thread. ``EchoSAMSlicer.py`` only binds widgets to what is here.
 
 - `controller`: `Controller`, the runs the panel submits and how results reach MRML;
+- `scene_result`: the result as the scene holds it (spacing, cardiac summary, LV curve, frame line);
 - `runs`: `Run`, `Action`, `RunTracker` (worker messages -> what the panel shows);
 - `jobs`: worker jobs of the panel (the session synchronised with the scene's prompts);
 - `prompts`: the scene's prompt dict (points, boxes, corrections, locks): the one source;

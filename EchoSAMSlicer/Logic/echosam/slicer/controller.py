@@ -6,7 +6,8 @@ One source for each piece of state:
   sequence (`echosam.slicer.prompts`); the worker's `Session` is rebuilt from it on every run;
 - what EchoSAM last wrote: ``EchoSAM.WrittenMasks`` fingerprints (`echosam.slicer.edits`); every
   frame that differs from them is a user edit, taken as a locked correction and never overwritten;
-- undo: ``EchoSAM.UndoStack`` (`echosam.slicer.undo`); the calibration: ``EchoSAM.PixelSpacing``;
+- undo: ``EchoSAM.UndoStack`` (`echosam.slicer.undo`); the calibration: ``EchoSAM.PixelSpacing``
+  (`echosam.slicer.calibration`), read with the result's analysis in `echosam.slicer.scene_result`;
 - the session and model: the worker's ``state`` (``state["session_key"]``); the controller keeps
   no copy. A run's inputs (cine, prompts) are computed into locals, validated, and only then
   attached to the run that uses them.
@@ -26,13 +27,12 @@ from ..compute import check_precision
 from ..ef_check import check_summary
 from ..errors import CineError, EchoSAMError, PromptError
 from ..structures import get_structure
-from . import calibration, display, prompts as pr, undo
+from . import calibration, display, prompts as pr, scene_result, undo
 from .chooser import model_info
 from .edits import find_edits, label_digests, lock_plan, masks_of_labels
 from .jobs import job_ef_check, job_sync_session
 from .runs import Action, Run, RunTracker
-
-ALL_STRUCTURES = ("lv", "myo", "la")
+from .scene_result import ALL_STRUCTURES
 
 
 class Controller:
@@ -85,13 +85,6 @@ class Controller:
             raise EchoSAMError("EchoSAM writes its result as a segmentation sequence: select a sequence browser "
                                "(load the cine as a sequence, e.g. DICOM ultrasound multi-frame or .seq.nrrd).")
         return browser
-
-    def has_result(self, node) -> bool:
-        browser = self.browser_of(node)
-        return browser is not None and mrml.find_segmentation_sequence(browser) is not None
-
-    def state_of(self, node) -> dict:
-        return mrml.load_session_state(self._browser(node).GetMasterSequenceNode())
 
     def watch_markups(self, input_node, nodes) -> None:
         """Stamp points placed from now on in ``nodes`` with the frame shown when they are placed."""
@@ -152,7 +145,8 @@ class Controller:
             prompts = pr.add_corrections(prompts, edits)
             if not from_edit:
                 pkey = pr.prompt_structure_key(prompt_structure, keys)
-                for f, items in sorted(mrml.markup_prompts_by_frame(include, roi, cine, frame, exclude=exclude).items()):
+                placed = mrml.markup_prompts_by_frame(include, roi, cine, frame, exclude=exclude)
+                for f, items in sorted(placed.items()):
                     prompts = pr.merge_markup_prompts(prompts, f, pkey, items) or prompts
             if not pr.has_prompts(prompts, keys):
                 raise PromptError("There is no prompt yet: place an include point (or an ROI) on the structure, "
@@ -162,14 +156,16 @@ class Controller:
                               "to correct and re-propagate.")
         key = (seq.GetID(), cine.n_frames, tuple(cine.shape[1:]), str(spec), device, family or "", tuple(keys),
                check_precision(precision))
+        # one dict for both jobs: they only read it (their cropped or scaled prompts are copies)
+        session_prompts = pr.session_prompts(prompts, keys) if info.prompted else None
         steps = [("load", wk.job_load_model, {"spec": str(spec), "device": device, "family": family or None}),
                  ("session", job_sync_session, {"key": key, "cine": cine, "structures": keys, "precision": precision,
-                                                "prompts": pr.session_prompts(prompts, keys) if info.prompted else None})]
+                                                "prompts": session_prompts})]
         steps += [("encode", wk.job_encode, {}), ("segment", wk.job_segment, {}), ("result", wk.job_result, {})]
         check = ef_check and info.prompted and not from_edit and not edits and pr.ef_checkable(prompts, keys)
-        if check:
-            kw = dict(cine=cine, structures=keys, precision=precision, prompts=pr.session_prompts(prompts, keys))
-            steps.append(("ef_check", job_ef_check, dict(kw, spacing_mm=self.spacing_of(input_node).spacing_mm)))
+        if check:      # the spacing of the cine read above, not read again from the scene
+            kw = dict(cine=cine, structures=keys, precision=precision, prompts=session_prompts)
+            steps.append(("ef_check", job_ef_check, dict(kw, spacing_mm=scene_result.spacing(seq, cine).spacing_mm)))
         data = {"input": input_node, "browser": browser, "cine": cine, "prompts": prompts if info.prompted else None,
                 "corrected": sorted(edits), "what": "Propagate" if from_edit else "Segment"}
         return self._submit(Run("segment", data=data, final="ef_check" if check else "result",
@@ -220,31 +216,19 @@ class Controller:
             return Action("error", a.run, a.role, str(exc))
         return a
 
-    def _analyse(self, seq, labels, cine) -> tuple:
-        from .. import cardiac
-        spacing = calibration.spacing_status(cine.spacing, mrml.get_json_attribute(seq, calibration.ATTRIBUTE))
-        analysis = cardiac.analyse(labels, spacing=spacing.spacing_mm, times_s=cine.frame_times, frames=cine.frames,
-                                   predicted=True)     # a model's labels, checked as `echosam segment` checks them
-        summary = analysis.summary()
-        summary.update(calibrated=spacing.calibrated, spacing_mm=list(spacing.spacing_mm), spacing_how=spacing.how)
-        return analysis, summary
-
     def _publish(self, browser, cine, labels, structures, frames, prompts, written, step) -> tuple:
         """Write ``frames`` of ``labels``, the state and the LV curve; returns (analysis, summary)."""
         scene, seq = browser.GetScene(), browser.GetMasterSequenceNode()
         if frames or mrml.find_segmentation_sequence(browser) is None:
             mrml.write_segmentation_sequence(labels, cine, browser, structures, frames=frames)
         mrml.set_reference_volume(browser)
-        analysis, summary = self._analyse(seq, labels, cine)
+        analysis, summary = scene_result.analyse(seq, labels, cine)
         locked = pr.locked_frames(prompts, ALL_STRUCTURES) if prompts else {}
         mrml.save_session_state(seq, locked, summary["ed_frames"], summary["es_frames"], prompts or {}, written=written)
         if step is not None:
             stack = mrml.get_json_attribute(seq, undo.ATTRIBUTE, [])
             mrml.set_json_attribute(seq, undo.ATTRIBUTE, undo.push(stack, step))
-        nodes = mrml.write_lv_curve(scene, analysis.times_s, analysis.volume_al_ml, quantity="LV volume", unit="ml",
-                                    ed_frames=summary["ed_frames"], es_frames=summary["es_frames"],
-                                    ef=analysis.ef_percent, anchor=seq, calibrated=summary["calibrated"])
-        summary["chart"] = nodes["chart"]
+        scene_result.write_curve(scene, seq, analysis, summary)
         return analysis, summary
 
     def apply(self, result: wk.SegmentationResult, data: dict) -> dict:
@@ -261,7 +245,8 @@ class Controller:
                   else np.zeros_like(result.labels))
         edits = find_edits(masks_of_labels(before, structures), state["written"]) if has_seq else {}
         kept = sorted(t for t, masks in edits.items()
-                      if any(not np.array_equal(m, result.labels[t] == get_structure(s).label) for s, m in masks.items()))
+                      if any(not np.array_equal(m, result.labels[t] == get_structure(s).label)
+                             for s, m in masks.items()))
         labels = result.labels.copy()
         labels[kept] = before[kept]
         frames = None if not has_seq else [int(t) for t in np.flatnonzero(
@@ -291,21 +276,23 @@ class Controller:
         prompts = self._prompts(seq, cine)
         keys = [get_structure(s).key for s in structures]
         if lock_plan(pr.locked_frames(prompts, ALL_STRUCTURES), frame, keys) == "unlock":
-            new, text = pr.remove_locks(prompts, frame, keys), f"Frame {frame} unlocked: press Propagate to recompute it."
+            new = pr.remove_locks(prompts, frame, keys)
+            text = f"Frame {frame} unlocked: press Propagate to recompute it."
         else:
             masks = {s: m for s in keys if (m := mrml.read_segment_mask(browser, seg_seq, frame, s, cine)).any()}
             if not masks:
                 raise PromptError(f"Frame {frame} has no mask of the selected structures to lock.")
             new, text = pr.add_corrections(prompts, {int(frame): masks}), f"Frame {frame} locked: its masks are kept."
-        step = {"what": "Lock", "prompts": state["prompts"], "written": {str(k): v for k, v in state["written"].items()},
-                "frames": {}, "structures": keys}
+        step = {"what": "Lock", "prompts": state["prompts"],
+                "written": {str(k): v for k, v in state["written"].items()}, "frames": {}, "structures": keys}
         mrml.update_session_state(seq, prompts=new, locked=pr.locked_frames(new, ALL_STRUCTURES))
         mrml.set_json_attribute(seq, undo.ATTRIBUTE, undo.push(mrml.get_json_attribute(seq, undo.ATTRIBUTE, []), step))
         return text
 
     def can_undo(self, input_node) -> bool:
         browser = self.browser_of(input_node)
-        return browser is not None and bool(mrml.get_json_attribute(browser.GetMasterSequenceNode(), undo.ATTRIBUTE, []))
+        return browser is not None and bool(mrml.get_json_attribute(browser.GetMasterSequenceNode(),
+                                                                     undo.ATTRIBUTE, []))
 
     def undo(self, input_node) -> dict:
         """Undo the last EchoSAM write (Segment, Propagate, Lock): the scene returns exactly to how it was
@@ -325,8 +312,8 @@ class Controller:
         edited = find_edits(masks_of_labels(current, structures), state["written"]) if seg_seq is not None else {}
         clash = sorted(set(edited) & {int(t) for t in step["frames"]})
         if clash:
-            raise EchoSAMError(f"Frames {', '.join(map(str, clash))} hold edits not yet propagated; Undo would overwrite "
-                               "them. Press Propagate first, or undo them in Segment Editor.")
+            raise EchoSAMError(f"Frames {', '.join(map(str, clash))} hold edits not yet propagated; Undo would "
+                               "overwrite them. Press Propagate first, or undo them in Segment Editor.")
         labels, frames = undo.restore_labels(step, current)
         mrml.set_json_attribute(seq, undo.ATTRIBUTE, stack[:-1])
         written = {int(k): v for k, v in step["written"].items()}
@@ -367,44 +354,30 @@ class Controller:
         else:
             raise EchoSAMError("Type the pixel spacing, or draw a line (two points) over a known distance.")
         mrml.set_json_attribute(seq, calibration.ATTRIBUTE, stored)
-        return self.summary(input_node)
+        return scene_result.summary(browser, cine)      # the cine read above: a calibration leaves it as it is
+
+    # ---- the result in the scene (`echosam.slicer.scene_result`; the input node resolved here) ----
+    def has_result(self, node) -> bool:
+        return scene_result.has_result(self.browser_of(node))
+
+    def state_of(self, node) -> dict:
+        return mrml.load_session_state(self._browser(node).GetMasterSequenceNode())
 
     def spacing_of(self, input_node) -> calibration.Spacing:
         browser = self._browser(input_node)
-        seq = browser.GetMasterSequenceNode()
-        return calibration.spacing_status(mrml.cine_from_sequence(browser).spacing,
-                                          mrml.get_json_attribute(seq, calibration.ATTRIBUTE))
+        return scene_result.spacing(browser.GetMasterSequenceNode(), mrml.cine_from_sequence(browser))
 
     def summary(self, input_node) -> dict:
         """The cardiac summary of the result as it is in the scene (after a reload or a calibration)."""
         browser = self._browser(input_node)
-        seq, seg_seq = browser.GetMasterSequenceNode(), mrml.find_segmentation_sequence(browser)
-        cine = mrml.cine_from_sequence(browser)
-        if seg_seq is None:
-            s = calibration.spacing_status(cine.spacing, mrml.get_json_attribute(seq, calibration.ATTRIBUTE))
-            return {"calibrated": s.calibrated, "spacing_mm": list(s.spacing_mm), "spacing_how": s.how}
-        labels = mrml.read_labels(browser, seg_seq, ALL_STRUCTURES, cine)
-        analysis, summary = self._analyse(seq, labels, cine)
-        nodes = mrml.write_lv_curve(browser.GetScene(), analysis.times_s, analysis.volume_al_ml, quantity="LV volume",
-                                    unit="ml", ed_frames=summary["ed_frames"], es_frames=summary["es_frames"],
-                                    ef=analysis.ef_percent, anchor=seq, calibrated=summary["calibrated"])
-        summary["chart"] = nodes["chart"]
-        return summary
+        return scene_result.summary(browser, mrml.cine_from_sequence(browser))
 
     def frames_info(self, input_node) -> dict:
         """What the panel's frame line shows: current frame, count, prompt frames, locked frames."""
-        browser = self.browser_of(input_node)
-        if browser is None:
-            return {}
-        seq = browser.GetMasterSequenceNode()
-        stored = mrml.load_session_state(seq)["prompts"] or {}
-        return {"current": max(browser.GetSelectedItemNumber(), 0), "n_frames": seq.GetNumberOfDataNodes(),
-                "prompt_frames": pr.prompt_frames(stored), "locked": pr.locked_frames(stored, ALL_STRUCTURES)}
+        return scene_result.frames_info(self.browser_of(input_node))
 
     def phase_frames(self, input_node, phase: str) -> list:
-        state = self.state_of(input_node)
-        return state["ed_frames"] if phase == "ed" else state["es_frames"]
+        return scene_result.phase_frames(self._browser(input_node), phase)
 
     def curve_chart(self, input_node):
-        browser = self.browser_of(input_node)
-        return browser.GetMasterSequenceNode().GetNodeReference(mrml.REF_CURVE_CHART) if browser else None
+        return scene_result.curve_chart(self.browser_of(input_node))
