@@ -53,7 +53,7 @@ def set_summary(loaded, cases: list) -> dict:
     rows, missed, total = [], np.zeros(FIFTHS), np.zeros(FIFTHS)
     key, later_ed = [], []
     for case in map(le.load_case, cases):
-        pred = le.run_model(loaded, case, le.STRUCT, le.truth_boxes(case["labels"][0]))
+        pred = le.one_reading(loaded, case, le.STRUCT, le.truth_boxes(case["labels"][0]))
         rows.append(le.score(pred, case))
         key.append(le.lv_area_ratio(pred, case["labels"], 0))
         later_ed += [le.lv_area_ratio(pred, case["labels"], t) for t in case["ed"] if t >= 2]

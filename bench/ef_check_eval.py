@@ -22,7 +22,7 @@ def run(data: list, model: str, out: Path) -> None:
     from echosam.cardiac import analyse
     from echosam.checkpoints import load_model
     from echosam.ef_check import BOX_CHANGE, scaled_box
-    from training.loop_eval import STRUCT, load_case, run_model, truth_boxes
+    from training.loop_eval import STRUCT, load_case, one_reading, truth_boxes
 
     done = {(r["set"], r["case"]) for r in read(out)} if out.exists() else set()
     loaded = load_model(model)
@@ -36,7 +36,7 @@ def run(data: list, model: str, out: Path) -> None:
                 times = np.arange(len(case["labels"])) / case["fps"]
                 efs = []
                 for change in (0.0, BOX_CHANGE, -BOX_CHANGE):
-                    pred = run_model(loaded, case, STRUCT, {k: scaled_box(b, change) for k, b in boxes.items()})
+                    pred = one_reading(loaded, case, STRUCT, {k: scaled_box(b, change) for k, b in boxes.items()})
                     efs.append(float(analyse(pred, case["spacing"], times).ef_percent))
                 truth = float(analyse(case["labels"], case["spacing"], times).ef_percent)
                 f.write(json.dumps({"set": Path(root).name, "case": path.stem, "truth": truth, "efs": efs}) + "\n")

@@ -28,7 +28,7 @@ from training import loop_eval as le  # noqa: E402
 
 def run(loaded, case, mode: str) -> np.ndarray:
     if mode == "box0":                                   # the protocol itself, through its own code
-        return le.run_model(loaded, case, le.STRUCT, le.truth_boxes(case["labels"][0]))
+        return le.one_reading(loaded, case, le.STRUCT, le.truth_boxes(case["labels"][0]))
     # the same crop as the protocol (a prompt-zoomed model: around the frame-0 boxes), then better prompts
     s, region = le.case_session(loaded, case, le.STRUCT, le.truth_boxes(case["labels"][0]))
     crop = (lambda a: a) if region is None else region.crop

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from echosam import ef_check
 from echosam.cardiac import analyse
-from echosam.ef_check import EFCheck, apply_check, checkable, scaled_box, scaled_prompts
+from echosam.ef_check import EFCheck, apply_check, checkable, median_reading, scaled_box, scaled_prompts
 from echosam.user_prompts import Prompts, StructurePrompt
 
 from sim_fixtures import screen_capture_dicom
@@ -64,9 +64,26 @@ def test_the_spread_decides_and_a_run_without_an_ef_decides_nothing():
     c = EFCheck(45.2, [32.6, 20.5])
     assert c.spread == pytest.approx(24.7) and c.stable is False
     assert c.to_dict() == {"ef_percent": 45.2, "box_changes": [0.05, -0.05], "variant_ef_percent": [32.6, 20.5],
-                           "spread": 24.7, "max_spread": 8.0, "stable": False}
+                           "spread": 24.7, "max_spread": 8.0, "stable": False, "reported_box_change": 0.0}
     none = EFCheck(float("nan"), [46.0, 52.0])                          # the run itself has no EF
     assert none.spread == 6.0 and none.stable is None and none.to_dict()["ef_percent"] is None
+
+
+def test_the_middle_of_three_readings_is_reported_and_fewer_than_three_leave_the_boxes_as_given():
+    assert median_reading([(0.0, 50.0), (0.05, 30.0), (-0.05, 45.0)]) == -0.05
+    assert median_reading([(0.0, 40.0), (0.05, 52.0), (-0.05, 61.0)]) == 0.05
+    assert median_reading([(0.0, 45.0), (0.05, 30.0), (-0.05, 50.0)]) == 0.0
+    assert median_reading([(0.0, 50.0), (0.05, float("nan")), (-0.05, 45.0)]) == 0.0      # a box lost the EF
+    assert median_reading([(0.0, 50.0), (-0.05, 45.0)]) == 0.0                            # a box could not run
+    assert median_reading([(0.0, float("nan")), (0.05, 30.0), (-0.05, 45.0)]) == 0.0
+    c = EFCheck.of_readings([(0.0, 45.2), (0.05, 32.6), (-0.05, 20.5)])
+    assert c.reported_change == 0.05 and c.reported_ef_percent == 32.6 and c.ef_percent == 45.2
+    assert c.to_dict()["reported_box_change"] == 0.05 and c.stable is False
+    res = analyse(_curve_labels(), predicted=True)
+    flagged = apply_check(res, EFCheck.of_readings([(0.0, res.ef_percent - 20), (0.05, res.ef_percent),
+                                                    (-0.05, res.ef_percent + 1)]))
+    assert f"{res.ef_percent - 20:.1f} % from the boxes as given" in flagged.message
+    assert "The result is the middle reading, from the boxes +5 % per side." in flagged.message
 
 
 def _curve_labels():
@@ -115,8 +132,10 @@ def test_segment_runs_the_check_with_the_bundled_memsam_and_records_it(screen_di
     run, report = _segment(path, tmp_path / "checked", _boxes(screen))
     check = run["ef_check"]
     assert len(check["variant_ef_percent"]) == 2 and check["box_changes"] == [0.05, -0.05]
+    efs = dict(zip([0.0] + check["box_changes"], [check["ef_percent"]] + check["variant_ef_percent"]))
+    assert run["box_change"] == check["reported_box_change"] and efs[run["box_change"]] == sorted(efs.values())[1]
     summary = report["summary"]
-    assert summary["ef_percent"] == pytest.approx(check["ef_percent"], abs=0.01)
+    assert summary["ef_percent"] == pytest.approx(efs[run["box_change"]], abs=0.01)      # the middle reading's
     assert (summary["status"] == "prompt-dependent EF") == (check["stable"] is False)
     # the same run, told that any spread is too much: the EF is flagged, its number and the curves kept
     monkeypatch.setattr(ef_check, "MAX_SPREAD", -1.0)
@@ -124,7 +143,7 @@ def test_segment_runs_the_check_with_the_bundled_memsam_and_records_it(screen_di
     assert run["ef_check"]["stable"] is False and run["ef_check"]["ef_percent"] == check["ef_percent"]
     assert report["summary"]["status"] == "prompt-dependent EF" and "The EF depends on the prompt" in \
         report["summary"]["message"]
-    assert report["summary"]["ef_percent"] == pytest.approx(check["ef_percent"], abs=0.01)
+    assert report["summary"]["ef_percent"] == pytest.approx(summary["ef_percent"], abs=0.01)
     # an LV box drawn to the image's left edge: its grown variant is clipped there, not refused
     monkeypatch.setattr(ef_check, "MAX_SPREAD", 8.0)
     x0, y0, x1, y1 = (int(v) for v in mask_box(screen.labels[0] == 1))
@@ -132,7 +151,38 @@ def test_segment_runs_the_check_with_the_bundled_memsam_and_records_it(screen_di
     assert run["ef_check"]["box_changes"] == [0.05, -0.05] and len(run["ef_check"]["variant_ef_percent"]) == 2
     assert (report["summary"]["status"] == "prompt-dependent EF") == (run["ef_check"]["stable"] is False)
     run, report = _segment(path, tmp_path / "unchecked", _boxes(screen) + ["--no-ef-check"])
-    assert "ef_check" not in run and report["summary"]["ef_percent"] == pytest.approx(check["ef_percent"], abs=0.01)
+    assert "ef_check" not in run and run["box_change"] == 0.0
+    assert report["summary"]["ef_percent"] == pytest.approx(check["ef_percent"], abs=0.01)   # the boxes as given
+
+
+def test_the_middle_reading_is_the_result_whole_and_a_correction_propagates_from_it(screen_dicom, tmp_path,
+                                                                                    monkeypatch):
+    """When the middle reading is the boxes 5 % larger, the result folder is that run: the same labels, region
+    and EF as segmenting from boxes drawn 5 % larger with one reading, and `echosam correct` continues from it."""
+    from echosam.cli import main
+    from echosam.io import read_labels
+
+    path, screen = screen_dicom
+    monkeypatch.setattr(ef_check, "median_reading", lambda runs: 0.05)
+    run, report = _segment(path, tmp_path / "middle", _boxes(screen))
+    assert run["box_change"] == 0.05 and run["ef_check"]["reported_box_change"] == 0.05
+    assert report["summary"]["ef_percent"] == pytest.approx(run["ef_check"]["variant_ef_percent"][0], abs=0.01)
+    grown = ["--structures", "lv,myo,la"] + [
+        f"--box={k}:" + ",".join(f"{v:g}" for v in scaled_box(mask_box(screen.labels[0] == i), 0.05,
+                                                                screen.labels.shape[1:]))
+        for i, k in ((1, "lv"), (2, "myo"), (3, "la"))]
+    once, once_report = _segment(path, tmp_path / "grown", grown + ["--no-ef-check"])
+    middle = read_labels(tmp_path / "middle" / "labels.seq.nrrd")[0]
+    assert np.array_equal(middle, read_labels(tmp_path / "grown" / "labels.seq.nrrd")[0])
+    assert once["region"] == run["region"] and once_report["summary"]["ef_percent"] == report["summary"]["ef_percent"]
+    k = 8
+    np.save(tmp_path / "fix.npy", (screen.labels[k] == 1).astype(np.uint8))
+    assert main(["-q", "correct", str(tmp_path / "middle"), "--mask", str(tmp_path / "fix.npy"), "--frame", str(k),
+                 "--cine", str(path),
+                 "--device", "cpu"]) == 0
+    fixed = read_labels(tmp_path / "middle" / "labels.seq.nrrd")[0]
+    assert np.array_equal(fixed[:k], middle[:k]) and np.array_equal(fixed[k] == 1, screen.labels[k] == 1)
+    assert json.loads((tmp_path / "middle" / "run.json").read_text())["box_change"] == 0.05
 
 
 def test_the_evaluation_bench_counts_what_the_check_would_withhold(tmp_path):

@@ -18,7 +18,7 @@ import slicer.util  # noqa: E402
 
 from echosam import model_zoo, mrml
 from echosam import worker as wk
-from echosam.slicer import chooser, display, edits, prompts, runs
+from echosam.slicer import chooser, display, edits, prompts, runs, undo
 from echosam.slicer.controller import Controller
 from echosam.errors import CheckpointError, EchoSAMError, PromptError
 import slicer_scene  # noqa: E402
@@ -448,7 +448,9 @@ def test_the_panel_checks_the_ef_against_the_box_shows_the_result_first_and_flag
         c.submit_segmentation(browser, "echosam-sim-memsam-small", "cpu", ["lv"], **args)
         res = final(wait_actions(c, 600))
         assert res.role == "ef_check" and res.value["status"] == "prompt-dependent EF"
-        assert res.value["ef_percent"] == pytest.approx(first["ef_percent"], abs=0.01) and res.value["edv_ml"] > 0
+        shown = ef_check.EFCheck(check["ef_percent"], check["variant_ef_percent"],
+                                 reported_change=res.value["ef_check"]["reported_box_change"]).reported_ef_percent
+        assert res.value["ef_percent"] == pytest.approx(shown, abs=0.01) and res.value["edv_ml"] > 0
         assert "The EF depends on the prompt" in res.text and "Segment Editor" in res.text
         assert res.value["ef_check"]["variant_ef_percent"] == check["variant_ef_percent"]   # same boxes, same runs
 
@@ -462,6 +464,21 @@ def test_the_panel_checks_the_ef_against_the_box_shows_the_result_first_and_flag
         assert end.kind == "cancelled" and "result shown is kept" in end.text, end.text
         assert mrml.find_segmentation_sequence(browser).GetNumberOfDataNodes() == 16
 
+        # the middle reading is the box 5 % larger: it becomes the result, the scene's prompts say so, Undo
+        # goes back to the box as drawn, and a correction propagates from its session
+        monkeypatch.setattr(ef_check, "median_reading", lambda runs: 0.05)
+        monkeypatch.setattr(ef_check, "MAX_SPREAD", 8.0)
+        c.submit_segmentation(browser, "echosam-sim-memsam-small", "cpu", ["lv"], **args)
+        res = final(wait_actions(c, 600))
+        assert res.role == "ef_check" and res.value["ef_check"]["reported_box_change"] == 0.05
+        assert res.value["ef_percent"] == pytest.approx(check["variant_ef_percent"][0], abs=0.01)
+        assert "shown: +5 %" in dict(display.results_rows(res.value))["EF: the box as drawn, +5 %, -5 %"]
+        state = mrml.load_session_state(seq)
+        assert state["prompts"]["box_change"] == 0.05
+        assert mrml.get_json_attribute(seq, undo.ATTRIBUTE)[-1]["what"] == "Middle reading"
+        middle = mrml.read_labels(browser, mrml.find_segmentation_sequence(browser), ["lv"], cine)
+        assert np.array_equal(middle, c.worker.state["region"].uncrop(c.worker.state["session"].labels))
+
         k = 6
         browser.SetSelectedItemNumber(k)
         seg_seq = mrml.find_segmentation_sequence(browser)
@@ -472,5 +489,11 @@ def test_the_panel_checks_the_ef_against_the_box_shows_the_result_first_and_flag
         assert run.data["corrected"] == [k] and run.final == "result" and not run.early
         res = final(wait_actions(c, 600))
         assert res.kind == "result" and "ef_check" not in res.value and "Checking the EF" not in res.text
+        drawn = [q["box"] for q in state["prompts"]["prompts"] if q["structure"] == "lv" and "box" in q][0]
+        grown = c.worker.state["region"].box_to_crop(ef_check.scaled_box(drawn, 0.05, state["prompts"]["shape"]))
+        used = [q["box"] for q in c.worker.state["session"].prompts_to_dict()["prompts"] if "box" in q][0]
+        assert np.allclose(used, grown)                               # propagated from the middle reading
+        after = mrml.read_labels(browser, mrml.find_segmentation_sequence(browser), ["lv"], cine)
+        assert np.array_equal(after[:k], middle[:k]) and mrml.load_session_state(seq)["prompts"]["box_change"] == 0.05
     finally:
         c.shutdown()

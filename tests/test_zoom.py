@@ -273,7 +273,7 @@ def test_loop_evaluation_runs_a_zoomed_model_on_its_crop(data):
     case = {"name": "cap", "frames": cap.grey, "labels": cap.labels, "spacing": cap.spacing, "fps": 30.0,
             "fan": cap.fan}
     boxes = le.truth_boxes(case["labels"][0])
-    lab = le.run_model(loaded, case, le.STRUCT, boxes)
+    lab = le.one_reading(loaded, case, le.STRUCT, boxes)
     extent = zoom.joint_extent(boxes)
     x0, y0, x1, y1 = zoom.zoom_box(extent, case["fan"].shape, 0.25)
     outside = ~_rect(case["fan"].shape, (x0, y0, x1, y1)) | ~case["fan"]

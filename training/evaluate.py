@@ -169,6 +169,9 @@ def main(argv=None) -> int:
                     help="loop protocol: add the estimator on the TRUE labels (Dice 1, EF error 0): its ED/ES frame "
                          "errors are the floor any segmentation can reach with the product's ED/ES finder")
     ap.add_argument("--limit", type=int, default=None, help="loop protocol: first N cases only")
+    ap.add_argument("--one-reading", action="store_true",
+                    help="loop protocol: a prompted model reads the loop once, from the boxes as given (as "
+                         "`echosam segment --no-ef-check`); default: three readings, the middle one scored")
     ap.add_argument("--data", required=True, help="camus:PATH | echonet:PATH | folder:PATH | phantom:k=v,... | config.yaml")
     ap.add_argument("--split", default="test", help="train | val | test (CAMUS: MemSAM sequential split)")
     ap.add_argument("--out", default=None, help="folder for the CSV/markdown tables (default: next to the model)")
@@ -230,7 +233,7 @@ def _main_loop(args) -> int:
     if args.truth_row:
         methods["true labels (estimator floor)"] = "truth"
     out = Path(args.out) if args.out else Path("runs") / f"loops_{Path(root).name}"
-    rows = evaluate_loops(root, methods, out=out, limit=args.limit)
+    rows = evaluate_loops(root, methods, out=out, limit=args.limit, readings=not args.one_reading)
     print(table(rows, title=f"{', '.join(methods)} on {root} ({len(rows) // len(methods)} loops)"))
     return 0
 

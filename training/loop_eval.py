@@ -4,7 +4,9 @@ Each held-out case (``case_*.npz`` of `training.simulator`: the fan's bounding b
 every frame) is segmented over its WHOLE loop through the engine's `Session`:
 - a prompted model (MemSAM) gets, for each structure, one box on frame 0: the tight box of that
   structure's true mask (the structure's helper points apply, `echosam.structures.box_helper_points`),
-  and memory propagates it through every frame;
+  and memory propagates it through every frame. As `echosam segment` does by default, the loop is read three
+  times, from the boxes as given and 5 % larger and smaller per side, and the reading with the middle EF is
+  scored (`echosam.ef_check`); ``readings=False`` (`training.evaluate --one-reading`) scores the boxes as given;
 - a prompt-free model (MediViSTA, MA-SAM) segments the loop without prompts.
 
 Baselines get the same frame-0 boxes:
@@ -68,7 +70,28 @@ def case_session(loaded, case: dict, structures, boxes: dict) -> tuple:
     return Session(cine, loaded, structures=list(structures)), region
 
 
-def run_model(loaded, case: dict, structures, boxes: dict) -> np.ndarray:
+def run_model(loaded, case: dict, structures, boxes: dict, readings: bool = True) -> np.ndarray:
+    """The labels ``loaded`` gives ``case`` from ``boxes`` (full-frame pixels), as `echosam segment` runs it: a
+    prompted model given boxes reads the loop three times and keeps the middle reading unless ``readings`` is
+    False (`echosam.ef_check`)."""
+    from echosam.cardiac import analyse
+    from echosam.ef_check import BOX_CHANGE, median_reading, scaled_box
+
+    pred = one_reading(loaded, case, structures, boxes)
+    if not (readings and loaded.prompted and boxes):
+        return pred
+    shape = case["labels"].shape[1:]
+    preds = {0.0: pred}
+    for change in (BOX_CHANGE, -BOX_CHANGE):
+        scaled = {k: scaled_box(b, change, shape) for k, b in boxes.items()}
+        preds[change] = one_reading(loaded, case, structures, scaled)
+    times = np.arange(len(pred)) / case["fps"]
+    runs = [(c, float(analyse(p, case["spacing"], times, frames=case["frames"], predicted=True).ef_percent))
+            for c, p in preds.items()]
+    return preds[median_reading(runs)]
+
+
+def one_reading(loaded, case: dict, structures, boxes: dict) -> np.ndarray:
     s, region = case_session(loaded, case, structures, boxes)
     if s.prompted:
         for k in structures:
@@ -170,8 +193,10 @@ def score(pred: np.ndarray, case: dict) -> dict:
     return row
 
 
-def evaluate_loops(data_dir, methods: dict, out=None, structures=STRUCT, limit=None, progress=True) -> list:
-    """``methods``: {name: loaded model | "box" | "otsu" | "truth"}. Returns one row per (method, case)."""
+def evaluate_loops(data_dir, methods: dict, out=None, structures=STRUCT, limit=None, progress=True,
+                   readings: bool = True) -> list:
+    """``methods``: {name: loaded model | "box" | "otsu" | "truth"}; ``readings``: `run_model`'s. Returns one row
+    per (method, case)."""
     from tqdm import tqdm
 
     files = sorted(Path(data_dir).glob("case_*.npz"))[: limit or None]
@@ -191,7 +216,7 @@ def evaluate_loops(data_dir, methods: dict, out=None, structures=STRUCT, limit=N
                 pred = baseline_otsu(case, boxes)
             else:
                 keys = [k for k in structures if k in [c.lower() for c in m.classes]]
-                pred = run_model(m, case, keys, boxes)
+                pred = run_model(m, case, keys, boxes, readings=readings)
             row = {"method": name, "case": case["name"], "view": case["params"]["view"], **score(pred, case),
                    "seconds": round(time.perf_counter() - t0, 2)}
             rows.append(row)

@@ -94,13 +94,13 @@ def analyse_labels(labels, cine):
 
 
 def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bool = True, region=None,
-                  cine=None, ef_variants=None) -> dict:
+                  cine=None, ef_check=None) -> dict:
     """Labels, overlay, report, run.json and the saved session into ``outdir``, published as a whole.
     With a `FanRegion` (``region``) the session ran on the fan's crop: its labels are mapped back onto
-    ``cine`` (the full-frame cine) and the region's mask is saved next to run.json. ``ef_variants``
-    ``[(box change, EF)]``: the EF check's runs (`echosam.ef_check`), compared with this result's EF, recorded
-    in run.json and flagging an EF that depends on the prompt."""
-    from .ef_check import EFCheck, apply_check
+    ``cine`` (the full-frame cine) and the region's mask is saved next to run.json. ``ef_check``: the
+    `echosam.ef_check.EFCheck` of the three readings, ``session`` being the reported one; recorded in run.json,
+    it flags an EF that depends on the prompt."""
+    from .ef_check import apply_check
     from .io import write_labels, write_overlay
     from .io.atomic import atomic_folder
     from .report import write_report
@@ -110,10 +110,9 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
     labels = session.labels if region is None else region.uncrop(session.labels)
     cine = session.cine if cine is None else cine
     res = analyse_labels(labels, cine)
-    if ef_variants is not None:
-        check = EFCheck.of_runs(res.ef_percent, ef_variants)
-        run = dict(run, ef_check=check.to_dict())
-        res = apply_check(res, check)
+    if ef_check is not None:
+        run = dict(run, ef_check=ef_check.to_dict())
+        res = apply_check(res, ef_check)
     with atomic_folder(outdir) as tmp:
         for fmt in formats:
             write_labels(labels, cine, tmp / f"labels.{fmt.lstrip('.')}")
@@ -152,9 +151,10 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
     connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`); ``read``
     the reader options; ``substeps`` in-between steps per frame interval (`echosam.session.in_between`);
-    ``ef_check`` the run again with boxes 5 % larger and smaller (`echosam.ef_check`).
+    ``ef_check`` two more readings, with boxes 5 % larger and smaller, the result being the one with the middle
+    EF (`echosam.ef_check`; ``box_change`` in run.json says which).
     Returns {"result": cardiac analysis, "outdir", "session" (on the crop), "region"}."""
-    from .ef_check import BOX_CHANGE, checkable, scaled_prompts
+    from .ef_check import checkable
     from .io.lock import folder_lock
     from .seeding import seed_for_zoom
     from .structures import parse_structures
@@ -178,21 +178,20 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
         full_fan = fan
         s, fan = _prompted_session(cine, fan, prompts, **opts, mask_labels=mask_labels, seed=seed, notify=notify,
                                    progress=progress, model_cine=model_cine)
-        ran = None
+        check = None
         if ef_check and checkable(prompts, loaded):
-            (notify or print_notice)("checking the EF: the same run with every box 5 % larger and 5 % smaller "
-                                     "(2 more runs; --no-ef-check or ef_check=False skips them)")
-            ran = [(c, _variant_ef(cine, full_fan, scaled_prompts(prompts, c, cine.shape[1:]), notify, opts))
-                   for c in (BOX_CHANGE, -BOX_CHANGE)]
-            ran = [(c, ef) for c, ef in ran if ef is not None]          # a changed box that could not run
+            (notify or print_notice)("reading the loop twice more, with every box 5 % larger and 5 % smaller; the "
+                                     "result is the reading with the middle EF (--no-ef-check or ef_check=False: "
+                                     "one reading)")
+            s, fan, check = _middle_reading(cine, full_fan, prompts, (s, fan), notify, opts)
         run = {"command": "segment", "cine": input_record(cine_path, record_paths), "record_paths": bool(record_paths),
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
                "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
                "overlay": bool(overlay), "region": fan.summary(), "zoom": bool(zoom), "keep_connected": bool(keep_connected),
                "substeps": s.substeps, "precision": precision, "compute": s.path.to_dict(),
-               "calibrated": uncalibrated is None,
+               "calibrated": uncalibrated is None, "box_change": check.reported_change if check else 0.0,
                "model_ef_accuracy": ef_accuracy_note(loaded.meta)}
-        out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine, ef_variants=ran)
+        out = write_outputs(s, output, run, formats, overlay=overlay, region=fan, cine=cine, ef_check=check)
     return dict(out, session=s, region=fan)
 
 
@@ -212,15 +211,23 @@ def _prompted_session(cine, fan, prompts, loaded, keys, precision, keep_connecte
     return s, region
 
 
-def _variant_ef(cine, fan, prompts, notify, opts: dict) -> Optional[float]:
-    """The EF of the same run (``opts``: `_prompted_session`'s) with other prompts (`echosam.ef_check`): nan when
-    they give no EF; None when such prompts cannot run (a box off the fan): no comparison then."""
-    try:
-        s, region = _prompted_session(cine, fan, prompts, **opts, notify=lambda _: None)
-    except PromptError as e:
-        (notify or print_notice)(f"the EF check could not run a changed box ({e}); it compares the others")
-        return None
-    return float(analyse_labels(region.uncrop(s.labels), cine).ef_percent)
+def _middle_reading(cine, fan, prompts, given: tuple, notify, opts: dict) -> tuple:
+    """The three readings (`echosam.ef_check`): ``given`` (session, region) from the boxes as given, and the same
+    run (``opts``: `_prompted_session`'s) with every box `BOX_CHANGE` larger and smaller on ``fan`` -> (session,
+    region, `EFCheck`) of the reading with the middle EF. A changed box that cannot run (off the fan) is left
+    out, and the boxes as given then stand."""
+    from .ef_check import BOX_CHANGE, EFCheck, scaled_prompts
+
+    readings = {0.0: given}
+    for change in (BOX_CHANGE, -BOX_CHANGE):
+        try:
+            readings[change] = _prompted_session(cine, fan, scaled_prompts(prompts, change, cine.shape[1:]), **opts,
+                                                 notify=lambda _: None)
+        except PromptError as e:
+            (notify or print_notice)(f"the EF check could not run a changed box ({e}); it compares the others")
+    runs = [(c, float(analyse_labels(region.uncrop(s.labels), cine).ef_percent)) for c, (s, region) in readings.items()]
+    check = EFCheck.of_readings(runs)
+    return (*readings[check.reported_change], check)
 
 
 def correct(outdir, mask_path, frame: int, structure: str = "lv", cine_path=None, device: str = "auto",

@@ -24,7 +24,7 @@ import numpy as np
 from .. import mrml
 from .. import worker as wk
 from ..compute import check_precision
-from ..ef_check import check_summary
+from ..ef_check import EFCheck, check_summary
 from ..errors import CineError, EchoSAMError, PromptError
 from ..structures import get_structure
 from . import calibration, display, prompts as pr, scene_result, undo
@@ -126,7 +126,8 @@ class Controller:
         frame is shown). Without ``from_edit`` the markups are prompts too, each point on the frame it
         was placed on (``frame``: the frame for points placed before they were watched). ``precision``:
         "auto" (the fast path `echosam.compute.choose_path` picks) or "fp32" (the panel's Force fp32).
-        ``ef_check``: for boxes alone (no correction), the result, then the EF checked against them (`ef_check`).
+        ``ef_check``: for boxes alone (no correction), the result, then two more readings with the boxes a little
+        larger and smaller: the EF checked against them, and the middle reading kept as the result (`ef_check`).
         Everything is validated here, before any job is queued: nothing changes on error."""
         browser = self._browser(input_node)
         seq = browser.GetMasterSequenceNode()
@@ -141,6 +142,8 @@ class Controller:
             raise EchoSAMError("There is no EchoSAM segmentation yet: press Segment first.")
         edits = find_edits(self.scene_masks(browser, cine, keys), mrml.load_session_state(seq)["written"]) \
             if seg_seq is not None else {}
+        if not from_edit and not edits:     # a new Segment reads the boxes as drawn; a correction keeps the reading
+            prompts = pr.as_drawn(prompts)
         if info.prompted:
             prompts = pr.add_corrections(prompts, edits)
             if not from_edit:
@@ -164,7 +167,7 @@ class Controller:
         steps += [("encode", wk.job_encode, {}), ("segment", wk.job_segment, {}), ("result", wk.job_result, {})]
         check = ef_check and info.prompted and not from_edit and not edits and pr.ef_checkable(prompts, keys)
         if check:      # the spacing of the cine read above, not read again from the scene
-            kw = dict(cine=cine, structures=keys, precision=precision, prompts=session_prompts)
+            kw = dict(key=key, cine=cine, structures=keys, precision=precision, prompts=session_prompts)
             steps.append(("ef_check", job_ef_check, dict(kw, spacing_mm=scene_result.spacing(seq, cine).spacing_mm)))
         data = {"input": input_node, "browser": browser, "cine": cine, "prompts": prompts if info.prompted else None,
                 "corrected": sorted(edits), "what": "Propagate" if from_edit else "Segment"}
@@ -205,7 +208,7 @@ class Controller:
     def _finish(self, a: Action) -> Action:
         try:
             if a.run.kind == "segment" and a.role == "ef_check":
-                a.value = check_summary(a.run.data["summary"], a.value)
+                a.value = self._middle_reading(a.run.data, a.value)
                 a.text = display.done_text(a.run.data, a.value)
             elif a.run.kind == "segment":
                 a.value = a.run.data["summary"] = self.apply(a.value, a.run.data)
@@ -215,6 +218,16 @@ class Controller:
         except EchoSAMError as exc:
             return Action("error", a.run, a.role, str(exc))
         return a
+
+    def _middle_reading(self, data: dict, readings: dict) -> dict:
+        """The EF check's readings (`jobs.job_ef_check`) -> the summary shown: the middle reading written as the
+        result when it is a changed box (an undo step of its own; the prompts record the reading, so that a
+        correction propagates from it), with the check of the three."""
+        check = EFCheck.of_readings(readings["runs"])
+        if readings["result"] is not None:
+            prompts = dict(data["prompts"], **{pr.READING: check.reported_change})
+            data["summary"] = self.apply(readings["result"], dict(data, prompts=prompts, what="Middle reading"))
+        return check_summary(data["summary"], check)
 
     def _publish(self, browser, cine, labels, structures, frames, prompts, written, step) -> tuple:
         """Write ``frames`` of ``labels``, the state and the LV curve; returns (analysis, summary)."""

@@ -36,6 +36,8 @@ def results_rows(summary: dict) -> list:
         efs = " / ".join(_fmt(v, " %") for v in [check["ef_percent"], *check["variant_ef_percent"]])
         verdict = {True: "steady", False: "depends on the box: check ED and ES"}.get(check["stable"], "not compared")
         changes = ", ".join(f"{100 * c:+.0f} %" for c in check["box_changes"])
+        shown = check.get("reported_box_change") or 0.0
+        verdict += f"; shown: {100 * shown:+.0f} %" if shown else "; shown: as drawn"
         rows.insert(3, (f"EF: the box as drawn, {changes}", f"{efs}: {verdict}"))
     n = summary.get("systole_frames")
     if n is not None and n < SPARSE_SYSTOLE_FRAMES and rows[2][1] != "-":     # `cardiac_cycles.sparse_systole_note`
@@ -61,8 +63,12 @@ def done_text(data: dict, summary: dict, checking: bool = False) -> str:
         parts.append(summary["message"])
     if summary.get("ef_flag"):
         parts.append(summary["ef_flag"])
+    elif (summary.get("ef_check") or {}).get("reported_box_change"):
+        change = summary["ef_check"]["reported_box_change"]
+        parts.append(f"The result is the middle of three readings: the boxes {100 * change:+.0f} % per side.")
     if checking:
-        parts.append("Checking the EF against the box (2 more runs; Cancel keeps this result)...")
+        parts.append("Checking the EF against the box: two more readings, with the boxes 5 % larger and smaller; "
+                     "the one with the middle EF is kept (Cancel keeps this result)...")
     return " ".join(parts)
 
 

@@ -27,7 +27,7 @@ def job_sync_session(state, progress, cancel, key, cine, structures, prompts: di
     if "loaded" not in state:
         raise ModelError("No model is loaded; choose a model first.")
     region, state["region_notices"] = region_for(state["fan"], state["loaded"], prompts, structures)
-    crop_key = key + (region.bbox, tuple(region.zoom["box"]) if region.zoom else None)
+    crop_key = _crop_key(key, region)
     session_prompts = crop_prompts(prompts, region) if prompts is not None else None
     rebuilt = state.get("session_key") != crop_key or "session" not in state
     if rebuilt:
@@ -41,19 +41,32 @@ def job_sync_session(state, progress, cancel, key, cine, structures, prompts: di
     return rebuilt
 
 
-def job_ef_check(state, progress, cancel, cine, structures, prompts: dict, spacing_mm, precision: str = "auto") -> list:
-    """The EF check's runs (`echosam.ef_check`): the loop segmented again with every box of ``prompts``
-    (full-frame pixels, the run's own) `BOX_CHANGE` larger and smaller per side, each on a session of its own
-    (the panel's session and its cache stay as they are) on the region those boxes give, as `echosam segment`
-    runs them. ``[(change, EF percent or nan)]``; a changed box that cannot run (off the fan) is left out."""
+def _crop_key(key: tuple, region) -> tuple:
+    """The session's key on ``region``: a prompt that moves the crop rebuilds the session."""
+    return key + (region.bbox, tuple(region.zoom["box"]) if region.zoom else None)
+
+
+def job_ef_check(state, progress, cancel, key, cine, structures, prompts: dict, spacing_mm,
+                 precision: str = "auto") -> dict:
+    """The two more readings of `echosam.ef_check`: the loop segmented again with every box of ``prompts``
+    (full-frame pixels, as drawn) `BOX_CHANGE` larger and smaller per side, each on a session of its own on the
+    region those boxes give, as `echosam segment` runs them; a changed box that cannot run (off the fan) is left
+    out. When the middle reading is a changed box, its session becomes the panel's (a later correction
+    propagates from it; ``key``: the run's session key). ``{"runs": [(change, EF percent or nan)], the boxes as
+    given first; "result": the middle reading's `SegmentationResult`, None when it is the boxes as given}``."""
     from ..cardiac import analyse
-    from ..ef_check import BOX_CHANGE
+    from ..ef_check import BOX_CHANGE, median_reading
     from ..errors import PromptError
     from ..session import Session
     from .prompts import scaled_boxes
     from .region import crop_prompts, region_for
 
-    out = []
+    def ef(session, region) -> float:
+        labels = region.uncrop(session.labels)
+        return float(analyse(labels, spacing=spacing_mm, times_s=cine.frame_times, frames=cine.frames,
+                             predicted=True).ef_percent)
+
+    readings = {0.0: (wk.session_of(state), state["region"])}
     for change in (BOX_CHANGE, -BOX_CHANGE):
         scaled = scaled_boxes(prompts, change)
         try:
@@ -64,7 +77,12 @@ def job_ef_check(state, progress, cancel, cine, structures, prompts: dict, spaci
         session = Session(region.crop_cine(cine), state["loaded"], structures=tuple(structures), precision=precision)
         session.load_prompts_dict(session_prompts)
         session.encode(progress=progress, cancel=cancel)
-        labels = region.uncrop(session.segment(progress=progress, cancel=cancel))
-        ef = analyse(labels, spacing=spacing_mm, times_s=cine.frame_times, frames=cine.frames, predicted=True)
-        out.append((change, float(ef.ef_percent)))
-    return out
+        session.segment(progress=progress, cancel=cancel)
+        readings[change] = (session, region)
+    runs = [(c, ef(*r)) for c, r in readings.items()]
+    chosen = median_reading(runs)
+    if not chosen:
+        return {"runs": runs, "result": None}
+    state["session"], state["region"] = readings[chosen]
+    state["session_key"] = _crop_key(key, state["region"])
+    return {"runs": runs, "result": wk.job_result(state, progress, cancel)}

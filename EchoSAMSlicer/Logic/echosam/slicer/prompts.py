@@ -33,13 +33,23 @@ def usable_prompts(stored: dict, n_frames: int, shape_hw) -> dict:
     return empty_prompts(n_frames, shape_hw, [])
 
 
+READING = "box_change"      # the reading the result is (`echosam.ef_check`): its boxes' change per side
+
+
 def session_prompts(prompts: dict, structures) -> dict:
-    """The part of ``prompts`` a session over ``structures`` takes (always a valid dict)."""
+    """The part of ``prompts`` a session over ``structures`` takes (always a valid dict), its boxes scaled to
+    the reading the result is (``prompts[READING]``, set when the middle of three readings was a changed box)."""
     keys = [get_structure(s).key for s in structures]
     out = copy.deepcopy(prompts)
     out["prompts"] = [p for p in prompts.get("prompts", []) if p.get("structure") in keys]
     out["structures"] = keys
-    return out
+    change = float(out.pop(READING, 0.0) or 0.0)
+    return scaled_boxes(out, change) if change else out
+
+
+def as_drawn(prompts: dict) -> dict:
+    """``prompts`` read from the boxes as drawn (a new Segment reads the loop afresh)."""
+    return {k: v for k, v in prompts.items() if k != READING}
 
 
 def _next_version(d: dict) -> int:
