@@ -204,3 +204,12 @@ def test_the_evaluation_bench_counts_what_the_check_would_withhold(tmp_path):
     assert s["ef_mae_flagged"] == 18.75 and s["ef_mae_rest"] == 4.0
     assert s["errors_over_10"] == 1 and s["errors_over_10_flagged"] == 1
     assert s["ef_mae"] == pytest.approx(11.375, abs=0.01)
+    # rows that record the EFs the product chooses by: the middle reading is scored against the boxes as given
+    for r in rows:
+        r["efs_product"] = list(r["efs"])
+    m = bench.summary(rows, 8.0)
+    # c1 and c3 keep the boxes as given (their middle EF), c2 takes the smaller boxes' 20.5, c5 (a box lost its EF)
+    # the boxes as given; c4 has no EF as given and is left out: errors -2, -23.5, +6, +1 against -2, -36.5, +6, +1
+    assert m["middle_reading_counts"] == {"given": 3, "larger": 0, "smaller": 1}
+    assert m["middle_ef_mae"] == pytest.approx(8.12, abs=0.01) and m["middle_minus_given_abs_error"] == -3.25
+    assert m["middle_minus_given_95"][0] <= -3.25 <= m["middle_minus_given_95"][1]
