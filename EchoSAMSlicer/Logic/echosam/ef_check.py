@@ -10,11 +10,12 @@ prompt zoom follows each box, as it would for that user; a box is clipped to the
 
 - **The result is the middle reading** (`median_reading`): of the three runs, the one whose EF lies between
   the other two, with its own masks, curve and session (a later correction propagates from it). A reading
-  the model is torn over is outvoted by the two that agree. Chosen on 73 selection loops (`val3`,
-  `val2_dark`, `val2`; bundled MemSAM): EF MAE 4.28 -> 3.59 against the boxes as given (paired per loop
-  -0.69 points, 95 % interval -1.38 to -0.13), LV and MYO Dice unchanged; averaging the three runs'
-  probabilities gained less (-0.39, -0.85 to +0.03); the same three boxes on one zoom crop gained nothing
-  (-0.04): the crop's scale is what varies the reading. Held out: docs/evaluation.md, "Three readings".
+  the model is torn over is outvoted by the two that agree. Chosen on 74 selection loops (`val3`,
+  `val2_dark`, `val2`; bundled MemSAM): EF MAE 4.40 -> 3.64 against the boxes as given (paired per loop
+  -0.76 points, 95 % interval -1.44 to -0.20), LV and MYO Dice unchanged; averaging the three runs'
+  probabilities gained less (-0.41), and the three boxes on one zoom crop little (-0.04 to -0.22): the crop's
+  scale is what varies the reading. On 384 fresh loops, with a rule fixed before they existed: 5.04 -> 4.84,
+  paired -0.20 (-0.41 to -0.02), Dice within 0.002 (docs/evaluation.md, "Three readings").
   With fewer than three EFs (a changed box off the fan, or one that gives no EF) the boxes as given stand.
 - **The check**: the EF is flagged (status "prompt-dependent EF") when the three EFs span more than
   ``MAX_SPREAD`` points, or a changed box gives no EF at all. The threshold was chosen on the 77 selection
