@@ -5,7 +5,9 @@ segment it as a user would and check what can be checked without truth.
 
 - MemSAM from one box around the LV on frame 0 (full-frame pixels, drawn by hand once on this cine), MemSAM
   from one box per structure (LV, myocardium, LA, also by hand), and each prompt-free model with no prompt;
-  all through the ultrasound-region crop (`echosam.fan`).
+  all through the ultrasound-region crop (`echosam.fan`). MemSAM reads the loop three times, as `echosam
+  segment` does (the boxes as drawn, 5 % larger and 5 % smaller; the reading with the middle EF is shown and
+  checked, `echosam.ef_check`); ``--one-reading``: the boxes as drawn only.
 - Checks per method: no label outside the fan on any frame; an LV on every frame, with its centroid
   inside the hand-drawn heart box (on the heart, not on the screen text); LV area in a plausible range
   (5-60 cm^2 for an apical view); EF between 30 and 75 %; the ED/ES frames.
@@ -96,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--auto", action="append", default=None, help="prompt-free model(s)")
     ap.add_argument("--out", default="docs/images")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    ap.add_argument("--one-reading", action="store_true", help="MemSAM from the boxes as drawn only")
     args = ap.parse_args(argv)
     try:
         from pydicom.data import get_testdata_file
@@ -110,6 +113,7 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     from echosam.checkpoints import load_model
+    from echosam.ef_check import BOX_CHANGE, median_reading, scaled_box
     from echosam.fan import prepare_region
     from echosam.io import read_cine
     from echosam.model_zoo import default_model_name
@@ -130,9 +134,18 @@ def main(argv=None) -> int:
               "methods": {}}
     fig, ax = plt.subplots(len(methods), 3, figsize=(13, 3.6 * len(methods)), squeeze=False)
     for i, (name, (loaded, boxes)) in enumerate(methods.items()):
-        labels, seen = segment(cine, rc, region, loaded, boxes)
-        summary, area, res = check(labels, cine, region)
+        readings = {0.0: segment(cine, rc, region, loaded, boxes)}
+        if loaded.prompted and not args.one_reading:
+            for change in (BOX_CHANGE, -BOX_CHANGE):
+                scaled = {k: scaled_box(b, change, cine.shape[1:]) for k, b in boxes.items()}
+                readings[change] = segment(cine, rc, region, loaded, scaled)
+        checked = {c: check(lab, cine, region) for c, (lab, _) in readings.items()}
+        shown = median_reading([(c, float(checked[c][2].ef_percent)) for c in readings])
+        (labels, seen), (summary, area, _) = readings[shown], checked[shown]
         summary["zoom"] = seen.zoom
+        if len(readings) > 1:
+            summary["readings_ef_percent"] = {f"{100 * c:+.0f} %": checked[c][0]["ef_percent"] for c in readings}
+            summary["shown_box_change"] = shown
         report["methods"][name] = summary
         print(name, json.dumps(summary))
         ed = summary["ed_frames"][0] if summary["ed_frames"] else int(np.argmax(area))

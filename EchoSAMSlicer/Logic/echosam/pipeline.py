@@ -180,9 +180,9 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                                    progress=progress, model_cine=model_cine)
         check = None
         if ef_check and checkable(prompts, loaded):
-            (notify or print_notice)("reading the loop twice more, with every box 5 % larger and 5 % smaller; the "
-                                     "result is the reading with the middle EF (--no-ef-check or ef_check=False: "
-                                     "one reading)")
+            (notify or print_notice)("reading the loop twice more, with every box 5 % larger and 5 % smaller; when "
+                                     "the three EFs disagree the middle one is the result (--no-ef-check or "
+                                     "ef_check=False: one reading)")
             s, fan, check = _middle_reading(cine, full_fan, prompts, (s, fan), notify, opts)
         run = {"command": "segment", "cine": input_record(cine_path, record_paths), "record_paths": bool(record_paths),
                "read": read, "model": model or str(loaded.path), "family": loaded.family,

@@ -118,9 +118,9 @@ def add_region_arguments(p) -> None:
                         "so a low frame rate looks like a high one (auto: what the model asks at "
                         "this cine's frame rate; 1: the frames alone)")
     p.add_argument("--no-ef-check", action="store_true",
-                   help="report the EF without checking it against boxes 5 %% larger and smaller (default: a "
-                        "prompted model given boxes runs twice more, and an EF that moves more than 8 points "
-                        "with the boxes is flagged; echosam.ef_check)")
+                   help="read the loop once, from the boxes as given (default: a prompted model given boxes reads "
+                        "it twice more, with the boxes 5 %% larger and smaller; when the three EFs span more than 4 "
+                        "points the middle one is the result, and over 8 points the EF is flagged; echosam.ef_check)")
 
 
 def register(subparsers) -> None:

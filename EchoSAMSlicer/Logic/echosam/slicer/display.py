@@ -68,7 +68,7 @@ def done_text(data: dict, summary: dict, checking: bool = False) -> str:
         parts.append(f"The result is the middle of three readings: the boxes {100 * change:+.0f} % per side.")
     if checking:
         parts.append("Checking the EF against the box: two more readings, with the boxes 5 % larger and smaller; "
-                     "the one with the middle EF is kept (Cancel keeps this result)...")
+                     "if their EFs disagree, the middle one is kept (Cancel keeps this result)...")
     return " ".join(parts)
 
 
