@@ -478,6 +478,13 @@ def test_the_panel_checks_the_ef_against_the_box_shows_the_result_first_and_flag
         assert mrml.get_json_attribute(seq, undo.ATTRIBUTE)[-1]["what"] == "Middle reading"
         middle = mrml.read_labels(browser, mrml.find_segmentation_sequence(browser), ["lv"], cine)
         assert np.array_equal(middle, c.worker.state["region"].uncrop(c.worker.state["session"].labels))
+        assert c.undo(browser)["undone"] == "Middle reading"         # back to the box as drawn: reading and masks
+        assert "box_change" not in mrml.load_session_state(seq)["prompts"]
+        assert not np.array_equal(mrml.read_labels(browser, mrml.find_segmentation_sequence(browser), ["lv"], cine),
+                                  middle)
+        c.submit_segmentation(browser, "echosam-sim-memsam-small", "cpu", ["lv"], **args)      # and again
+        assert final(wait_actions(c, 600)).value["ef_check"]["reported_box_change"] == 0.05
+        state = mrml.load_session_state(seq)
 
         k = 6
         browser.SetSelectedItemNumber(k)
