@@ -27,7 +27,7 @@ def run(data: list, model: str, out: Path) -> None:
     from echosam.cardiac import analyse
     from echosam.metrics import dice
     from echosam.checkpoints import load_model
-    from echosam.ef_check import BOX_CHANGE, scaled_box
+    from echosam.ef_check import READINGS, scaled_box
     from training.loop_eval import STRUCT, load_case, one_reading, truth_boxes
 
     done = {(r["set"], r["case"]) for r in read(out)} if out.exists() else set()
@@ -42,7 +42,7 @@ def run(data: list, model: str, out: Path) -> None:
                 times = np.arange(len(case["labels"])) / case["fps"]
                 efs, product, dices = [], [], {k: [] for k in STRUCT}
                 shape = case["labels"].shape[1:]
-                for change in (0.0, BOX_CHANGE, -BOX_CHANGE):     # as the product reads it (clipped boxes)
+                for change in READINGS:     # as the product reads it (clipped boxes)
                     pred = one_reading(loaded, case, STRUCT, {k: scaled_box(b, change, shape) for k, b in boxes.items()})
                     efs.append(float(analyse(pred, case["spacing"], times).ef_percent))
                     product.append(float(analyse(pred, case["spacing"], times, frames=case["frames"],
@@ -84,12 +84,12 @@ def summary(rows: list, max_spread: float) -> dict:
 
 def middle_reading(rows: list, seed: int = 0, draws: int = 4000) -> dict:
     """The middle reading against the boxes as given, on the rows that record what the product chooses by."""
-    from echosam.ef_check import BOX_CHANGE, median_reading
+    from echosam.ef_check import READINGS, median_reading
 
     rows = [r for r in rows if "efs_product" in r]
     if not rows:
         return {}
-    changes = [0.0, BOX_CHANGE, -BOX_CHANGE]
+    changes = list(READINGS)
     pick = [changes.index(median_reading(list(zip(changes, r["efs_product"])))) for r in rows]
     truth = np.array([r["truth"] for r in rows])
     given, middle = np.array([r["efs"][0] for r in rows]), np.array([r["efs"][i] for r, i in zip(rows, pick)])

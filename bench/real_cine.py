@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     from echosam.checkpoints import load_model
-    from echosam.ef_check import BOX_CHANGE, median_reading, scaled_box
+    from echosam.ef_check import read_three, scaled_box
     from echosam.fan import prepare_region
     from echosam.io import read_cine
     from echosam.model_zoo import default_model_name
@@ -134,18 +134,20 @@ def main(argv=None) -> int:
               "methods": {}}
     fig, ax = plt.subplots(len(methods), 3, figsize=(13, 3.6 * len(methods)), squeeze=False)
     for i, (name, (loaded, boxes)) in enumerate(methods.items()):
-        readings = {0.0: segment(cine, rc, region, loaded, boxes)}
+        labels, seen = segment(cine, rc, region, loaded, boxes)
+        three = None
         if loaded.prompted and not args.one_reading:
-            for change in (BOX_CHANGE, -BOX_CHANGE):
-                scaled = {k: scaled_box(b, change, cine.shape[1:]) for k, b in boxes.items()}
-                readings[change] = segment(cine, rc, region, loaded, scaled)
-        checked = {c: check(lab, cine, region) for c, (lab, _) in readings.items()}
-        shown = median_reading([(c, float(checked[c][2].ef_percent)) for c in readings])
-        (labels, seen), (summary, area, _) = readings[shown], checked[shown]
+            (labels, seen), three = read_three(
+                (labels, seen), lambda c: segment(cine, rc, region, loaded,
+                                                  {k: scaled_box(b, c, cine.shape[1:]) for k, b in boxes.items()}),
+                lambda r: check(r[0], cine, region)[2].ef_percent)
+        summary, area, _ = check(labels, cine, region)
         summary["zoom"] = seen.zoom
-        if len(readings) > 1:
-            summary["readings_ef_percent"] = {f"{100 * c:+.0f} %": checked[c][0]["ef_percent"] for c in readings}
-            summary["shown_box_change"] = shown
+        if three is not None:
+            efs = [three.ef_percent, *three.variant_ef_percent]
+            summary["readings_ef_percent"] = {f"{100 * c:+.0f} %": round(float(v), 1) if np.isfinite(v) else None
+                                              for c, v in zip([0.0, *three.changes], efs)}
+            summary["shown_box_change"] = three.reported_change
         report["methods"][name] = summary
         print(name, json.dumps(summary))
         ed = summary["ed_frames"][0] if summary["ed_frames"] else int(np.argmax(area))

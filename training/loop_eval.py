@@ -75,20 +75,16 @@ def run_model(loaded, case: dict, structures, boxes: dict, readings: bool = True
     prompted model given boxes reads the loop three times and keeps the middle reading unless ``readings`` is
     False (`echosam.ef_check`)."""
     from echosam.cardiac import analyse
-    from echosam.ef_check import BOX_CHANGE, median_reading, scaled_box
+    from echosam.ef_check import read_three, scaled_box
 
     pred = one_reading(loaded, case, structures, boxes)
     if not (readings and loaded.prompted and boxes):
         return pred
-    shape = case["labels"].shape[1:]
-    preds = {0.0: pred}
-    for change in (BOX_CHANGE, -BOX_CHANGE):
-        scaled = {k: scaled_box(b, change, shape) for k, b in boxes.items()}
-        preds[change] = one_reading(loaded, case, structures, scaled)
-    times = np.arange(len(pred)) / case["fps"]
-    runs = [(c, float(analyse(p, case["spacing"], times, frames=case["frames"], predicted=True).ef_percent))
-            for c, p in preds.items()]
-    return preds[median_reading(runs)]
+    shape, times = case["labels"].shape[1:], np.arange(len(pred)) / case["fps"]
+    chosen, _ = read_three(
+        pred, lambda c: one_reading(loaded, case, structures, {k: scaled_box(b, c, shape) for k, b in boxes.items()}),
+        lambda p: analyse(p, case["spacing"], times, frames=case["frames"], predicted=True).ef_percent)
+    return chosen
 
 
 def one_reading(loaded, case: dict, structures, boxes: dict) -> np.ndarray:

@@ -44,6 +44,7 @@ BOX_CHANGE = 0.05       # of the box's width and height, per side
 MAX_SPREAD = 8.0        # EF points between the largest and smallest of the three runs
 SWITCH_SPREAD = 4.0     # EF points the readings must span before the middle one replaces the boxes as given
 FLAGGED = "prompt-dependent EF"     # the status of a flagged EF (numbers kept)
+READINGS = (0.0, BOX_CHANGE, -BOX_CHANGE)    # the box change of each reading, the boxes as given first
 
 
 def scaled_box(box, change: float, shape_hw=None) -> tuple:
@@ -97,7 +98,7 @@ class EFCheck:
 
     ef_percent: float
     variant_ef_percent: Sequence[float]
-    changes: Sequence[float] = (BOX_CHANGE, -BOX_CHANGE)
+    changes: Sequence[float] = READINGS[1:]
     max_spread: float = MAX_SPREAD
     reported_change: float = 0.0
 
@@ -145,6 +146,19 @@ class EFCheck:
                 "variant_ef_percent": [r(v) for v in self.variant_ef_percent], "spread": r(self.spread),
                 "max_spread": float(self.max_spread), "stable": self.stable,
                 "reported_box_change": float(self.reported_change)}
+
+
+def read_three(given, read, ef_of) -> tuple:
+    """The three readings of a loop: ``given`` (the reading from the boxes as given) and ``read(change)`` for the
+    other `READINGS` (None: a changed box that cannot run, e.g. off the fan, left out); ``ef_of(reading)`` is a
+    reading's EF in percent (nan: none). Returns (the reading the result is, the `EFCheck` of them all)."""
+    readings = {0.0: given}
+    for change in READINGS[1:]:
+        reading = read(change)
+        if reading is not None:
+            readings[change] = reading
+    check = EFCheck.of_readings([(c, float(ef_of(r))) for c, r in readings.items()])
+    return readings[check.reported_change], check
 
 
 def reading_text(change: float) -> str:

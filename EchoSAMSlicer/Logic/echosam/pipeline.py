@@ -212,22 +212,22 @@ def _prompted_session(cine, fan, prompts, loaded, keys, precision, keep_connecte
 
 
 def _middle_reading(cine, fan, prompts, given: tuple, notify, opts: dict) -> tuple:
-    """The three readings (`echosam.ef_check`): ``given`` (session, region) from the boxes as given, and the same
-    run (``opts``: `_prompted_session`'s) with every box `BOX_CHANGE` larger and smaller on ``fan`` -> (session,
-    region, `EFCheck`) of the reading with the middle EF. A changed box that cannot run (off the fan) is left
-    out, and the boxes as given then stand."""
-    from .ef_check import BOX_CHANGE, EFCheck, scaled_prompts
+    """The three readings (`echosam.ef_check.read_three`): ``given`` (session, region) from the boxes as given, and
+    the same run (``opts``: `_prompted_session`'s) with every box `BOX_CHANGE` larger and smaller on ``fan`` ->
+    (session, region, `EFCheck`) of the reading the result is. A changed box that cannot run (off the fan) is
+    left out, and the boxes as given then stand."""
+    from .ef_check import read_three, scaled_prompts
 
-    readings = {0.0: given}
-    for change in (BOX_CHANGE, -BOX_CHANGE):
+    def read(change):
         try:
-            readings[change] = _prompted_session(cine, fan, scaled_prompts(prompts, change, cine.shape[1:]), **opts,
-                                                 notify=lambda _: None)
+            return _prompted_session(cine, fan, scaled_prompts(prompts, change, cine.shape[1:]), **opts,
+                                     notify=lambda _: None)
         except PromptError as e:
             (notify or print_notice)(f"the EF check could not run a changed box ({e}); it compares the others")
-    runs = [(c, float(analyse_labels(region.uncrop(s.labels), cine).ef_percent)) for c, (s, region) in readings.items()]
-    check = EFCheck.of_readings(runs)
-    return (*readings[check.reported_change], check)
+            return None
+
+    (s, region), check = read_three(given, read, lambda r: analyse_labels(r[1].uncrop(r[0].labels), cine).ef_percent)
+    return s, region, check
 
 
 def correct(outdir, mask_path, frame: int, structure: str = "lv", cine_path=None, device: str = "auto",

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..cardiac_cycles import SPARSE_SYSTOLE_FRAMES
 from ..device import DEVICES  # noqa: F401 (the panel offers every device)
+from ..ef_check import reading_text
 from ..structures import get_structure
 
 UNCALIBRATED = "uncalibrated"
@@ -64,8 +65,8 @@ def done_text(data: dict, summary: dict, checking: bool = False) -> str:
     if summary.get("ef_flag"):
         parts.append(summary["ef_flag"])
     elif (summary.get("ef_check") or {}).get("reported_box_change"):
-        change = summary["ef_check"]["reported_box_change"]
-        parts.append(f"The result is the middle of three readings: the boxes {100 * change:+.0f} % per side.")
+        shown = reading_text(summary["ef_check"]["reported_box_change"])
+        parts.append(f"The result is the middle of three readings: {shown}.")
     if checking:
         parts.append("Checking the EF against the box: two more readings, with the boxes 5 % larger and smaller; "
                      "if their EFs disagree, the middle one is kept (Cancel keeps this result)...")

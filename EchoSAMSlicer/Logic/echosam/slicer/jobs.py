@@ -55,34 +55,34 @@ def job_ef_check(state, progress, cancel, key, cine, structures, prompts: dict, 
     propagates from it; ``key``: the run's session key). ``{"runs": [(change, EF percent or nan)], the boxes as
     given first; "result": the middle reading's `SegmentationResult`, None when it is the boxes as given}``."""
     from ..cardiac import analyse
-    from ..ef_check import BOX_CHANGE, median_reading
+    from ..ef_check import read_three
     from ..errors import PromptError
     from ..session import Session
     from .prompts import scaled_boxes
     from .region import crop_prompts, region_for
 
-    def ef(session, region) -> float:
-        labels = region.uncrop(session.labels)
-        return float(analyse(labels, spacing=spacing_mm, times_s=cine.frame_times, frames=cine.frames,
-                             predicted=True).ef_percent)
-
-    readings = {0.0: (wk.session_of(state), state["region"])}
-    for change in (BOX_CHANGE, -BOX_CHANGE):
+    def read(change):
         scaled = scaled_boxes(prompts, change)
         try:
             region, _ = region_for(state["fan"], state["loaded"], scaled, structures)
             session_prompts = crop_prompts(scaled, region)
         except PromptError:
-            continue
+            return None
         session = Session(region.crop_cine(cine), state["loaded"], structures=tuple(structures), precision=precision)
         session.load_prompts_dict(session_prompts)
         session.encode(progress=progress, cancel=cancel)
         session.segment(progress=progress, cancel=cancel)
-        readings[change] = (session, region)
-    runs = [(c, ef(*r)) for c, r in readings.items()]
-    chosen = median_reading(runs)
-    if not chosen:
+        return session, region
+
+    def ef(reading) -> float:
+        session, region = reading
+        return analyse(region.uncrop(session.labels), spacing=spacing_mm, times_s=cine.frame_times,
+                       frames=cine.frames, predicted=True).ef_percent
+
+    chosen, check = read_three((wk.session_of(state), state["region"]), read, ef)
+    runs = [(0.0, check.ef_percent)] + list(zip(check.changes, check.variant_ef_percent))
+    if not check.reported_change:
         return {"runs": runs, "result": None}
-    state["session"], state["region"] = readings[chosen]
+    state["session"], state["region"] = chosen
     state["session_key"] = _crop_key(key, state["region"])
     return {"runs": runs, "result": wk.job_result(state, progress, cancel)}
