@@ -8,26 +8,23 @@ weights segment any structure given that structure's prompt (``classes`` lists w
 
 Where the paper and the released code (dengxl0520/MemSAM @ 36f1b98) disagree, and what we do:
 
-1. **Mask fed to memory** (value encoder's mask channel and the reinforcement module): the paper's
-   eq. 4 uses the probability map P; the released code feeds raw decoder *logits*. Default
-   ``reinforce_input="logits"`` (released, matches any released-style training); ``"probs"`` = paper.
-2. **Pixel intensities**: the released code feeds unnormalised 0..255 RGB to both the ViT and the
-   ResNet value encoder (pixel_mean/std unused). Default ``intensity="raw255"``; ``"unit"`` (x/255)
-   and ``"imagenet"`` (SAM mean/std) are options for models trained that way.
-3. **Threshold**: the released evaluation binarises ``sigmoid > 0.6``; we default ``threshold=0.5``
-   (the natural sigmoid midpoint, symmetric with +-10 logits for user masks); set 0.6 to reproduce
-   the released metrics. The model returns logits; the session applies the threshold.
-4. **Frame 0 is predicted twice** in the released loop: once from the point prompt (only to write a bootstrap value
-   to memory, never output) and again from memory (the output). After frame 0 the bootstrap value is replaced by the
+1. **Mask fed to memory** (value encoder's mask channel and the reinforcement module): the paper's eq. 4 uses the
+   probability map P; the released code feeds raw decoder *logits* (our default); ``reinforce_input="probs"``: paper.
+2. **Pixel intensities**: the released code feeds unnormalised 0..255 RGB to both the ViT and the ResNet value encoder
+   (pixel_mean/std unused). Default ``intensity="raw255"``; ``"unit"`` (x/255) and ``"imagenet"`` (SAM mean/std) are
+   options for models trained that way.
+3. **Threshold**: the released evaluation binarises ``sigmoid > 0.6``; ours is 0.5 (the sigmoid midpoint, symmetric
+   with +-10 logits for user masks; 0.6 gives the released metrics). The session applies it to the model's logits.
+4. **Frame 0 is predicted twice** in the released loop: once from the point prompt (only to write a bootstrap value to
+   memory, never output) and again from memory (the output). After frame 0 the bootstrap value is replaced by the
    value of the memory-based frame-0 prediction. `forward` reproduces this exactly. (The session's key frames instead
    keep the prompted value permanently.)
-5. **Deep update** (value encoder's hidden reinforcement): the released code draws it with probability
-   0.2 at training *and* test time, so its test results are random. We draw it with
-   ``deep_update_prob`` only in training; in eval it is deterministic, ``deep_update_at_eval=True``
-   (XMem's inference rule: deep update on every memory write, here every frame). The bootstrap
-   value (the prompt decoder's logits written to memory to predict the key frame) always
-   deep-updates, as released, whatever ``deep_update_at_eval`` says: in `forward` and in the
-   session's prompted key frames (`echosam.session.propagation`).
+5. **Deep update** (value encoder's hidden reinforcement): the released code draws it with probability 0.2 at training
+   *and* test time, so its test results are random. We draw it with ``deep_update_prob`` only in training; in eval it
+   is deterministic, ``deep_update_at_eval=True`` (XMem's inference rule: deep update on every memory write, here
+   every frame). The bootstrap value (the prompt decoder's logits written to memory to predict the key frame) always
+   deep-updates, as released, whatever ``deep_update_at_eval`` says: in `forward` and in the session's prompted key
+   frames (`echosam.session.propagation`).
 6. **Memory size**: the released working memory is never pruned (at most 9 frames for T=10 clips). Long cines need a
    bound: ``memory_cap=16`` working frames beyond the permanent key frames keeps the readout close to what the model
    saw in training (softmax over <= ~10 frames) and cost flat, while prompted / corrected frames are never dropped.
@@ -35,8 +32,7 @@ Where the paper and the released code (dengxl0520/MemSAM @ 36f1b98) disagree, an
 8. **Sensory memory** (ours, off the paper): the hidden state the memory decoder carries from frame to frame (XMem's
    sensory memory, paper eq. 5) made our small models' LV trail the image by about three frames (zeroing it at
    inference cut the lag to under one frame). ``sensory_memory=False`` feeds the decoder a zero hidden state on every
-   frame, so each frame is segmented from its own image and the memory readout only; a model must be trained that
-   way. Default True (released).
+   frame, so each frame is segmented from its own image and memory readout only (trained so; default True: released).
 9. **Neighbour channels** (ours, off the paper): MemSAM sees one frame at a time (grey replicated to RGB), so it
    cannot use what tells blood from tissue in a cine: tissue speckle moves with the wall, blood speckle is redrawn
    every frame. Our small models drew every frame's cavity near the loop's mean size (end-diastole too small,
@@ -58,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError, PromptError
+from ..hysteresis import grow_problem
 from ..structures import BOX_HELPER_RULES, STRUCTURES
 from .fast import full_precision
 from .features import FrameTensors
@@ -98,9 +95,10 @@ class MemSAMConfig:
     neighbour_channels: bool = False   # True: frames t-1, t, t+1 as R, G, B (see module note 9)
     prompt_zoom: Optional[float] = None  # trained on crops around its prompts with this margin (echosam.zoom)
     box_helpers: str = "centre"        # the points a box implies, as trained (echosam.structures.box_helper_points)
-    # structure -> how many times a prompted key frame is predicted again from a memory of its last prediction
-    # (the released loop: once). A thin ring (the myocardium) sharpens over a few reads (docs/evaluation.md).
+    # structure -> times a prompted key frame is predicted again from a memory of its last prediction (released:
+    # once; a thin ring sharpens over a few reads), and -> the lower threshold of its mask (echosam.hysteresis)
     key_frame_reads: dict = field(default_factory=dict)
+    grow_thresholds: dict = field(default_factory=dict)
     substep_fps: Optional[float] = None  # look like this frame rate: in-between frames below it (session.in_between)
 
     def __post_init__(self) -> None:
@@ -110,6 +108,7 @@ class MemSAMConfig:
         self.classes = list(self.classes)
         reads = self.key_frame_reads if isinstance(self.key_frame_reads, dict) else {}
         unknown_reads = sorted(set(reads) - set(STRUCTURES))
+        grow_msg = grow_problem(self.grow_thresholds, self.threshold)
         checks = [
             (self.intensity in INTENSITIES, f"intensity {self.intensity!r} is not one of {INTENSITIES}"),
             (self.reinforce_input in REINFORCE_INPUTS, f"reinforce_input {self.reinforce_input!r} is not one of {REINFORCE_INPUTS}"),
@@ -130,6 +129,7 @@ class MemSAMConfig:
              f"key_frame_reads {self.key_frame_reads!r} is not a mapping of structure -> reads (an integer >= 1)"),
             (self.substep_fps is None or (type(self.substep_fps) in (int, float) and self.substep_fps > 0),
              f"substep_fps {self.substep_fps!r} is not a positive frame rate (or null)"),
+            (grow_msg is None, str(grow_msg)),
             (not unknown_reads, f"key_frame_reads names {unknown_reads}, which are not structures ({', '.join(STRUCTURES)})"),
         ]
         for ok, msg in checks:

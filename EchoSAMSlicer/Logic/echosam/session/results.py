@@ -4,12 +4,15 @@ The propagator writes here (`write`), never into the Session. A frame's *signatu
 prompt version produced it (`propagation.frame_signatures`); a frame is stale when its signature
 differs from the current one. Labels are composed per frame: locked masks exactly; elsewhere the
 structure with the highest probability wins, background where every probability is below the
-threshold. Writes made while a `Change` is open keep before-images, so `undo` restores them.
+threshold; a structure in ``grow`` then grows into background pixels connected to it where its own
+probability passes its lower threshold (`echosam.hysteresis`). Writes made while a `Change` is open keep
+before-images, so `undo` restores them.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..hysteresis import grow_into_free
 from ..structures import get_structure
 
 
@@ -22,11 +25,13 @@ class Change:
 
 
 class Results:
-    """Results of ``structures`` over ``n_frames`` frames; ``store`` gives locked masks for composing."""
+    """Results of ``structures`` over ``n_frames`` frames; ``store`` gives locked masks for composing;
+    ``grow``: {structure: lower threshold} (`echosam.hysteresis`)."""
 
-    def __init__(self, store, transform, structures: list, n_frames: int, threshold: float) -> None:
+    def __init__(self, store, transform, structures: list, n_frames: int, threshold: float, grow=None) -> None:
         self.store, self.transform = store, transform
         self.structures, self.n_frames, self.threshold = list(structures), int(n_frames), float(threshold)
+        self.grow = {k: float(v) for k, v in (grow or {}).items() if k in self.structures}
         self.signatures = {k: [None] * self.n_frames for k in self.structures}
         self.logits = {k: {} for k in self.structures}   # structure -> {frame: (S, S) float16 host tensor}
         self.labels = np.zeros((self.n_frames, transform.height, transform.width), dtype=np.uint8)
@@ -58,7 +63,7 @@ class Results:
         H, W = self.transform.height, self.transform.width
         best = np.full((H, W), self.threshold, dtype=np.float32)
         out = np.zeros((H, W), dtype=np.uint8)
-        locked = []
+        locked, probs = [], {}
         for key in self.structures:
             e = self.store.get(key, t)
             if e is not None and e.mask is not None and self.signatures[key][t] == ("key", t, e.version):
@@ -67,7 +72,7 @@ class Results:
                     continue
                 prob = e.mask.astype(np.float32)
             elif t in self.logits[key]:
-                prob = torch.sigmoid(self.transform.to_frame(self.logits[key][t])).numpy()
+                prob = probs[key] = torch.sigmoid(self.transform.to_frame(self.logits[key][t])).numpy()
             else:
                 continue
             win = prob >= best
@@ -75,6 +80,9 @@ class Results:
             best = np.where(win, prob, best)
         for key, m in locked:
             out[m] = get_structure(key).label
+        for key, low in self.grow.items():      # model probabilities only: prompt and locked masks stay as given
+            if key in probs:
+                grow_into_free(out, get_structure(key).label, probs[key], low)
         self.labels[t] = out
 
     def set_labels(self, labels: np.ndarray) -> None:

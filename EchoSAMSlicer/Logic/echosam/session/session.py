@@ -32,6 +32,7 @@ from ..cine import grey_0_255
 from ..compute import PRECISIONS, choose_path, encoder_batch
 from ..consistency import PromptedRule, keep_connected_labels
 from ..errors import PromptError
+from ..hysteresis import grow_problem
 from ..models.fast import inference_context, optimise_for_inference
 from ..progress import CancelToken, no_progress
 from ..structures import get_structure
@@ -52,7 +53,7 @@ class Session:
 
     def __init__(self, cine, loaded, structures=None, memory_cap="config", embed_cache: str = "auto",
                  threshold: Optional[float] = None, batch_size="auto", precision: str = "auto",
-                 keep_connected: bool = True, cache_dtype: str = "auto", substeps="auto") -> None:
+                 keep_connected: bool = True, cache_dtype: str = "auto", substeps="auto", grow="config") -> None:
         """``memory_cap``: working-memory frames beyond the permanent key frame ("config": the model
         config's ``memory_cap``, else DEFAULT_MEMORY_CAP; None = unbounded). ``threshold``: on sigmoid
         probabilities (None: the model config's, else 0.5). ``batch_size``: frames per encoder call ("auto":
@@ -64,13 +65,18 @@ class Session:
         ``cache_dtype``: the cached features' dtype (`features.FeatureCache`), "auto" = fp16, or fp32 when
         fp32 is forced; "fp16" or "fp32" to choose. ``substeps``: in-between steps per frame interval of a
         prompted model (`in_between`): "auto" = what the model's ``substep_fps`` asks at this cine's frame
-        rate (1 when it asks nothing), or 1..MAX_SUBSTEPS (MAX_WALKED_STEPS where memory walks every step)."""
+        rate (1 when it asks nothing), or 1..MAX_SUBSTEPS (MAX_WALKED_STEPS where memory walks every step).
+        ``grow``: {structure: lower threshold} its mask grows to over unclaimed pixels connected to it
+        (`echosam.hysteresis`); "config": the model config's ``grow_thresholds``; None or {}: none."""
         if memory_cap == "config":
             memory_cap = getattr(loaded.config, "memory_cap", DEFAULT_MEMORY_CAP)
         if threshold is None:
             threshold = getattr(loaded.config, "threshold", 0.5)
         if not 0.0 < float(threshold) < 1.0:
             raise PromptError(f"threshold must be in (0, 1), got {threshold}.")
+        grow = getattr(loaded.config, "grow_thresholds", None) if grow == "config" else grow
+        if grow_problem(grow or {}, float(threshold)):
+            raise PromptError(f"{grow_problem(grow or {}, float(threshold))}.")
         if precision not in PRECISIONS:
             raise PromptError(f"precision must be auto, fp32, fp16 or bf16, not {precision!r}.")
         self.cine, self.loaded, self.model = cine, loaded, loaded.model
@@ -86,7 +92,8 @@ class Session:
         self.grey = grey_0_255(cine.frames)
         self.transform = FrameTransform(self.height, self.width, self.img_size)
         self.prompts = PromptStore(self.n_frames, (self.height, self.width), self.structures)
-        self.results = Results(self.prompts, self.transform, self.structures, self.n_frames, self.threshold)
+        self.results = Results(self.prompts, self.transform, self.structures, self.n_frames, self.threshold,
+                               grow)
         if batch_size == "auto":
             sam = loaded.config.sam
             side = int(getattr(self.model, "tokens", sam.img_size // sam.patch_size))
