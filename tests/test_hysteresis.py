@@ -99,3 +99,21 @@ def test_the_config_setting_is_what_a_session_uses(ph):
     assert Session(ph.cine, lm, structures=("lv", "myo")).results.grow == {"myo": 0.3}
     assert Session(ph.cine, lm, structures=("lv", "myo"), grow=None).results.grow == {}
     assert MemSAMConfig.from_dict(lm.config.to_dict()).grow_thresholds == {"myo": 0.3}
+
+
+def test_a_saved_session_reloads_with_the_growth_it_was_drawn_with(ph, tmp_path):
+    import json
+
+    lm = tiny_loaded("memsam", grow_thresholds={"myo": 0.3})
+    for name, grow, want in (("plain", None, {}), ("grown", "config", {"myo": 0.3})):
+        s = Session(ph.cine, lm, structures=("lv", "myo"), grow=grow)
+        s.set_mask(0, "lv", ph.labels[0] == 1)
+        s.set_mask(0, "myo", ph.labels[0] == 2)
+        s.propagate()
+        s.save(tmp_path / name)
+        assert Session.load(tmp_path / name, ph.cine, lm).results.grow == want
+    meta = tmp_path / "grown" / "session.json"               # a session saved before growth existed: drawn without
+    d = json.loads(meta.read_text())
+    del d["grow"]
+    meta.write_text(json.dumps(d))
+    assert Session.load(tmp_path / "grown", ph.cine, lm).results.grow == {}

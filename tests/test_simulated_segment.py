@@ -89,3 +89,21 @@ def test_memsam_from_one_box_per_structure_follows_lv_myo_and_la(screen_dicom, t
         model_dice = np.mean([_dice(labels[t] == lab, truth[t]) for t in range(len(truth)) if truth[t].any()])
         assert model_dice > _box_baseline(truth, box) + 0.02, (lab, model_dice)
     assert run["calibrated"] is False and "no pixel spacing" in out.err
+
+
+def test_the_myocardium_grows_into_background_only_and_no_grow_turns_it_off(screen_dicom, tmp_path):
+    """The bundled MemSAM draws its myocardium down to its lower threshold where it touches itself
+    (`echosam.hysteresis`): the same LV and LA as `--no-grow`, more myocardium, taken from background only; the
+    saved session keeps the choice, so `echosam correct` composes the frames it re-runs the same way."""
+    path, screen = screen_dicom
+    args = ["--structures", "lv,myo,la", "--no-ef-check"]
+    for name, lab in (("lv", 1), ("myo", 2), ("la", 3)):
+        args += ["--box", f"{name}:" + ",".join(str(int(v)) for v in mask_box(screen.labels[0] == lab))]
+    grown, run = _segment(path, tmp_path / "grown", args)
+    plain, run_plain = _segment(path, tmp_path / "plain", args + ["--no-grow"])
+    assert run["grow"] == {"myo": 0.3} and run_plain["grow"] == {}
+    assert np.array_equal(grown == 1, plain == 1) and np.array_equal(grown == 3, plain == 3)
+    assert ((grown == 2) >= (plain == 2)).all() and (grown == 2).sum() > (plain == 2).sum()
+    assert (plain[(grown == 2) & (plain != 2)] == 0).all()                 # grown into background only
+    saved = {k: json.loads(next((tmp_path / k).glob("**/session.json")).read_text())["grow"] for k in ("grown", "plain")}
+    assert saved == {"grown": {"myo": 0.3}, "plain": {}}

@@ -146,13 +146,14 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                  precision: str = "auto", formats=("seq.nrrd",), overlay: bool = True, progress=None,
                  loaded=None, region="auto", keep_connected: bool = True, notify=None,
                  read: Optional[dict] = None, record_paths: bool = False, zoom: bool = True,
-                 substeps="auto", ef_check: bool = True) -> dict:
+                 substeps="auto", ef_check: bool = True, grow: bool = True) -> dict:
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
     ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
     connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`); ``read``
     the reader options; ``substeps`` in-between steps per frame interval (`echosam.session.in_between`);
     ``ef_check`` two more readings, with boxes 5 % larger and smaller, the result being the one with the middle
-    EF (`echosam.ef_check`; ``box_change`` in run.json says which).
+    EF (`echosam.ef_check`; ``box_change`` in run.json says which); ``grow`` False: each structure drawn at the
+    threshold alone, without the model config's ``grow_thresholds`` (`echosam.hysteresis`).
     Returns {"result": cardiac analysis, "outdir", "session" (on the crop), "region"}."""
     from .ef_check import checkable
     from .io.lock import folder_lock
@@ -174,7 +175,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
         mask_labels = read_mask_frame(prompts.mask, prompts.mask_frame, cine) if prompts.mask else None
         seed = seed_for_zoom(prompts, loaded, fan, cine, keys, device) if zoom else None
         opts = dict(loaded=loaded, keys=keys, precision=precision, keep_connected=keep_connected,
-                    substeps=substeps, device=device, zoom=zoom)
+                    substeps=substeps, device=device, zoom=zoom, grow=grow)
         full_fan = fan
         s, fan = _prompted_session(cine, fan, prompts, **opts, mask_labels=mask_labels, seed=seed, notify=notify,
                                    progress=progress, model_cine=model_cine)
@@ -188,6 +189,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
                "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
                "overlay": bool(overlay), "region": fan.summary(), "zoom": bool(zoom), "keep_connected": bool(keep_connected),
+               "grow": s.results.grow,
                "substeps": s.substeps, "precision": precision, "compute": s.path.to_dict(),
                "calibrated": uncalibrated is None, "box_change": check.reported_change if check else 0.0,
                "model_ef_accuracy": ef_accuracy_note(loaded.meta)}
@@ -196,7 +198,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
 
 
 def _prompted_session(cine, fan, prompts, loaded, keys, precision, keep_connected, substeps, device, zoom,
-                      mask_labels=None, seed=None, notify=None, progress=None, model_cine=None) -> tuple:
+                      grow=True, mask_labels=None, seed=None, notify=None, progress=None, model_cine=None) -> tuple:
     """A session on ``fan`` (narrowed to the prompts when ``zoom``: `zoom_to_prompts`) given ``prompts`` and
     segmented -> (session, the region it ran on). ``model_cine``: ``fan``'s crop of ``cine``, when made already."""
     from .session import Session
@@ -205,7 +207,7 @@ def _prompted_session(cine, fan, prompts, loaded, keys, precision, keep_connecte
     if region is not fan or model_cine is None:
         model_cine = region.crop_cine(cine)
     s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected,
-                substeps=substeps)
+                substeps=substeps, grow="config" if grow else None)
     apply_prompts(s, prompts, device, region=region, mask_labels=mask_labels, seed=seed)
     s.segment(progress=progress)
     return s, region

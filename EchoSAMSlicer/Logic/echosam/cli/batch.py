@@ -24,6 +24,8 @@ def segment_options(args) -> dict:
             "region": args.region, "keep_connected": not args.no_keep_connected, "read": reading_options(args)}
     if args.no_zoom:           # only when asked: the options key of batches run before the zoom existed is kept
         opts["zoom"] = False
+    if args.no_grow:               # likewise
+        opts["grow"] = False
     if args.substeps != "auto":    # likewise
         opts["substeps"] = args.substeps
     if args.no_ef_check:       # likewise

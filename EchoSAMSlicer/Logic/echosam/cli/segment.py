@@ -27,7 +27,7 @@ def cmd_segment(args) -> int:
                                 overlay=not args.no_overlay, progress=progress_for(args, "echosam"),
                                 region=args.region, keep_connected=not args.no_keep_connected, zoom=not args.no_zoom,
                                 read=reading_options(args), record_paths=args.record_paths, substeps=args.substeps,
-                                ef_check=not args.no_ef_check)
+                                ef_check=not args.no_ef_check, grow=not args.no_grow)
     _print_result(out["result"], args.output, out["run"].get("model_ef_accuracy"), _volume_note(out["run"]))
     print(f"computed with: {out['session'].compute_path}")
     if out["session"].substeps > 1:
@@ -102,8 +102,8 @@ def substeps_arg(text: str):
 
 
 def add_region_arguments(p) -> None:
-    """``--region``, ``--no-zoom``, ``--no-keep-connected``, ``--substeps`` and ``--no-ef-check``, shared by
-    ``segment`` and ``batch``."""
+    """``--region``, ``--no-zoom``, ``--no-keep-connected``, ``--no-grow``, ``--substeps`` and ``--no-ef-check``,
+    shared by ``segment`` and ``batch``."""
     p.add_argument("--region", default="auto",
                    help="ultrasound region the model sees: auto (DICOM US region, else the fan detected from "
                         "the pixels), off (whole frame), or x0,y0,x1,y1 (a box in cine pixels, inclusive)")
@@ -113,6 +113,10 @@ def add_region_arguments(p) -> None:
     p.add_argument("--no-keep-connected", action="store_true",
                    help="keep every connected component of a structure (default: drop stray components far "
                         "from the prompt and from the previous frame's mask)")
+    p.add_argument("--no-grow", action="store_true",
+                   help="draw every structure at the model's threshold alone (default: a model whose config asks "
+                        "for it, the bundled MemSAM for the myocardium, also draws unclaimed pixels touching the "
+                        "structure down to a lower threshold; echosam.hysteresis)")
     p.add_argument("--substeps", type=substeps_arg, default="auto",
                    help=f"steps per frame interval of a prompted model, 1-{MAX_SUBSTEPS}: blended in-between frames, "
                         "so a low frame rate looks like a high one (auto: what the model asks at "
