@@ -28,31 +28,26 @@ def run(data: list, model: str, out: Path) -> None:
     from echosam.metrics import dice
     from echosam.checkpoints import load_model
     from echosam.ef_check import READINGS, scaled_box
-    from training.loop_eval import STRUCT, load_case, one_reading, truth_boxes
+    from training.loop_eval import STRUCT, one_reading, pending_cases, truth_boxes
 
-    done = {(r["set"], r["case"]) for r in read(out)} if out.exists() else set()
     loaded = load_model(model)
     with out.open("a") as f:
-        for root in data:
-            for path in sorted(Path(root).glob("case_*.npz")):
-                if (Path(root).name, path.stem) in done:
-                    continue
-                case = load_case(path)
-                boxes = truth_boxes(case["labels"][0])
-                times = np.arange(len(case["labels"])) / case["fps"]
-                efs, product, dices = [], [], {k: [] for k in STRUCT}
-                shape = case["labels"].shape[1:]
-                for change in READINGS:     # as the product reads it (clipped boxes)
-                    pred = one_reading(loaded, case, STRUCT, {k: scaled_box(b, change, shape) for k, b in boxes.items()})
-                    efs.append(float(analyse(pred, case["spacing"], times).ef_percent))
-                    product.append(float(analyse(pred, case["spacing"], times, frames=case["frames"],
-                                                 predicted=True).ef_percent))     # as the product chooses
-                    for i, k in enumerate(STRUCT, 1):
-                        dices[k].append(float(dice(pred == i, case["labels"] == i)))
-                truth = float(analyse(case["labels"], case["spacing"], times).ef_percent)
-                f.write(json.dumps({"set": Path(root).name, "case": path.stem, "view": case["params"]["view"],
-                                    "truth": truth, "efs": efs, "efs_product": product, "dice": dices}) + "\n")
-                f.flush()
+        for set_name, name, case in pending_cases(data, out):
+            boxes = truth_boxes(case["labels"][0])
+            times = np.arange(len(case["labels"])) / case["fps"]
+            efs, product, dices = [], [], {k: [] for k in STRUCT}
+            shape = case["labels"].shape[1:]
+            for change in READINGS:     # as the product reads it (clipped boxes)
+                pred = one_reading(loaded, case, STRUCT, {k: scaled_box(b, change, shape) for k, b in boxes.items()})
+                efs.append(float(analyse(pred, case["spacing"], times).ef_percent))
+                product.append(float(analyse(pred, case["spacing"], times, frames=case["frames"],
+                                             predicted=True).ef_percent))     # as the product chooses
+                for i, k in enumerate(STRUCT, 1):
+                    dices[k].append(float(dice(pred == i, case["labels"] == i)))
+            truth = float(analyse(case["labels"], case["spacing"], times).ef_percent)
+            f.write(json.dumps({"set": set_name, "case": name, "view": case["params"]["view"],
+                                "truth": truth, "efs": efs, "efs_product": product, "dice": dices}) + "\n")
+            f.flush()
 
 
 def read(path: Path) -> list:

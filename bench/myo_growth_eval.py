@@ -47,34 +47,29 @@ def run(data: list, model: str, out: Path, low: float) -> None:
     from echosam.checkpoints import load_model
     from echosam.ef_check import READINGS, median_reading, scaled_box
     from echosam.metrics import dice
-    from training.loop_eval import STRUCT, load_case, truth_boxes
+    from training.loop_eval import STRUCT, pending_cases, truth_boxes
 
     loaded = load_model(model)
     loaded.config = dataclasses.replace(loaded.config, grow_thresholds={})
-    done = {(r["set"], r["case"]) for r in read(out)} if out.exists() else set()
     with out.open("a") as f:
-        for root in data:
-            for path in sorted(Path(root).glob("case_*.npz")):
-                if (Path(root).name, path.stem) in done:
-                    continue
-                case = load_case(path)
-                boxes, shape = truth_boxes(case["labels"][0]), case["labels"].shape[1:]
-                times = np.arange(len(case["labels"])) / case["fps"]
-                rs = [reading(loaded, case, {k: scaled_box(b, c, shape) for k, b in boxes.items()}, low)
-                      for c in READINGS]
-                efs = [float(analyse(lab, case["spacing"], times, frames=case["frames"], predicted=True).ef_percent)
-                       for lab, _ in rs]
-                chosen = READINGS.index(median_reading(list(zip(READINGS, efs))))
-                truth = case["labels"]
-                lab, grown = rs[chosen]
-                vote = (np.sum([x == MYO for x, _ in rs], 0) >= 2) & ((lab == 0) | (lab == MYO))
-                f.write(json.dumps({
-                    "set": Path(root).name, "case": path.stem, "view": case["params"]["view"], "chosen": chosen,
-                    "efs": efs, "truth": float(analyse(truth, case["spacing"], times).ef_percent),
-                    "base": {k: float(dice(lab == i, truth == i)) for i, k in enumerate(STRUCT, 1)},
-                    "grown": {k: float(dice(grown == i, truth == i)) for i, k in enumerate(STRUCT, 1)},
-                    "vote_myo": float(dice(vote, truth == MYO))}) + "\n")
-                f.flush()
+        for set_name, name, case in pending_cases(data, out):
+            boxes, shape = truth_boxes(case["labels"][0]), case["labels"].shape[1:]
+            times = np.arange(len(case["labels"])) / case["fps"]
+            rs = [reading(loaded, case, {k: scaled_box(b, c, shape) for k, b in boxes.items()}, low)
+                  for c in READINGS]
+            efs = [float(analyse(lab, case["spacing"], times, frames=case["frames"], predicted=True).ef_percent)
+                   for lab, _ in rs]
+            chosen = READINGS.index(median_reading(list(zip(READINGS, efs))))
+            truth = case["labels"]
+            lab, grown = rs[chosen]
+            vote = (np.sum([x == MYO for x, _ in rs], 0) >= 2) & ((lab == 0) | (lab == MYO))
+            f.write(json.dumps({
+                "set": set_name, "case": name, "view": case["params"]["view"], "chosen": chosen,
+                "efs": efs, "truth": float(analyse(truth, case["spacing"], times).ef_percent),
+                "base": {k: float(dice(lab == i, truth == i)) for i, k in enumerate(STRUCT, 1)},
+                "grown": {k: float(dice(grown == i, truth == i)) for i, k in enumerate(STRUCT, 1)},
+                "vote_myo": float(dice(vote, truth == MYO))}) + "\n")
+            f.flush()
 
 
 def read(path: Path) -> list:
@@ -94,6 +89,8 @@ def summary(rows: list) -> str:
              "product) | LV / LA Dice (unchanged) |", "|---|---|---|---|---|---|---|---|"]
     for name, keep in groups:
         sel = [r for r in rows if keep(r)]
+        if not sel:
+            continue
         b, g = (np.array([r[w]["myo"] for r in sel]) for w in ("base", "grown"))
         m, lo, hi = paired(g - b)
         lines.append(f"| {name} | {len(sel)} | {b.mean():.3f} | **{g.mean():.3f}** | {m:+.4f} [{lo:+.4f}, {hi:+.4f}] | "

@@ -117,3 +117,19 @@ def test_a_saved_session_reloads_with_the_growth_it_was_drawn_with(ph, tmp_path)
     del d["grow"]
     meta.write_text(json.dumps(d))
     assert Session.load(tmp_path / "grown", ph.cine, lm).results.grow == {}
+
+
+def test_the_bench_summary_pairs_each_loop_with_itself():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "bench" / "myo_growth_eval.py"
+    spec = importlib.util.spec_from_file_location("myo_growth_eval", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [{"set": "a", "case": f"c{i}", "view": "a4c", "vote_myo": 0.5,
+             "base": {"lv": 0.9, "myo": 0.70 + 0.01 * i, "la": 0.8},
+             "grown": {"lv": 0.9, "myo": 0.71 + 0.01 * i, "la": 0.8}} for i in range(5)]
+    table = bench.summary(rows)
+    assert "| all | 5 | 0.720 | **0.730** | +0.0100 [+0.0100, +0.0100] | 5 |" in table
+    assert "| a2c |" not in table                                      # no loops of that view: no row

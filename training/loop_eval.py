@@ -43,6 +43,17 @@ def load_case(path) -> dict:
             "params": json.loads(str(z["params"])), "fan": z["fan"] if "fan" in z.files else None}
 
 
+def pending_cases(data, out: Path):
+    """(set name, case name, case) of every ``case_*.npz`` in the folders ``data`` that has no row yet in the JSON
+    lines ``out`` (keys ``set`` and ``case``): a bench run appending one row per case resumes where it stopped."""
+    rows = [json.loads(line) for line in Path(out).read_text().splitlines() if line.strip()] if Path(out).exists() else []
+    done = {(r["set"], r["case"]) for r in rows}
+    for root in data:
+        for path in sorted(Path(root).glob("case_*.npz")):
+            if (Path(root).name, path.stem) not in done:
+                yield Path(root).name, path.stem, load_case(path)
+
+
 def truth_boxes(labels0: np.ndarray) -> dict:
     from .datasets.clips import mask_box
 
