@@ -105,5 +105,6 @@ def test_the_myocardium_grows_into_background_only_and_no_grow_turns_it_off(scre
     assert np.array_equal(grown == 1, plain == 1) and np.array_equal(grown == 3, plain == 3)
     assert ((grown == 2) >= (plain == 2)).all() and (grown == 2).sum() > (plain == 2).sum()
     assert (plain[(grown == 2) & (plain != 2)] == 0).all()                 # grown into background only
-    saved = {k: json.loads(next((tmp_path / k).glob("**/session.json")).read_text())["grow"] for k in ("grown", "plain")}
+    saved = {k: json.loads(next((tmp_path / k).glob("**/session.json")).read_text())["grow"]
+             for k in ("grown", "plain")}
     assert saved == {"grown": {"myo": 0.3}, "plain": {}}

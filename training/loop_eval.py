@@ -46,7 +46,8 @@ def load_case(path) -> dict:
 def pending_cases(data, out: Path):
     """(set name, case name, case) of every ``case_*.npz`` in the folders ``data`` that has no row yet in the JSON
     lines ``out`` (keys ``set`` and ``case``): a bench run appending one row per case resumes where it stopped."""
-    rows = [json.loads(line) for line in Path(out).read_text().splitlines() if line.strip()] if Path(out).exists() else []
+    lines = Path(out).read_text().splitlines() if Path(out).exists() else []
+    rows = [json.loads(line) for line in lines if line.strip()]
     done = {(r["set"], r["case"]) for r in rows}
     for root in data:
         for path in sorted(Path(root).glob("case_*.npz")):
