@@ -133,3 +133,16 @@ def test_the_bench_summary_pairs_each_loop_with_itself():
     table = bench.summary(rows)
     assert "| all | 5 | 0.720 | **0.730** | +0.0100 [+0.0100, +0.0100] | 5 |" in table
     assert "| a2c |" not in table                                      # no loops of that view: no row
+
+
+@pytest.mark.parametrize("family", ["masam", "medivista"])
+def test_a_prompt_free_model_grows_its_myocardium_into_background_only(ph, family):
+    lm = tiny_loaded(family, grow_thresholds={"myo": 0.2})
+    keys = ("lv", "myo", "la")
+    plain = Session(ph.cine, lm, structures=keys, grow=None).segment_auto()
+    grown = Session(ph.cine, lm, structures=keys).segment_auto()
+    assert np.array_equal(grown == 1, plain == 1) and np.array_equal(grown == 3, plain == 3)
+    assert ((grown == 2) >= (plain == 2)).all() and (plain[(grown == 2) & (plain != 2)] == 0).all()
+    assert (grown == 2).sum() > (plain == 2).sum()
+    with pytest.raises(ModelError, match="between 0 and the threshold 0.5"):
+        tiny_loaded(family, grow_thresholds={"myo": 0.5})

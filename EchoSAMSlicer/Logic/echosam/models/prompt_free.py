@@ -20,6 +20,7 @@ from segment_anything.modeling.mask_decoder import MLP
 from torch import nn
 
 from ..errors import CheckpointError, CineError, ModelError
+from ..hysteresis import grow_problem
 from .fast import full_precision
 from .peft import FacTCores, FacTShared, count_parameters, fact_attention
 from .sam import SamConfig, build_image_encoder, build_prompt_encoder, config_from_dict, fit_state_dict_to_model
@@ -45,6 +46,7 @@ class PromptFreeConfig:
     fact_scale: float = 1.0
     fact_dropout: float = 0.1
     intensity: str = "unit"
+    grow_thresholds: dict = field(default_factory=dict)   # structure -> its lower threshold (echosam.hysteresis)
 
     def __post_init__(self) -> None:
         if isinstance(self.sam, Mapping):
@@ -59,6 +61,8 @@ class PromptFreeConfig:
                              f"{self.clip_frames} and {self.window_stride}.")
         if self.fact_rank < 1:
             raise ModelError(f"fact_rank must be >= 1; got {self.fact_rank}.")
+        if grow_problem(self.grow_thresholds, 0.5):        # a background pixel's class probability is under 0.5
+            raise ModelError(f"Invalid prompt-free config: {grow_problem(self.grow_thresholds, 0.5)}.")
 
     @property
     def num_classes(self) -> int:

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..hysteresis import grow_into_free
 from ..models.fast import inference_context
 from ..structures import get_structure
 from .transforms import FrameTransform
 
 
 def auto_labels(loaded, grey: np.ndarray, structures: list, progress=None, cancel=None,
-                precision: str = "auto") -> np.ndarray:
+                precision: str = "auto", grow=None, tidy=None) -> np.ndarray:
     """Prompt-free labels (T, H, W) uint8: ``segment_video`` probabilities resized to (H, W), argmax.
-    ``grey`` (T, H, W) float 0..255. Classes not in ``structures`` become background."""
+    ``grey`` (T, H, W) float 0..255. Classes not in ``structures`` become background. ``tidy``: applied to
+    the whole label map (the connected-region rule); ``grow``: {structure: lower threshold}: after it, that
+    class grows into background pixels connected to it where its own probability passes that threshold
+    (`echosam.hysteresis`), so cavity holes are filled and strays dropped before, and growth adds none."""
     import torch
     model, dev = loaded.model, loaded.device
     classes = [get_structure(c) for c in loaded.classes]
@@ -29,8 +33,18 @@ def auto_labels(loaded, grey: np.ndarray, structures: list, progress=None, cance
         for i, s in enumerate(classes):
             lut[i + 1] = s.label if s.key in structures else 0
         out = np.zeros((T, H, W), dtype=np.uint8)
+        grown = [(c + 1, s.label, float(grow[s.key])) for c, s in enumerate(classes)
+                 if s.key in structures and s.key in (grow or {})]
+        kept = {label: [] for _, label, _ in grown}      # the grown classes' probabilities, float16
         for t in range(T):
-            out[t] = lut[transform.to_frame(probs[t]).argmax(0).cpu().numpy()]
+            p = transform.to_frame(probs[t])
+            out[t] = lut[p.argmax(0).cpu().numpy()]
+            for channel, label, _ in grown:
+                kept[label].append(p[channel].to(torch.float16).cpu().numpy())
+    out = tidy(out) if tidy is not None else out
+    for _, label, low in grown:
+        for t in range(T):
+            grow_into_free(out[t], label, kept[label][t].astype(np.float32), low)
     return out
 
 

@@ -289,8 +289,9 @@ class Session:
         if self.prompted:
             raise PromptError(f"segment_auto() needs a prompt-free model (MediViSTA, MA-SAM); {self.loaded.family} "
                               "needs a prompt, or seed it with seed_from_auto(auto=<prompt-free model>).")
-        labels = auto_labels(self.loaded, self.grey, self.structures, progress, cancel, self.precision)
-        self.results.set_labels(keep_connected_labels(labels, self.structures, enabled=self.keep_connected))
+        tidy = lambda lab: keep_connected_labels(lab, self.structures, enabled=self.keep_connected)  # noqa: E731
+        self.results.set_labels(auto_labels(self.loaded, self.grey, self.structures, progress, cancel, self.precision,
+                                            self.results.grow, tidy))
         return self.results.labels.copy()
 
     def seed_from_auto(self, frame: int = 0, auto=None, progress=None, cancel=None) -> list:
