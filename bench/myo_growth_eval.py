@@ -91,28 +91,42 @@ def summary(rows: list) -> str:
         sel = [r for r in rows if keep(r)]
         if not sel:
             continue
-        b, g = (np.array([r[w]["myo"] for r in sel]) for w in ("base", "grown"))
-        m, lo, hi = paired(g - b)
-        lines.append(f"| {name} | {len(sel)} | {b.mean():.3f} | **{g.mean():.3f}** | {m:+.4f} [{lo:+.4f}, {hi:+.4f}] | "
-                     f"{int((g > b).sum())} | {np.mean([r['vote_myo'] for r in sel]):.3f} | "
-                     f"{np.mean([r['base']['lv'] for r in sel]):.3f} / {np.mean([r['base']['la'] for r in sel]):.3f} |")
+        lines.append(table_row([name], sel, [r["grown"]["myo"] for r in sel],
+                               [f"{np.mean([r['vote_myo'] for r in sel]):.3f}"]))
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def table_row(first: list, rows: list, grown: list, extra: list = ()) -> str:
+    """One markdown row over ``rows``: the ``first`` cells, loops, MYO as drawn (``base``) and ``grown``, the
+    paired change with its interval, loops better, the ``extra`` cells, LV / LA Dice."""
+    b, g = np.array([r["base"]["myo"] for r in rows]), np.array(grown)
+    m, lo, hi = paired(g - b)
+    cells = [*first, str(len(rows)), f"{b.mean():.3f}", f"**{g.mean():.3f}**", f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]",
+             str(int((g > b).sum())), *extra,
+             f"{np.mean([r['base']['lv'] for r in rows]):.3f} / {np.mean([r['base']['la'] for r in rows]):.3f}"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def arguments(description: str, model: str, low_help: str) -> argparse.ArgumentParser:
+    """The options both growth benches take."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--data", action="append", default=[], help="a simulated set (folder of case_*.npz)")
-    ap.add_argument("--model", default="echosam-sim-memsam-small")
-    ap.add_argument("--low", type=float, default=0.3, help="the myocardium's lower threshold")
+    ap.add_argument("--model", default=model)
     ap.add_argument("--out", type=Path, help="JSON lines to append to")
     ap.add_argument("--summary", type=Path, help="print the table of an earlier run and stop")
+    ap.add_argument("--low", type=float, action="append", help=low_help)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = arguments(__doc__.splitlines()[0], "echosam-sim-memsam-small", "the myocardium's lower threshold (0.3)")
     a = ap.parse_args(argv)
     if a.summary:
         print(summary(read(a.summary)))
         return 0
     if not (a.data and a.out):
         ap.error("give --data and --out (or --summary)")
-    run(a.data, a.model, a.out, a.low)
+    run(a.data, a.model, a.out, (a.low or [0.3])[-1])
     print(summary(read(a.out)))
     return 0
 

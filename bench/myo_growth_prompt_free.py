@@ -10,7 +10,6 @@ drawn and the MYO Dice grown (LV and LA are checked to be unchanged); appended, 
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def run(data: list, model: str, out: Path, lows: list) -> None:
 
 
 def summary(rows: list) -> str:
-    from myo_growth_eval import paired
+    from myo_growth_eval import table_row
 
     lines = ["| loops | low | n | MYO as drawn | grown | paired change [95 %] | loops better | LV / LA Dice |",
              "|---|---|---|---|---|---|---|---|"]
@@ -68,22 +67,14 @@ def summary(rows: list) -> str:
     for low in sorted({k for r in rows for k in r["grown"]}, reverse=True):
         for name in sets:
             sel = [r for r in rows if name in ("all", r["set"])]
-            b = np.array([r["base"]["myo"] for r in sel])
-            g = np.array([r["grown"][low] for r in sel])
-            m, lo, hi = paired(g - b)
-            lines.append(f"| {name} | {low} | {len(sel)} | {b.mean():.3f} | **{g.mean():.3f}** | {m:+.4f} [{lo:+.4f}, "
-                         f"{hi:+.4f}] | {int((g > b).sum())} | {np.mean([r['base']['lv'] for r in sel]):.3f} / "
-                         f"{np.mean([r['base']['la'] for r in sel]):.3f} |")
+            lines.append(table_row([name, low], sel, [r["grown"][low] for r in sel]))
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", action="append", default=[], help="a simulated set (folder of case_*.npz)")
-    ap.add_argument("--model", default="echosam-sim-masam-small")
-    ap.add_argument("--low", type=float, action="append", help="lower threshold(s) of the myocardium (0.4)")
-    ap.add_argument("--out", type=Path, help="JSON lines to append to")
-    ap.add_argument("--summary", type=Path, help="print the table of an earlier run and stop")
+    from myo_growth_eval import arguments
+
+    ap = arguments(__doc__.splitlines()[0], "echosam-sim-masam-small", "lower threshold(s) of the myocardium (0.4)")
     a = ap.parse_args(argv)
     if a.summary:
         print(summary([json.loads(x) for x in a.summary.read_text().splitlines() if x.strip()]))
