@@ -28,13 +28,9 @@ def reading(loaded, case, boxes, low):
     """(labels, labels with the myocardium grown) of one reading, full-frame."""
     import torch
     from echosam.hysteresis import grow_into_free
-    from training.loop_eval import STRUCT, case_session
+    from training.loop_eval import STRUCT, segmented_session
 
-    s, region = case_session(loaded, case, STRUCT, boxes)
-    for k in STRUCT:
-        if k in boxes:
-            s.add_box(0, k, tuple(float(v) for v in (boxes[k] if region is None else region.box_to_crop(boxes[k]))))
-    s.propagate()
+    s, region = segmented_session(loaded, case, STRUCT, boxes)
     lab = np.asarray(s.labels).copy()
     grown = lab.copy()
     for t, lg in s.results.logits["myo"].items():

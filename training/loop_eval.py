@@ -100,6 +100,13 @@ def run_model(loaded, case: dict, structures, boxes: dict, readings: bool = True
 
 
 def one_reading(loaded, case: dict, structures, boxes: dict) -> np.ndarray:
+    s, region = segmented_session(loaded, case, structures, boxes)
+    labels = np.asarray(s.labels).copy()
+    return labels if region is None else region.uncrop(labels)
+
+
+def segmented_session(loaded, case: dict, structures, boxes: dict) -> tuple:
+    """`case_session` with ``boxes`` on frame 0 and the loop segmented (propagated, or prompt-free)."""
     s, region = case_session(loaded, case, structures, boxes)
     if s.prompted:
         for k in structures:
@@ -109,8 +116,7 @@ def one_reading(loaded, case: dict, structures, boxes: dict) -> np.ndarray:
         s.propagate()
     else:
         s.segment_auto()
-    labels = np.asarray(s.labels).copy()
-    return labels if region is None else region.uncrop(labels)
+    return s, region
 
 
 def baseline_box(case: dict, boxes: dict) -> np.ndarray:

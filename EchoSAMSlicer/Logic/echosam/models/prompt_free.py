@@ -61,8 +61,9 @@ class PromptFreeConfig:
                              f"{self.clip_frames} and {self.window_stride}.")
         if self.fact_rank < 1:
             raise ModelError(f"fact_rank must be >= 1; got {self.fact_rank}.")
-        if grow_problem(self.grow_thresholds, 0.5):        # a background pixel's class probability is under 0.5
-            raise ModelError(f"Invalid prompt-free config: {grow_problem(self.grow_thresholds, 0.5)}.")
+        problem = grow_problem(self.grow_thresholds, 0.5)   # a background pixel's class probability is under 0.5
+        if problem:
+            raise ModelError(f"Invalid prompt-free config: {problem}.")
 
     @property
     def num_classes(self) -> int:

@@ -75,8 +75,9 @@ class Session:
         if not 0.0 < float(threshold) < 1.0:
             raise PromptError(f"threshold must be in (0, 1), got {threshold}.")
         grow = getattr(loaded.config, "grow_thresholds", None) if grow == "config" else grow
-        if grow_problem(grow or {}, float(threshold)):
-            raise PromptError(f"{grow_problem(grow or {}, float(threshold))}.")
+        problem = grow_problem(grow or {}, float(threshold))
+        if problem:
+            raise PromptError(f"{problem}.")
         if precision not in PRECISIONS:
             raise PromptError(f"precision must be auto, fp32, fp16 or bf16, not {precision!r}.")
         self.cine, self.loaded, self.model = cine, loaded, loaded.model
