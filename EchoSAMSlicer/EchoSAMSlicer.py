@@ -25,6 +25,7 @@ if LOGIC_DIR not in sys.path:
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
 DEVICES = ["auto", "cpu", "cuda", "mps"]      # echosam.slicer.display.DEVICES (checked by the tests)
 PROMPT_STRUCTURES = ["LV", "MYO", "LA"]
+ORIENTATIONS = ["standard", "mirrored", "auto"]   # echosam.orientation.ORIENTATIONS (checked by the tests)
 
 
 class EchoSAMSlicer(ScriptedLoadableModule):
@@ -63,6 +64,7 @@ class EchoSAMSlicerParameterNode:
     device: Annotated[str, Choice(DEVICES)] = "auto"
     forceFp32: bool = False
     checkEf: bool = True
+    orientation: Annotated[str, Choice(ORIENTATIONS)] = "standard"
     segmentLV: bool = True
     segmentMYO: bool = False
     segmentLA: bool = False
@@ -343,7 +345,7 @@ class EchoSAMSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 p.inputNode, p.modelName, device, self.structures(), frame=self.currentFrame(),
                 prompt_structure=p.promptStructure, include=p.includePoints, exclude=p.excludePoints, roi=p.roi,
                 family=p.modelFamily, from_edit=fromEdit, precision="fp32" if p.forceFp32 else "auto",
-                ef_check=p.checkEf)
+                ef_check=p.checkEf, orientation=p.orientation)
             corrected = run.data["corrected"]
             text = (_("Corrections from frames {frames}...").format(frames=", ".join(map(str, corrected))) if corrected
                     else _("No edited frame found; propagating the stored prompts...") if fromEdit else _("Working..."))

@@ -87,3 +87,39 @@ def test_panel_says_when_no_fan_is_found_and_when_points_give_no_zoom(scene, zoo
         assert labels.shape == still.shape[:3]
     finally:
         c.shutdown()
+
+
+def test_panel_runs_a_mirrored_display_flipped_back_and_rebuilds_when_it_changes(scene, zoomed_spec):
+    """The panel's Display choice: "mirrored" gives the model the fan's crop flipped left-right, labels land on the
+    displayed pixels inside the fan; changing it rebuilds the session; a wrong value is refused before any job."""
+    from echosam.errors import EchoSAMError
+
+    cap = make_screen_capture(n_frames=6, seed=4, apex=(90, 20))
+    seq, browser = add_cine_sequence(scene, cap.frames, dicom_us_matrix(angle_deg=0.0), rgb=True)
+    cine = mrml.cine_from_sequence(browser)
+    yx = np.argwhere(cap.labels[0] == 1)
+    (y0, x0), (y1, x1) = yx.min(0), yx.max(0)
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "LV box")
+    roi.SetCenterWorld(list(cine.pixel_to_ras((x0 + x1) / 2, (y0 + y1) / 2)))
+    roi.SetSizeWorld([(x1 - x0) * cine.spacing[1], (y1 - y0) * cine.spacing[0], 2.0])
+    c = Controller()
+    try:
+        with pytest.raises(EchoSAMError, match="not one of standard, mirrored, auto"):
+            c.submit_segmentation(browser, zoomed_spec, "cpu", ["lv"], frame=0, roi=roi, orientation="sideways")
+        assert c.worker is None or not c.worker.state.get("session")
+        c.submit_segmentation(browser, zoomed_spec, "cpu", ["lv"], frame=0, roi=roi, orientation="mirrored")
+        ok(run_to_end(c))
+        state = c.worker.state
+        region, session = state["region"], state["session"]
+        assert region.mirrored and region.orientation["source"] == "given" and region.zoom is not None
+        assert np.array_equal(session.cine.frames, region.crop(cine.frames))
+        labels = mrml.read_labels(browser, mrml.find_segmentation_sequence(browser), ["lv"], cine)
+        assert (labels > 0).any() and not (labels[:, ~region.mask] > 0).any() and not (labels[:, ~cap.fan] > 0).any()
+        c.submit_segmentation(browser, zoomed_spec, "cpu", ["lv"], frame=0, roi=roi, orientation="standard")
+        ok(run_to_end(c))
+        again = c.worker.state
+        assert not again["region"].mirrored and again["session"] is not session
+        assert again["region"].bbox == region.bbox
+        assert np.array_equal(again["session"].cine.frames, region.crop(cine.frames)[:, :, ::-1])
+    finally:
+        c.shutdown()

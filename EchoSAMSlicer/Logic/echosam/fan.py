@@ -11,6 +11,9 @@ and the model's crop (like segment-anything's ``utils/transforms.py`` owns its r
 - ``uncrop(labels)``   ``(..., h, w)`` -> ``(..., H, W)``: exactly on the original pixels, zero
   outside the fan.
 - ``to_crop_xy`` / ``to_full_xy`` / ``box_to_crop``  prompt coordinates (x = column, y = row, pixels).
+- ``orientation``: a region may also be *mirrored* (`echosam.orientation`: an apical view displayed with
+  the LV on the screen's left, as some labs' convention shows it): the crop is then flipped left-right, so
+  the models see the view as they were trained, and every mapping above flips it back.
 
 Where the fan comes from (`find_region`, ``spec="auto"``), in this order:
 
@@ -61,13 +64,16 @@ class FanRegion:
     """The imaging fan of a cine and the crop mapping. ``mask`` (H, W) bool on the full frame;
     ``bbox`` (x0, y0, x1, y1) inclusive pixel indices of the crop; ``source`` one of `SOURCES`;
     ``notice`` a one-line message for the user (None when there is nothing to say); ``zoom`` the prompt
-    zoom that narrowed the fan to the prompts' surroundings (`echosam.zoom`), None for none."""
+    zoom that narrowed the fan to the prompts' surroundings (`echosam.zoom`), None for none;
+    ``orientation`` how the view is displayed (`echosam.orientation`: ``mirrored``, how it was decided),
+    None for as displayed."""
 
     mask: np.ndarray
     bbox: tuple
     source: str
     notice: Optional[str] = None
     zoom: Optional[dict] = None
+    orientation: Optional[dict] = None
 
     def __post_init__(self) -> None:
         m = np.asarray(self.mask, dtype=bool)
@@ -130,14 +136,25 @@ class FanRegion:
         return bool(self.mask.all())
 
     @property
+    def mirrored(self) -> bool:
+        """Whether the crop is the fan flipped left-right (`echosam.orientation`)."""
+        return bool((self.orientation or {}).get("mirrored"))
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether the crop is the full frame as it is (the whole frame, not mirrored)."""
+        return self.is_whole_frame and not self.mirrored
+
+    @property
     def _slices(self) -> tuple:
         x0, y0, x1, y1 = self.bbox
         return slice(y0, y1 + 1), slice(x0, x1 + 1)
 
     @property
     def crop_mask(self) -> np.ndarray:
-        """(h, w) bool: the fan inside the crop."""
-        return self.mask[self._slices]
+        """(h, w) bool: the fan inside the crop (flipped with it when mirrored)."""
+        m = self.mask[self._slices]
+        return m[:, ::-1] if self.mirrored else m
 
     # ---- pixels -------------------------------------------------------------------------------
     def crop(self, frames: np.ndarray) -> np.ndarray:
@@ -146,7 +163,8 @@ class FanRegion:
         if tuple(a.shape[-2:]) != self.shape:
             raise EchoSAMError(f"Frames {a.shape} do not match the region's {self.shape[1]}x{self.shape[0]} frame.")
         rows, cols = self._slices
-        out = a[..., rows, cols].copy()
+        out = a[..., rows, cols]
+        out = (out[..., ::-1] if self.mirrored else out).copy()
         out[..., ~self.crop_mask] = 0
         return out
 
@@ -157,19 +175,20 @@ class FanRegion:
             raise EchoSAMError(f"Labels {a.shape} do not match the region's crop {self.crop_shape}.")
         out = np.zeros(a.shape[:-2] + self.shape, dtype=a.dtype)
         rows, cols = self._slices
-        out[..., rows, cols] = np.where(self.crop_mask, a, 0)
+        a = np.where(self.crop_mask, a, 0)
+        out[..., rows, cols] = a[..., ::-1] if self.mirrored else a
         return out
 
     # ---- coordinates (x = column, y = row, pixels; pixel centres at integers) ----------------------
     def to_crop_xy(self, xy) -> np.ndarray:
         p = np.array(xy, dtype=float)
-        p[..., 0] -= self.bbox[0]
+        p[..., 0] = self.bbox[2] - p[..., 0] if self.mirrored else p[..., 0] - self.bbox[0]
         p[..., 1] -= self.bbox[1]
         return p
 
     def to_full_xy(self, xy) -> np.ndarray:
         p = np.array(xy, dtype=float)
-        p[..., 0] += self.bbox[0]
+        p[..., 0] = self.bbox[2] - p[..., 0] if self.mirrored else p[..., 0] + self.bbox[0]
         p[..., 1] += self.bbox[1]
         return p
 
@@ -178,6 +197,7 @@ class FanRegion:
         h, w = self.crop_shape
         x0, y0 = self.to_crop_xy([box[0], box[1]])
         x1, y1 = self.to_crop_xy([box[2], box[3]])
+        x0, x1 = min(x0, x1), max(x0, x1)           # a mirrored crop swaps the box's left and right
         return (float(np.clip(x0, 0, w - 1)), float(np.clip(y0, 0, h - 1)),
                 float(np.clip(x1, 0, w - 1)), float(np.clip(y1, 0, h - 1)))
 
@@ -193,12 +213,15 @@ class FanRegion:
 
     def crop_cine(self, cine: Cine) -> Cine:
         """The model's cine: cropped frames (0 outside the fan), same spacing and times, the origin
-        moved to the crop's first pixel. The whole-frame region returns ``cine`` itself."""
-        if self.is_whole_frame:
+        moved to the crop's first pixel (mirrored: the column axis reversed, from the crop's last column).
+        The whole frame as it is returns ``cine`` itself."""
+        if self.is_identity:
             return cine
-        x0, y0 = self.bbox[:2]
+        x0, y0, x1 = self.bbox[:3]
         m = cine.ijk_to_ras.copy()
-        m[:3, 3] = (cine.ijk_to_ras @ np.array([x0, y0, 0.0, 1.0]))[:3]
+        m[:3, 3] = (cine.ijk_to_ras @ np.array([x1 if self.mirrored else x0, y0, 0.0, 1.0]))[:3]
+        if self.mirrored:
+            m[:3, 0] = -m[:3, 0]
         meta = dict(cine.metadata, region=self.summary(), full_shape=list(self.shape))
         if isinstance(meta.get("colour_pixels"), np.ndarray):
             meta["colour_pixels"] = self.crop(meta["colour_pixels"])
@@ -206,10 +229,11 @@ class FanRegion:
 
     # ---- records ------------------------------------------------------------------------------
     def summary(self) -> dict:
-        """JSON-able: source, bbox (inclusive pixels), crop size, fan fraction, notice, zoom."""
+        """JSON-able: source, bbox (inclusive pixels), crop size, fan fraction, notice, zoom, orientation."""
         h, w = self.crop_shape
         return {"source": self.source, "bbox": list(self.bbox), "crop_size": [w, h],
-                "fan_fraction": round(self.fraction, 4), "notice": self.notice, "zoom": self.zoom}
+                "fan_fraction": round(self.fraction, 4), "notice": self.notice, "zoom": self.zoom,
+                "orientation": self.orientation}
 
     def save(self, folder) -> None:
         """The mask as ``fan_mask.png`` (0/255) in ``folder``; the summary goes in the caller's record."""
@@ -227,7 +251,8 @@ class FanRegion:
         if mask.shape != tuple(shape_hw):
             raise EchoSAMError(f"{path.name} is {mask.shape[1]}x{mask.shape[0]}, the cine {shape_hw[1]}x{shape_hw[0]}: "
                                "give the cine this result was segmented from.")
-        return cls(mask, tuple(summary["bbox"]), summary["source"], summary.get("notice"), summary.get("zoom"))
+        return cls(mask, tuple(summary["bbox"]), summary["source"], summary.get("notice"), summary.get("zoom"),
+                   summary.get("orientation"))
 
 
 # ---- parsing and the one entry point --------------------------------------------------------------

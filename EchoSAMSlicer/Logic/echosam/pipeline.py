@@ -128,17 +128,22 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
 
 
 # ---- one cine ------------------------------------------------------------------------------------
-def prepare_cine(cine_path, region="auto", notify=None, read: Optional[dict] = None) -> tuple:
+def prepare_cine(cine_path, region="auto", notify=None, read: Optional[dict] = None, orientation="standard",
+                 device: str = "auto") -> tuple:
     """(full-frame cine, `FanRegion`, the model's cine) of a cine file read with the reader options
-    ``read``. A notice of the region (no fan found) goes to ``notify`` (default: one line on stderr)."""
-    from .fan import prepare_region
+    ``read``, the region's orientation set (`echosam.orientation`; "auto" reads it on ``device``). A notice of
+    the region (no fan found, a mirrored display) goes to ``notify`` (default: one line on stderr)."""
+    from .device import resolve_device
+    from .fan import find_region
     from .io import read_cine
+    from .orientation import orient
 
     cine = read_cine(cine_path, **read_options(read))
-    fan, model_cine = prepare_region(cine, region)
+    fan = find_region(cine, region)
     if fan.notice:
         (notify or print_notice)(fan.notice)
-    return cine, fan, model_cine
+    fan = orient(fan, cine, orientation, device=resolve_device(device), notify=notify or print_notice)
+    return cine, fan, fan.crop_cine(cine)
 
 
 def segment_cine(cine_path, output, model: Optional[str] = None, family: Optional[str] = None,
@@ -146,14 +151,15 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                  precision: str = "auto", formats=("seq.nrrd",), overlay: bool = True, progress=None,
                  loaded=None, region="auto", keep_connected: bool = True, notify=None,
                  read: Optional[dict] = None, record_paths: bool = False, zoom: bool = True,
-                 substeps="auto", ef_check: bool = True, grow: bool = True) -> dict:
+                 substeps="auto", ef_check: bool = True, grow: bool = True, orientation: str = "standard") -> dict:
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
     ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
     connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`); ``read``
     the reader options; ``substeps`` in-between steps per frame interval (`echosam.session.in_between`);
     ``ef_check`` two more readings, with boxes 5 % larger and smaller, the result being the one with the middle
     EF (`echosam.ef_check`; ``box_change`` in run.json says which); ``grow`` False: each structure drawn at the
-    threshold alone, without the model config's ``grow_thresholds`` (`echosam.hysteresis`).
+    threshold alone, without the model config's ``grow_thresholds`` (`echosam.hysteresis`); ``orientation``
+    "standard" | "mirrored" | "auto": how the apical view is displayed (`echosam.orientation`).
     Returns {"result": cardiac analysis, "outdir", "session" (on the crop), "region"}."""
     from .ef_check import checkable
     from .io.lock import folder_lock
@@ -166,7 +172,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     read = read_options(read)
     check_outdir(Path(output))
     with folder_lock(output):
-        cine, fan, model_cine = prepare_cine(cine_path, region, notify, read)
+        cine, fan, model_cine = prepare_cine(cine_path, region, notify, read, orientation, device)
         uncalibrated = calibration_note(cine.metadata)
         if uncalibrated:
             (notify or print_notice)(uncalibrated)

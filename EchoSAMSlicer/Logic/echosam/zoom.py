@@ -84,7 +84,8 @@ def zoom_region(region, box, margin: float):
         return region
     note = f"the model input is zoomed to the prompts: x {x0}..{x1}, y {y0}..{y1} (margin {margin:g})"
     narrowed = FanRegion.from_mask(mask, region.source, notice=region.notice)
-    return replace(narrowed, zoom={"box": [x0, y0, x1, y1], "margin": float(margin), "note": note})
+    return replace(narrowed, zoom={"box": [x0, y0, x1, y1], "margin": float(margin), "note": note},
+                   orientation=region.orientation)
 
 
 def with_context(key: str, box) -> Optional[tuple]:

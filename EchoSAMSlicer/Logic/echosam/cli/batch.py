@@ -30,6 +30,8 @@ def segment_options(args) -> dict:
         opts["substeps"] = args.substeps
     if args.no_ef_check:       # likewise
         opts["ef_check"] = False
+    if args.orientation != "standard":     # likewise
+        opts["orientation"] = args.orientation
     return opts
 
 

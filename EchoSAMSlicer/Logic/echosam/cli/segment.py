@@ -5,6 +5,7 @@ import argparse
 
 from .. import pipeline
 from ..errors import EchoSAMError
+from ..orientation import ORIENTATIONS
 from ..session.in_between import MAX_SUBSTEPS, check_substeps
 from .common import add_common, add_reading_options, progress_for, reading_options
 
@@ -27,7 +28,7 @@ def cmd_segment(args) -> int:
                                 overlay=not args.no_overlay, progress=progress_for(args, "echosam"),
                                 region=args.region, keep_connected=not args.no_keep_connected, zoom=not args.no_zoom,
                                 read=reading_options(args), record_paths=args.record_paths, substeps=args.substeps,
-                                ef_check=not args.no_ef_check, grow=not args.no_grow)
+                                ef_check=not args.no_ef_check, grow=not args.no_grow, orientation=args.orientation)
     _print_result(out["result"], args.output, out["run"].get("model_ef_accuracy"), _volume_note(out["run"]))
     print(f"computed with: {out['session'].compute_path}")
     if out["session"].substeps > 1:
@@ -102,11 +103,16 @@ def substeps_arg(text: str):
 
 
 def add_region_arguments(p) -> None:
-    """``--region``, ``--no-zoom``, ``--no-keep-connected``, ``--no-grow``, ``--substeps`` and ``--no-ef-check``,
-    shared by ``segment`` and ``batch``."""
+    """``--region``, ``--orientation``, ``--no-zoom``, ``--no-keep-connected``, ``--no-grow``, ``--substeps`` and
+    ``--no-ef-check``, shared by ``segment`` and ``batch``."""
     p.add_argument("--region", default="auto",
                    help="ultrasound region the model sees: auto (DICOM US region, else the fan detected from "
                         "the pixels), off (whole frame), or x0,y0,x1,y1 (a box in cine pixels, inclusive)")
+    p.add_argument("--orientation", default="standard", type=str.lower, choices=ORIENTATIONS,
+                   help="how the apical view is displayed: standard (four-chamber LV on the screen's right), "
+                        "mirrored (on its left, e.g. the Mayo convention; the model sees it flipped back, labels "
+                        "stay on the cine as displayed), or auto (read by the bundled prompt-free model: finds "
+                        "most mirrored four-chamber loops, few two-chamber ones; echosam.orientation)")
     p.add_argument("--no-zoom", action="store_true",
                    help="show a prompt-zoomed MemSAM the whole region (default: the region around the box or "
                         "mask prompts, as it was trained; echosam.zoom)")

@@ -24,6 +24,7 @@ import numpy as np
 from .. import mrml
 from .. import worker as wk
 from ..compute import check_precision
+from ..orientation import parse_orientation
 from ..ef_check import EFCheck, check_summary
 from ..errors import CineError, EchoSAMError, PromptError
 from ..structures import get_structure
@@ -119,7 +120,7 @@ class Controller:
     def submit_segmentation(self, input_node, spec: str, device: str, structures: list, frame: int = 0,
                             prompt_structure: str = "lv", include=None, exclude=None, roi=None,
                             family: str = "", from_edit: bool = False, precision: str = "auto",
-                            ef_check: bool = False) -> Run:
+                            ef_check: bool = False, orientation: str = "standard") -> Run:
         """Segment or re-propagate the loop of ``input_node``.
 
         Every frame the user changed since the last write becomes a locked correction (whichever
@@ -128,12 +129,14 @@ class Controller:
         "auto" (the fast path `echosam.compute.choose_path` picks) or "fp32" (the panel's Force fp32).
         ``ef_check``: for boxes alone (no correction), the result, then two more readings with the boxes a little
         larger and smaller: the EF checked against them, and the middle reading kept as the result (`ef_check`).
+        ``orientation``: "standard" | "mirrored" | "auto", how the apical view is displayed (`echosam.orientation`).
         Everything is validated here, before any job is queued: nothing changes on error."""
         browser = self._browser(input_node)
         seq = browser.GetMasterSequenceNode()
         keys = [get_structure(s).key for s in structures]
         if not keys:
             raise PromptError("Select at least one structure (LV, myocardium or LA).")
+        orientation = parse_orientation(orientation)
         info = model_info(spec, family)
         cine = mrml.cine_from_sequence(browser)
         prompts = self._prompts(seq, cine)
@@ -158,12 +161,12 @@ class Controller:
             raise PromptError(f"{info.title} is prompt-free: it cannot take corrections. Choose a MemSAM model "
                               "to correct and re-propagate.")
         key = (seq.GetID(), cine.n_frames, tuple(cine.shape[1:]), str(spec), device, family or "", tuple(keys),
-               check_precision(precision))
+               check_precision(precision), orientation)
         # one dict for both jobs: they only read it (their cropped or scaled prompts are copies)
         session_prompts = pr.session_prompts(prompts, keys) if info.prompted else None
         steps = [("load", wk.job_load_model, {"spec": str(spec), "device": device, "family": family or None}),
                  ("session", job_sync_session, {"key": key, "cine": cine, "structures": keys, "precision": precision,
-                                                "prompts": session_prompts})]
+                                                "prompts": session_prompts, "orientation": orientation})]
         steps += [("encode", wk.job_encode, {}), ("segment", wk.job_segment, {}), ("result", wk.job_result, {})]
         check = ef_check and info.prompted and not from_edit and not edits and pr.ef_checkable(prompts, keys)
         if check:      # the spacing of the cine read above, not read again from the scene

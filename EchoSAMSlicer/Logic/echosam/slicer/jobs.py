@@ -16,17 +16,25 @@ from .. import worker as wk
 from ..errors import ModelError
 
 
-def job_sync_session(state, progress, cancel, key, cine, structures, prompts: dict, precision: str = "auto") -> bool:
+def job_sync_session(state, progress, cancel, key, cine, structures, prompts: dict, precision: str = "auto",
+                     orientation: str = "standard") -> bool:
     """Make ``state["session"]`` the session of ``key`` holding exactly ``prompts`` (full-frame pixels;
-    ``precision``: "auto" or "fp32", part of ``key``) on the cine's region; True if rebuilt."""
+    ``precision``: "auto" or "fp32"; ``orientation``: how the view is displayed, `echosam.orientation`; both part
+    of ``key``) on the cine's region; True if rebuilt."""
     from ..fan import find_region
+    from ..orientation import orient
     from .region import crop_prompts, region_for
 
-    if state.get("fan_key") != key[:3]:             # the fan of this cine (sequence, frames, size), found once
-        state["fan"], state["fan_key"] = find_region(cine), key[:3]
     if "loaded" not in state:
         raise ModelError("No model is loaded; choose a model first.")
-    region, state["region_notices"] = region_for(state["fan"], state["loaded"], prompts, structures)
+    fan_key = key[:3] + (orientation,)              # the fan of this cine (sequence, frames, size), found once
+    if state.get("fan_key") != fan_key:
+        notes: list = []
+        state["fan"] = orient(find_region(cine), cine, orientation, device=str(state["loaded"].device),
+                              notify=notes.append)
+        state["fan_key"], state["orientation_notices"] = fan_key, tuple(notes)
+    region, notices = region_for(state["fan"], state["loaded"], prompts, structures)
+    state["region_notices"] = tuple(state.get("orientation_notices", ())) + tuple(notices)
     crop_key = _crop_key(key, region)
     session_prompts = crop_prompts(prompts, region) if prompts is not None else None
     rebuilt = state.get("session_key") != crop_key or "session" not in state

@@ -42,7 +42,7 @@ def crop_prompts(prompts: dict, region) -> dict:
     """A full-frame prompts dictionary (`Session.prompts_to_dict` format) -> the same prompts on the
     region's crop. A point or box off the region's crop is a PromptError; a mask loses what lies
     outside the fan (the model never sees it and no label is written there)."""
-    if region.is_whole_frame:
+    if region.is_identity:
         return prompts
     x0, y0, x1, y1 = region.bbox
     where = (f"the imaging fan's box (x {x0}..{x1}, y {y0}..{y1})" if not region.zoom else
