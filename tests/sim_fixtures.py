@@ -12,13 +12,13 @@ def small(seed: int, n_frames: int = 8, height: int = 96):
     return dataclasses.replace(sp, n_frames=n_frames, height=height, probe=probe)
 
 
-def screen_capture_dicom(folder, seed: int, n_frames: int, height: int):
-    """A small simulated loop rendered as a scanner screen capture and written as an RGB ultrasound DICOM
-    without a region (the fan must be found from the pixels): (path, screen)."""
+def screen_capture_dicom(folder, seed: int, n_frames: int, height: int, grey_map: str = "grey"):
+    """A small simulated loop rendered as a scanner screen capture (the B-mode through ``grey_map``) and written
+    as an RGB ultrasound DICOM without a region (the fan must be found from the pixels): (path, screen)."""
     from training.simulator.scene import simulate
     from training.simulator.screen import render_screen, write_dicom
 
-    screen = render_screen(simulate(small(seed, n_frames=n_frames, height=height)), seed=seed)
-    path = folder / "a4c.dcm"
+    screen = render_screen(simulate(small(seed, n_frames=n_frames, height=height)), seed=seed, grey_map=grey_map)
+    path = folder / ("a4c.dcm" if grey_map == "grey" else f"a4c_{grey_map}.dcm")
     write_dicom(screen, path, with_region=False, seed=seed)
     return path, screen

@@ -45,9 +45,29 @@ def _ecg(n: int, beats_t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return y + 0.02 * rng.standard_normal(n)
 
 
-def render_screen(cine, seed: int = 0, canvas: tuple | None = None, tint: bool = True) -> ScreenCine:
+# scanners' tinted grey ("chroma") maps: per channel, 255 * gain * (grey / 255) ** gamma
+GREY_MAPS = {"grey": ((1.0, 1.0, 1.0), (1.0, 1.0, 1.0)),
+             "sepia": ((1.0, 0.85, 0.65), (1.0, 1.0, 1.0)),
+             "bronze": ((1.0, 0.78, 0.5), (1.0, 1.0, 1.0)),
+             "blue": ((0.75, 0.9, 1.0), (1.0, 1.0, 1.0)),
+             "gold": ((1.0, 1.0, 1.0), (0.7, 0.9, 1.6)),
+             "copper": ((1.0, 1.0, 1.0), (0.8, 1.0, 1.3))}
+
+
+def grey_map_lut(name: str) -> np.ndarray:
+    """(256, 3) float32: the RGB a grey level 0..255 is shown as under the grey map ``name`` (`GREY_MAPS`)."""
+    if name not in GREY_MAPS:
+        raise ValueError(f"grey map {name!r} is not one of {', '.join(GREY_MAPS)}")
+    gains, gammas = (np.asarray(v, np.float32) for v in GREY_MAPS[name])
+    return 255.0 * gains * (np.arange(256, dtype=np.float32)[:, None] / 255.0) ** gammas
+
+
+def render_screen(cine, seed: int = 0, canvas: tuple | None = None, tint: bool = True,
+                  grey_map: str = "grey") -> ScreenCine:
     """The cine (`scene.SimCine`) as screen captures on a canvas of ``canvas`` = (H, W) pixels
-    (default: random, larger than the fan)."""
+    (default: random, larger than the fan); the B-mode shown through ``grey_map`` (`GREY_MAPS`: grey, or
+    a scanner's tinted "chroma" map)."""
+    lut = grey_map_lut(grey_map)
     rng = np.random.default_rng([int(seed), 77])
     T, h, w = cine.frames.shape
     if canvas is None:
@@ -84,7 +104,8 @@ def render_screen(cine, seed: int = 0, canvas: tuple | None = None, tint: bool =
     for t in range(T):
         grey = np.zeros((H, W), dtype=np.float32)
         grey[oy:oy + h, ox:ox + w] = cine.frames[t]
-        rgb = np.clip(grey[..., None] * gains[None, None], 0, 255).astype(np.uint8)
+        shown = lut[np.clip(np.rint(grey), 0, 255).astype(np.int64)]
+        rgb = np.clip(shown * gains[None, None], 0, 255).astype(np.uint8)
         img = Image.fromarray(rgb, "RGB")
         d = ImageDraw.Draw(img)
         for i, line in enumerate(text_left):

@@ -14,6 +14,11 @@ faint rather than dominant. Integer frames keep their dtype; the models resize a
 Because grey loses which pixels were coloured (markers, ECG traces, coloured text, which are never
 part of the imaging fan), a colour cine also keeps ``metadata["colour_pixels"]``: an (H, W) bool map
 of the pixels that are saturated (chroma ``max(R,G,B) - min(R,G,B) >= COLOUR_CHROMA``) on any frame.
+Scanners may show the B-mode through a tinted grey map (sepia, bronze, blue "chroma" maps): then every
+tissue pixel has chroma. The map is one colour per brightness, which the loop's own pixels give
+(`grey_map_offsets`: per common brightness, the median colour offset of the pixels there, nearly all of them
+B-mode, smoothed by a curve); a pixel near that map is not "coloured", so tinted tissue is fan and markers
+still are not.
 """
 from __future__ import annotations
 
@@ -29,6 +34,9 @@ DEFAULT_FPS = 30.0
 #: chroma (of 255) from which a pixel counts as coloured: JPEG/YBR 4:2:2 round-off on grey B-mode
 #: stays below ~20, screen markers and ECG traces are far above
 COLOUR_CHROMA = 48
+#: a grey map whose colour offsets reach this chroma at mid grey is tinted (chroma maps give 30-50 there;
+#: JPEG round-off on a grey map, and the real SonoSite cine of pydicom-data, give under 3)
+TINT_CHROMA = 12
 
 
 #: seconds per unit of a frame-time axis (NRRD/NIfTI/MRML index units); "" means seconds
@@ -63,22 +71,83 @@ def rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
     return grey.astype(np.float32)
 
 
+def _rgb_0_255(a: np.ndarray) -> float:
+    """The factor that brings colour values to 0..255 (integer types by their range, floats in 0..1 by 255)."""
+    if np.issubdtype(a.dtype, np.integer):
+        return 255.0 / float(np.iinfo(a.dtype).max)
+    return 255.0 if float(np.nanmax(a)) <= 1.0 else 1.0
+
+
+def _fit_curve(levels: np.ndarray, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted least squares of ``values`` on a x + b x^2 (x = level / 255, a curve through black), refitted
+    twice without the levels more than 8 grey levels off: a level that markers or an ECG trace fill is one
+    such. -> (2,) coefficients."""
+    x = levels / 255.0
+    design = np.stack([x, x * x], axis=1)
+    keep = np.ones(len(levels), bool)
+    beta = np.zeros(2)
+    for _ in range(3):
+        sw = np.sqrt(weights[keep])
+        beta = np.linalg.lstsq(design[keep] * sw[:, None], values[keep] * sw, rcond=None)[0]
+        keep = np.abs(values - design @ beta) <= 8
+        if keep.sum() < 4:
+            break
+    return beta
+
+
+def grey_map_offsets(rgb: np.ndarray, frames: int = 8, min_share: float = 0.001) -> np.ndarray:
+    """(256, 3) float32: the display's grey map as each channel's offset from luma at luma 0..255. Per common
+    level (over ``min_share`` of the moving pixels of luma 8-247 in up to ``frames`` evenly spaced frames:
+    B-mode, not the still text), the median offset of the pixels at that level; a smooth curve through black
+    fitted to those medians (`_fit_curve`). All zeros for a grey map (a tint under `TINT_CHROMA` at mid grey, luma 96-160), so a grey
+    display is measured exactly as before."""
+    a = np.asarray(rgb)[..., :3]
+    a = a[None] if a.ndim == 3 else a
+    picks = a[np.unique(np.linspace(0, a.shape[0] - 1, min(frames, a.shape[0])).round().astype(int))]
+    c = picks.astype(np.float32) * _rgb_0_255(a)
+    luma = c @ LUMA_BT601.astype(np.float32)
+    moving = (luma.max(axis=0) - luma.min(axis=0)) >= 4        # B-mode speckle; text and logos stand still
+    c = c[:, moving].reshape(-1, 3) if moving.sum() >= 1000 else c.reshape(-1, 3)
+    level = np.clip(np.rint(c @ LUMA_BT601.astype(np.float32)), 0, 255).astype(np.int64)
+    counts = np.bincount(level, minlength=256)
+    counts[:8] = counts[248:] = 0            # black background and white text say nothing of a tint
+    common = np.flatnonzero(counts >= max(20, min_share * counts.sum()))
+    out = np.zeros((256, 3), np.float32)
+    if common.size < 8:
+        return out
+    x = np.arange(256) / 255.0
+    for ch in range(3):
+        diff = np.clip(np.rint(c[:, ch] - level), -255, 255).astype(np.int64) + 255
+        hist = np.bincount(level * 511 + diff, minlength=256 * 511).reshape(256, 511)[common]
+        median = np.argmax(np.cumsum(hist, axis=1) >= (counts[common, None] + 1) // 2, axis=1) - 255.0
+        a_, b_ = _fit_curve(common.astype(float), median, counts[common].astype(float))
+        out[:, ch] = a_ * x + b_ * x * x
+    mid = out[96:161]                        # mid grey, where a chroma map tints most of the fan
+    return out if float((mid.max(axis=1) - mid.min(axis=1)).mean()) >= TINT_CHROMA else np.zeros((256, 3), np.float32)
+
+
 def colour_pixels(rgb: np.ndarray, min_chroma: float = COLOUR_CHROMA, chunk: int = 16) -> np.ndarray:
     """(T, H, W, 3|4) or (H, W, 3|4) colour -> (H, W) bool: saturated (coloured) on any frame.
 
     Chroma is ``max(R,G,B) - min(R,G,B)`` in 0..255 units (other integer types and floats in 0..1 are
-    scaled to that range). Works frame-chunk by chunk so memory stays flat on long loops."""
+    scaled to that range). On a tinted display (`grey_map_offsets`; none for a grey map) a pixel also counts as
+    grey when it is near the map's colour at its brightness: tinted tissue is not coloured, white text and
+    markers stay what they were. Works frame-chunk by chunk so memory stays flat
+    on long loops."""
     a = np.asarray(rgb)[..., :3]
     if a.ndim == 3:
         a = a[None]
-    if np.issubdtype(a.dtype, np.integer):
-        scale = 255.0 / float(np.iinfo(a.dtype).max)
-    else:
-        scale = 255.0 if float(np.nanmax(a)) <= 1.0 else 1.0
+    scale = _rgb_0_255(a)
+    offsets = grey_map_offsets(a)
+    tinted = bool(offsets.any())
     out = np.zeros(a.shape[1:3], dtype=bool)
     for i in range(0, a.shape[0], chunk):
         c = a[i:i + chunk]
         chroma = (c.max(axis=-1).astype(np.float32) - c.min(axis=-1)) * scale
+        if tinted:
+            f = c.astype(np.float32) * scale
+            f -= offsets[np.clip(np.rint(f @ LUMA_BT601.astype(np.float32)), 0, 255).astype(np.int64)]
+            chroma = np.minimum(chroma, f.max(axis=-1) - f.min(axis=-1))
         out |= (chroma >= min_chroma).any(axis=0)
     return out
 
