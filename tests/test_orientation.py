@@ -116,6 +116,13 @@ def test_the_bundled_reader_finds_a_mirrored_four_chamber_view(a4c):
         assert r.orientation["source"] == "read" and r.mirrored is expect, r.orientation
         assert abs(r.orientation["margin"]) > orientation.MIRROR_MARGIN
     assert len(said) == 1 and "looks mirrored" in said[0] and "--orientation standard" in said[0]
+    # the default, standard: the mirrored loop is read, segmented as displayed, and the warning names the option
+    c = read_cine(mirror_path)
+    kept = orientation.orient(fan.find_region(c), c, notify=said.append)
+    assert not kept.mirrored and kept.orientation["looks_mirrored"] and kept.orientation["source"] == "given"
+    assert len(said) == 2 and "segmented as displayed" in said[1] and "--orientation mirrored" in said[1]
+    unchecked = orientation.orient(fan.find_region(c), c, "standard", notify=said.append, check=False)
+    assert unchecked.orientation == {"mirrored": False, "source": "given", "margin": None} and len(said) == 2
 
 
 def _segment(path, out, extra):
@@ -147,11 +154,13 @@ def test_segment_on_a_mirrored_capture_is_the_mirror_image_of_the_capture_as_dis
     mprompts = sum((["--box", b] for b in mboxes), [])
     named, mrun, mreport = _segment(mirror_path, tmp_path / "named",
                                     structures + mprompts + region + ["--orientation", "mirrored"])
-    assert run["region"]["orientation"] == {"mirrored": False, "source": "given", "margin": None}
+    shown_orientation = run["region"]["orientation"]          # the default reads it, to warn, and flips nothing
+    assert shown_orientation["mirrored"] is False and shown_orientation["looks_mirrored"] is False
+    assert shown_orientation["source"] == "given" and shown_orientation["margin"] < -orientation.MIRROR_MARGIN
     assert mrun["region"]["orientation"] == {"mirrored": True, "source": "given", "margin": None}
     assert (shown > 0).sum() > 1000 and np.array_equal(named, shown[:, :, ::-1])
     assert mreport["summary"]["ef_percent"] == pytest.approx(report["summary"]["ef_percent"], abs=1e-9)
-    capsys.readouterr()
+    assert "looks mirrored" not in capsys.readouterr().err          # a standard display: no warning
     read, rrun, _ = _segment(mirror_path, tmp_path / "read", structures + mprompts + region + ["--orientation", "auto"])
     assert rrun["region"]["orientation"]["source"] == "read" and rrun["region"]["orientation"]["mirrored"] is True
     assert "looks mirrored" in capsys.readouterr().err

@@ -10,7 +10,8 @@ prompts and every output stay on the cine's own pixels.
 
 ``orientation`` (the ``--orientation`` option, the Slicer panel's "Display"):
 
-- ``"standard"`` (default): the loop as displayed.
+- ``"standard"`` (default): the loop as displayed. It is still read as for "auto" (unless ``check`` is
+  off): a loop that looks mirrored is segmented as displayed, with a warning that names the option.
 - ``"mirrored"``: the user says the display is mirrored; the crop is flipped.
 - ``"auto"``: read by `READER` (the bundled prompt-free MA-SAM, whatever model then
   segments): its mean per-pixel confidence (negative entropy of its class probabilities) over the
@@ -76,24 +77,33 @@ def mirror_margin(loaded, grey: np.ndarray) -> float:
     return confidence(loaded, g[:, :, ::-1]) - confidence(loaded, g)
 
 
-def orient(region, cine, orientation: Optional[str] = DEFAULT, reader=None, device: str = "cpu", notify=None):
+def orient(region, cine, orientation: Optional[str] = DEFAULT, reader=None, device: str = "cpu", notify=None,
+           check: bool = True):
     """``region`` (a `FanRegion` of ``cine``) with its orientation set: as ``orientation`` says, or for
-    "auto" as `READER` (or ``reader``, a loaded prompt-free model) reads it on the region's crop. A loop
-    taken as mirrored is announced through ``notify``."""
+    "auto" as `READER` (or ``reader``, a loaded prompt-free model) reads it on the region's crop, announcing
+    through ``notify`` a loop it takes as mirrored. "standard" with ``check`` reads it too, flips nothing, and
+    warns through ``notify`` when the loop looks mirrored (the user may not know the option)."""
     from .cine import grey_0_255
 
     spec = parse_orientation(orientation)
-    if spec != "auto":
+    if spec == "mirrored" or (spec == "standard" and not check):
         return replace(region, orientation={"mirrored": spec == "mirrored", "source": "given", "margin": None})
     model = reader if reader is not None else _reader(device)
     shown = replace(region, orientation=None)
     margin = mirror_margin(model, grey_0_255(shown.crop_cine(cine).frames)[:READ_FRAMES])
-    mirrored = margin > MIRROR_MARGIN
-    if mirrored and notify is not None:
-        notify(f"this loop looks mirrored (an apical view with the LV on the screen's left; confidence margin "
-               f"{margin:.3f} > {MIRROR_MARGIN}): the model sees it flipped back, and every label is drawn on the "
+    looks = margin > MIRROR_MARGIN
+    why = f"an apical view with the LV on the screen's left; confidence margin {margin:.3f} > {MIRROR_MARGIN}"
+    if spec == "standard":
+        if looks and notify is not None:
+            notify(f"this loop looks mirrored ({why}) but was segmented as displayed (--orientation standard, the "
+                   "default): if your display shows the four-chamber LV on the left, run with --orientation mirrored "
+                   "(the Slicer panel's Display), or the atrium and myocardium may be missed")
+        return replace(region, orientation={"mirrored": False, "source": "given", "margin": round(margin, 4),
+                                            "looks_mirrored": bool(looks)})
+    if looks and notify is not None:
+        notify(f"this loop looks mirrored ({why}): the model sees it flipped back, and every label is drawn on the "
                "cine as displayed; --orientation standard keeps it as it is")
-    return replace(region, orientation={"mirrored": bool(mirrored), "source": "read", "margin": round(margin, 4)})
+    return replace(region, orientation={"mirrored": bool(looks), "source": "read", "margin": round(margin, 4)})
 
 
 __all__ = ["ORIENTATIONS", "DEFAULT", "READER", "READ_FRAMES", "MIRROR_MARGIN", "parse_orientation", "confidence",

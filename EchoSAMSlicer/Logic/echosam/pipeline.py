@@ -129,10 +129,11 @@ def write_outputs(session, outdir, run: dict, formats=("seq.nrrd",), overlay: bo
 
 # ---- one cine ------------------------------------------------------------------------------------
 def prepare_cine(cine_path, region="auto", notify=None, read: Optional[dict] = None, orientation="standard",
-                 device: str = "auto") -> tuple:
+                 device: str = "auto", orientation_check: bool = True) -> tuple:
     """(full-frame cine, `FanRegion`, the model's cine) of a cine file read with the reader options
-    ``read``, the region's orientation set (`echosam.orientation`; "auto" reads it on ``device``). A notice of
-    the region (no fan found, a mirrored display) goes to ``notify`` (default: one line on stderr)."""
+    ``read``, the region's orientation set (`echosam.orientation`; "auto", and "standard" with
+    ``orientation_check``, read it on ``device``). A notice of the region (no fan found, a display that is or
+    looks mirrored) goes to ``notify`` (default: one line on stderr)."""
     from .device import resolve_device
     from .fan import find_region
     from .io import read_cine
@@ -142,7 +143,8 @@ def prepare_cine(cine_path, region="auto", notify=None, read: Optional[dict] = N
     fan = find_region(cine, region)
     if fan.notice:
         (notify or print_notice)(fan.notice)
-    fan = orient(fan, cine, orientation, device=resolve_device(device), notify=notify or print_notice)
+    fan = orient(fan, cine, orientation, device=resolve_device(device), notify=notify or print_notice,
+                 check=orientation_check)
     return cine, fan, fan.crop_cine(cine)
 
 
@@ -151,7 +153,8 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                  precision: str = "auto", formats=("seq.nrrd",), overlay: bool = True, progress=None,
                  loaded=None, region="auto", keep_connected: bool = True, notify=None,
                  read: Optional[dict] = None, record_paths: bool = False, zoom: bool = True,
-                 substeps="auto", ef_check: bool = True, grow: bool = True, orientation: str = "standard") -> dict:
+                 substeps="auto", ef_check: bool = True, grow: bool = True, orientation: str = "standard",
+                 orientation_check: bool = True) -> dict:
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
     ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
     connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`); ``read``
@@ -159,7 +162,8 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     ``ef_check`` two more readings, with boxes 5 % larger and smaller, the result being the one with the middle
     EF (`echosam.ef_check`; ``box_change`` in run.json says which); ``grow`` False: each structure drawn at the
     threshold alone, without the model config's ``grow_thresholds`` (`echosam.hysteresis`); ``orientation``
-    "standard" | "mirrored" | "auto": how the apical view is displayed (`echosam.orientation`).
+    "standard" | "mirrored" | "auto": how the apical view is displayed (`echosam.orientation`;
+    ``orientation_check`` False: "standard" is not read for a warning).
     Returns {"result": cardiac analysis, "outdir", "session" (on the crop), "region"}."""
     from .ef_check import checkable
     from .io.lock import folder_lock
@@ -172,7 +176,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     read = read_options(read)
     check_outdir(Path(output))
     with folder_lock(output):
-        cine, fan, model_cine = prepare_cine(cine_path, region, notify, read, orientation, device)
+        cine, fan, model_cine = prepare_cine(cine_path, region, notify, read, orientation, device, orientation_check)
         uncalibrated = calibration_note(cine.metadata)
         if uncalibrated:
             (notify or print_notice)(uncalibrated)

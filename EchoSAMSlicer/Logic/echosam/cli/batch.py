@@ -32,6 +32,8 @@ def segment_options(args) -> dict:
         opts["ef_check"] = False
     if args.orientation != "standard":     # likewise
         opts["orientation"] = args.orientation
+    if args.no_orientation_check:          # likewise
+        opts["orientation_check"] = False
     return opts
 
 
