@@ -13,6 +13,7 @@ from echosam import fan, orientation, zoom
 from echosam.cine import Cine
 from echosam.errors import EchoSAMError
 from echosam.io import read_labels
+from echosam.metrics import dice as dice_
 
 from screen_fixtures import make_screen_capture
 from sim_fixtures import screen_capture_dicom
@@ -22,7 +23,7 @@ A4C_SEED = 4300008        # an apical four-chamber loop no training set used (tr
 
 
 def mirrored(region):
-    return dataclasses.replace(region, orientation={"mirrored": True, "source": "user", "margin": None})
+    return dataclasses.replace(region, orientation={"mirrored": True, "source": "given", "margin": None})
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,39 @@ def test_a_mirrored_region_flips_the_crop_and_every_mapping_flips_back(cap, rota
     assert r.box_to_crop((x0 - 10, y0, x1 + 10, y1 + 50)) == (0.0, 0.0, w - 1.0, h - 1.0)
 
 
+def test_an_apex_down_region_turns_the_crop_upright_and_maps_back(cap, rotated_geometry):
+    c = Cine.from_array(cap.frames, ijk_to_ras=rotated_geometry, fps=25)
+    shown = fan.find_region(c)
+    down = dataclasses.replace(shown, orientation={"mirrored": False, "apex_down": True})
+    both = dataclasses.replace(shown, orientation={"mirrored": True, "apex_down": True})
+    x0, y0, x1, y1 = shown.bbox
+    h, w = shown.crop_shape
+    assert np.array_equal(down.crop(c.frames), shown.crop(c.frames)[:, ::-1, :])
+    assert np.array_equal(both.crop(c.frames), shown.crop(c.frames)[:, ::-1, ::-1])
+    for r, col, row in ((down, lambda i: x0 + i, lambda j: y1 - j), (both, lambda i: x1 - i, lambda j: y1 - j)):
+        cropped = r.crop_cine(c)
+        for i, j in [(0, 0), (w - 1, h - 1), (7, 3)]:
+            assert np.allclose(cropped.pixel_to_ras(i, j), c.pixel_to_ras(col(i), row(j)))
+        labels = (cap.labels * r.mask).astype(np.uint8)
+        assert np.array_equal(r.uncrop(r.crop(labels)), labels)
+        pts = np.array([[x0 + 5.0, y0 + 9.0], [x1, y1]])
+        assert np.allclose(r.to_full_xy(r.to_crop_xy(pts)), pts)
+    assert np.allclose(down.to_crop_xy([[x0 + 5.0, y0 + 9.0]]), [[5.0, h - 10.0]])
+    assert down.box_to_crop((x0 + 2, y0 + 3, x0 + 10, y0 + 20)) == (2.0, h - 21.0, 10.0, h - 4.0)
+
+
+def test_the_apex_is_found_at_the_bottom_of_a_fan_shown_upside_down(cap):
+    c = Cine.from_array(cap.frames)
+    upright = fan.find_region(c)
+    flipped = Cine.from_array(np.ascontiguousarray(cap.frames[:, ::-1]))
+    upside_down = fan.find_region(flipped)
+    assert not orientation.apex_at_bottom(upright) and orientation.apex_at_bottom(upside_down)
+    assert not orientation.apex_at_bottom(fan.FanRegion.from_box(c.shape[1:], upright.bbox))   # a box: no sector
+    said = []
+    r = orientation.orient(upside_down, flipped, "standard", notify=said.append, check=False)
+    assert r.apex_down and not r.mirrored and len(said) == 1 and "apex is at the bottom" in said[0]
+
+
 def test_the_orientation_is_kept_by_the_zoom_and_by_a_saved_result(cap, tmp_path):
     c = Cine.from_array(cap.frames)
     r = mirrored(fan.find_region(c))
@@ -85,7 +119,8 @@ def test_orientation_settings_are_checked_and_recorded(cap):
         orientation.parse_orientation("flipped")
     said = []
     r = orientation.orient(region, c, "mirrored", notify=said.append)
-    assert r.mirrored and r.orientation == {"mirrored": True, "source": "given", "margin": None} and not said
+    assert r.mirrored and not r.apex_down and not said
+    assert r.orientation == {"mirrored": True, "apex_down": False, "source": "given", "margin": None}
     assert not orientation.orient(region, c, "standard").mirrored and r.bbox == region.bbox
 
 
@@ -122,7 +157,8 @@ def test_the_bundled_reader_finds_a_mirrored_four_chamber_view(a4c):
     assert not kept.mirrored and kept.orientation["looks_mirrored"] and kept.orientation["source"] == "given"
     assert len(said) == 2 and "segmented as displayed" in said[1] and "--orientation mirrored" in said[1]
     unchecked = orientation.orient(fan.find_region(c), c, "standard", notify=said.append, check=False)
-    assert unchecked.orientation == {"mirrored": False, "source": "given", "margin": None} and len(said) == 2
+    assert unchecked.orientation == {"mirrored": False, "apex_down": False, "source": "given", "margin": None}
+    assert len(said) == 2
 
 
 def _segment(path, out, extra):
@@ -157,7 +193,7 @@ def test_segment_on_a_mirrored_capture_is_the_mirror_image_of_the_capture_as_dis
     shown_orientation = run["region"]["orientation"]          # the default reads it, to warn, and flips nothing
     assert shown_orientation["mirrored"] is False and shown_orientation["looks_mirrored"] is False
     assert shown_orientation["source"] == "given" and shown_orientation["margin"] < -orientation.MIRROR_MARGIN
-    assert mrun["region"]["orientation"] == {"mirrored": True, "source": "given", "margin": None}
+    assert mrun["region"]["orientation"] == {"mirrored": True, "apex_down": False, "source": "given", "margin": None}
     assert (shown > 0).sum() > 1000 and np.array_equal(named, shown[:, :, ::-1])
     assert mreport["summary"]["ef_percent"] == pytest.approx(report["summary"]["ef_percent"], abs=1e-9)
     assert "looks mirrored" not in capsys.readouterr().err          # a standard display: no warning
@@ -174,3 +210,27 @@ def test_segment_on_a_mirrored_capture_is_the_mirror_image_of_the_capture_as_dis
     corrected, _ = read_labels(tmp_path / "named" / "labels.seq.nrrd")
     assert np.array_equal(corrected[5] == 1, lv) and np.array_equal(corrected[:5], named[:5])
     assert json.loads((tmp_path / "named" / "run.json").read_text())["region"]["orientation"]["mirrored"] is True
+
+
+def test_segment_turns_an_apex_down_capture_upright(a4c, tmp_path, capsys):
+    """The capture shown apex down (upside down), through `echosam segment` with its defaults: the fan's shape says
+    so, the model sees the loop upright, and the labels, on the cine as displayed, score as the upright capture's."""
+    from training.simulator.screen import write_dicom
+
+    path, screen, _, _ = a4c
+    down = dataclasses.replace(screen, frames=np.ascontiguousarray(screen.frames[:, ::-1]),
+                               labels=np.ascontiguousarray(screen.labels[:, ::-1]),
+                               fan=np.ascontiguousarray(screen.fan[::-1]))
+    down_path = tmp_path / "a4c_apex_down.dcm"
+    write_dicom(down, down_path, with_region=False, seed=A4C_SEED)
+    scores = {}
+    for name, p, sc in (("upright", path, screen), ("down", down_path, down)):
+        boxes = sum((["--box", f"{k}:{','.join(map(str, _box(sc.labels[0] == v)))}"]
+                     for k, v in (("lv", 1), ("myo", 2), ("la", 3))), [])
+        labels, run, _ = _segment(p, tmp_path / name, ["--structures", "lv,myo,la"] + boxes)
+        assert run["region"]["orientation"]["apex_down"] is (name == "down")
+        assert not labels[:, ~sc.fan].any()
+        scores[name] = [np.mean([dice_(labels[t] == k, sc.labels[t] == k) for t in range(len(labels))])
+                        for k in (1, 2, 3)]
+    assert "apex is at the bottom" in capsys.readouterr().err
+    assert scores["down"][0] > 0.8 and np.allclose(scores["down"], scores["upright"], atol=0.05), scores

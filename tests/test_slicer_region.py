@@ -123,3 +123,35 @@ def test_panel_runs_a_mirrored_display_flipped_back_and_rebuilds_when_it_changes
         assert np.array_equal(again["session"].cine.frames, region.crop(cine.frames)[:, :, ::-1])
     finally:
         c.shutdown()
+
+
+def test_panel_warns_of_a_loop_that_looks_mirrored_and_auto_flips_it(scene, zoomed_spec, tmp_path):
+    """A simulated four-chamber capture mirrored left-right, in a real MRML sequence: under the default Display
+    (standard) the panel segments it as displayed and its status says it looks mirrored; under auto it runs
+    flipped back."""
+    from sim_fixtures import screen_capture_dicom
+
+    _, screen = screen_capture_dicom(tmp_path, 4300008, n_frames=8, height=128)
+    frames = np.ascontiguousarray(screen.frames[:, :, ::-1])
+    seq, browser = add_cine_sequence(scene, frames, dicom_us_matrix(angle_deg=0.0), rgb=True)
+    cine = mrml.cine_from_sequence(browser)
+    yx = np.argwhere(screen.labels[0, :, ::-1] == 1)
+    (y0, x0), (y1, x1) = yx.min(0), yx.max(0)
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "LV box")
+    roi.SetCenterWorld(list(cine.pixel_to_ras((x0 + x1) / 2, (y0 + y1) / 2)))
+    roi.SetSizeWorld([(x1 - x0) * cine.spacing[1], (y1 - y0) * cine.spacing[0], 2.0])
+    c = Controller()
+    try:
+        c.submit_segmentation(browser, zoomed_spec, "cpu", ["lv"], frame=0, roi=roi)
+        end = ok(run_to_end(c))
+        shown = c.worker.state["region"]
+        assert not shown.mirrored and shown.orientation["looks_mirrored"]
+        assert "looks mirrored" in end.text and "--orientation mirrored" in end.text
+        c.submit_segmentation(browser, zoomed_spec, "cpu", ["lv"], frame=0, roi=roi, orientation="auto")
+        end = ok(run_to_end(c))
+        read = c.worker.state["region"]
+        assert read.mirrored and read.orientation["source"] == "read" and "flipped back" in end.text
+        labels = mrml.read_labels(browser, mrml.find_segmentation_sequence(browser), ["lv"], cine)
+        assert not (labels[:, ~read.mask] > 0).any()
+    finally:
+        c.shutdown()

@@ -12,8 +12,9 @@ and the model's crop (like segment-anything's ``utils/transforms.py`` owns its r
   outside the fan.
 - ``to_crop_xy`` / ``to_full_xy`` / ``box_to_crop``  prompt coordinates (x = column, y = row, pixels).
 - ``orientation``: a region may also be *mirrored* (`echosam.orientation`: an apical view displayed with
-  the LV on the screen's left, as some labs' convention shows it): the crop is then flipped left-right, so
-  the models see the view as they were trained, and every mapping above flips it back.
+  the LV on the screen's left, as some labs' convention shows it) or *apex down* (the sector's apex at the
+  bottom, as pediatric and some adult labs show apical views): the crop is then flipped left-right and/or
+  upside down, so the models see the view as they were trained, and every mapping above flips it back.
 
 Where the fan comes from (`find_region`, ``spec="auto"``), in this order:
 
@@ -65,8 +66,8 @@ class FanRegion:
     ``bbox`` (x0, y0, x1, y1) inclusive pixel indices of the crop; ``source`` one of `SOURCES`;
     ``notice`` a one-line message for the user (None when there is nothing to say); ``zoom`` the prompt
     zoom that narrowed the fan to the prompts' surroundings (`echosam.zoom`), None for none;
-    ``orientation`` how the view is displayed (`echosam.orientation`: ``mirrored``, how it was decided),
-    None for as displayed."""
+    ``orientation`` how the view is displayed (`echosam.orientation`: ``mirrored``, ``apex_down``, how it
+    was decided), None for as displayed."""
 
     mask: np.ndarray
     bbox: tuple
@@ -141,9 +142,19 @@ class FanRegion:
         return bool((self.orientation or {}).get("mirrored"))
 
     @property
+    def apex_down(self) -> bool:
+        """Whether the crop is the fan flipped upside down (`echosam.orientation`)."""
+        return bool((self.orientation or {}).get("apex_down"))
+
+    @property
     def is_identity(self) -> bool:
-        """Whether the crop is the full frame as it is (the whole frame, not mirrored)."""
-        return self.is_whole_frame and not self.mirrored
+        """Whether the crop is the full frame as it is (the whole frame, not flipped)."""
+        return self.is_whole_frame and not self.mirrored and not self.apex_down
+
+    def _flip(self, a: np.ndarray) -> np.ndarray:
+        """``(..., h, w)`` between the displayed crop and the model's (a flip is its own inverse): a view."""
+        a = a[..., ::-1, :] if self.apex_down else a
+        return a[..., ::-1] if self.mirrored else a
 
     @property
     def _slices(self) -> tuple:
@@ -152,9 +163,8 @@ class FanRegion:
 
     @property
     def crop_mask(self) -> np.ndarray:
-        """(h, w) bool: the fan inside the crop (flipped with it when mirrored)."""
-        m = self.mask[self._slices]
-        return m[:, ::-1] if self.mirrored else m
+        """(h, w) bool: the fan inside the crop (flipped with it)."""
+        return self._flip(self.mask[self._slices])
 
     # ---- pixels -------------------------------------------------------------------------------
     def crop(self, frames: np.ndarray) -> np.ndarray:
@@ -164,7 +174,7 @@ class FanRegion:
             raise EchoSAMError(f"Frames {a.shape} do not match the region's {self.shape[1]}x{self.shape[0]} frame.")
         rows, cols = self._slices
         out = a[..., rows, cols]
-        out = (out[..., ::-1] if self.mirrored else out).copy()
+        out = self._flip(out).copy()
         out[..., ~self.crop_mask] = 0
         return out
 
@@ -176,20 +186,20 @@ class FanRegion:
         out = np.zeros(a.shape[:-2] + self.shape, dtype=a.dtype)
         rows, cols = self._slices
         a = np.where(self.crop_mask, a, 0)
-        out[..., rows, cols] = a[..., ::-1] if self.mirrored else a
+        out[..., rows, cols] = self._flip(a)
         return out
 
     # ---- coordinates (x = column, y = row, pixels; pixel centres at integers) ----------------------
     def to_crop_xy(self, xy) -> np.ndarray:
         p = np.array(xy, dtype=float)
         p[..., 0] = self.bbox[2] - p[..., 0] if self.mirrored else p[..., 0] - self.bbox[0]
-        p[..., 1] -= self.bbox[1]
+        p[..., 1] = self.bbox[3] - p[..., 1] if self.apex_down else p[..., 1] - self.bbox[1]
         return p
 
     def to_full_xy(self, xy) -> np.ndarray:
         p = np.array(xy, dtype=float)
         p[..., 0] = self.bbox[2] - p[..., 0] if self.mirrored else p[..., 0] + self.bbox[0]
-        p[..., 1] += self.bbox[1]
+        p[..., 1] = self.bbox[3] - p[..., 1] if self.apex_down else p[..., 1] + self.bbox[1]
         return p
 
     def box_to_crop(self, box) -> tuple:
@@ -197,7 +207,8 @@ class FanRegion:
         h, w = self.crop_shape
         x0, y0 = self.to_crop_xy([box[0], box[1]])
         x1, y1 = self.to_crop_xy([box[2], box[3]])
-        x0, x1 = min(x0, x1), max(x0, x1)           # a mirrored crop swaps the box's left and right
+        x0, x1 = min(x0, x1), max(x0, x1)           # a flipped crop swaps the box's sides
+        y0, y1 = min(y0, y1), max(y0, y1)
         return (float(np.clip(x0, 0, w - 1)), float(np.clip(y0, 0, h - 1)),
                 float(np.clip(x1, 0, w - 1)), float(np.clip(y1, 0, h - 1)))
 
@@ -213,15 +224,19 @@ class FanRegion:
 
     def crop_cine(self, cine: Cine) -> Cine:
         """The model's cine: cropped frames (0 outside the fan), same spacing and times, the origin
-        moved to the crop's first pixel (mirrored: the column axis reversed, from the crop's last column).
+        moved to the crop's first pixel (mirrored: the column axis reversed, from the crop's last column;
+        apex down: the row axis reversed, from its last row).
         The whole frame as it is returns ``cine`` itself."""
         if self.is_identity:
             return cine
-        x0, y0, x1 = self.bbox[:3]
+        x0, y0, x1, y1 = self.bbox
         m = cine.ijk_to_ras.copy()
-        m[:3, 3] = (cine.ijk_to_ras @ np.array([x1 if self.mirrored else x0, y0, 0.0, 1.0]))[:3]
+        m[:3, 3] = (cine.ijk_to_ras @ np.array([x1 if self.mirrored else x0, y1 if self.apex_down else y0,
+                                                0.0, 1.0]))[:3]
         if self.mirrored:
             m[:3, 0] = -m[:3, 0]
+        if self.apex_down:
+            m[:3, 1] = -m[:3, 1]
         meta = dict(cine.metadata, region=self.summary(), full_shape=list(self.shape))
         if isinstance(meta.get("colour_pixels"), np.ndarray):
             meta["colour_pixels"] = self.crop(meta["colour_pixels"])

@@ -16,6 +16,7 @@ MAX_STD_FRAMES = 128            # frames used for the temporal statistics (evenl
 APEX_MAX_EXTENSION = 0.75       # a sector's edges are extended to their apex by at most 3/4 of the moving height
 APEX_MIN_EXTENSION = 0.05       # ... and by more than 1/20 of it: less is a sector's rounded top, not a cut
 FLAT_TOP = 0.8                  # a moving area whose top row is this wide (of the edges' width) is cut, not arced
+APEX_DOWN_AT = 0.5              # a fan widest above half its height points down (upright: widest at 0.7-0.9)
 
 
 def spread_frames(n_frames: int, most: int) -> np.ndarray:
@@ -63,13 +64,40 @@ def convex_hull_mask(mask: np.ndarray) -> np.ndarray:
     return out | mask
 
 
+def apex_at_bottom(mask: np.ndarray) -> bool:
+    """Whether a fan mask is a sector with its apex at the bottom (an apex-down display): its widest rows (within
+    2 % of the widest) lie, on the median, in the upper half of its height. An upright sector widens with depth
+    down to where its arc begins, about 0.7-0.9 of its height."""
+    rows = np.flatnonzero(np.asarray(mask).any(axis=1))
+    if len(rows) < 6:
+        return False
+    widths = np.asarray(mask)[rows[0]:rows[-1] + 1].sum(axis=1)
+    widest = np.flatnonzero(widths >= 0.98 * widths.max())
+    return float(np.median(widest)) < APEX_DOWN_AT * (len(widths) - 1)
+
+
 def detect_fan(frames: np.ndarray, coloured: Optional[np.ndarray] = None, within: Optional[tuple] = None,
                dynamic_std: float = DYNAMIC_STD) -> tuple:
     """Find the imaging fan in (T, H, W) grey frames from what varies over time and the fan's shape.
 
     ``coloured`` (H, W) bool: pixels that are never fan; ``within`` an inclusive box to search in.
     Returns ``(mask (H, W) bool, "")`` or ``(None, reason)``. The steps are in the module docstring;
-    morphology radii scale with the frame (about 1/160 of its short side, at least 1 pixel)."""
+    morphology radii scale with the frame (about 1/160 of its short side, at least 1 pixel). The sector steps
+    (its apex, its rim) read a sector with its apex at the top: a fan found apex down (`apex_at_bottom`) is found
+    again on the frames turned upside down, and turned back."""
+    mask, reason = _detect_upright(frames, coloured, within, dynamic_std)
+    if mask is None or not apex_at_bottom(mask):
+        return mask, reason
+    H = np.asarray(frames).shape[1]
+    flip = None if within is None else (within[0], H - 1 - within[3], within[2], H - 1 - within[1])
+    again, _ = _detect_upright(np.asarray(frames)[:, ::-1], None if coloured is None else coloured[::-1], flip,
+                               dynamic_std)
+    return (np.ascontiguousarray(again[::-1]), "") if again is not None else (mask, reason)
+
+
+def _detect_upright(frames: np.ndarray, coloured: Optional[np.ndarray], within: Optional[tuple],
+                    dynamic_std: float) -> tuple:
+    """`detect_fan`'s steps, for a sector with its apex at the top."""
     from scipy import ndimage
 
     f = np.asarray(frames)

@@ -8,7 +8,12 @@ displays"), so a mirrored view is flipped back before the model sees it. `echosa
 the flip (its crop is flipped, and every mapping flips back: prompts in, labels out), so the user's
 prompts and every output stay on the cine's own pixels.
 
-``orientation`` (the ``--orientation`` option, the Slicer panel's "Display"):
+Some labs (pediatric ones especially) also show apical views *apex down*, the sector's apex at the bottom of the
+screen. That needs no model to see: the fan's own shape says it (`apex_at_bottom`: an upright sector widens with
+depth). Such a loop is always turned upright for the model, with a notice; the labels stay on the cine as
+displayed. Left and right are then judged on the upright view.
+
+``orientation`` (the ``--orientation`` option, the Slicer panel's "Display"), left and right:
 
 - ``"standard"`` (default): the loop as displayed. It is still read as for "auto" (unless ``check`` is
   off): a loop that looks mirrored is segmented as displayed, with a warning that names the option.
@@ -77,34 +82,48 @@ def mirror_margin(loaded, grey: np.ndarray) -> float:
     return confidence(loaded, g[:, :, ::-1]) - confidence(loaded, g)
 
 
+def apex_at_bottom(region) -> bool:
+    """Whether a found fan (DICOM or detected; not a box or the whole frame) is a sector with its apex at the
+    bottom (`echosam.fan_pixels.apex_at_bottom`: an upright sector widens with depth)."""
+    from .fan_pixels import apex_at_bottom as points_down
+    return region.source in ("dicom", "detected") and points_down(region.mask)
+
+
 def orient(region, cine, orientation: Optional[str] = DEFAULT, reader=None, device: str = "cpu", notify=None,
            check: bool = True):
-    """``region`` (a `FanRegion` of ``cine``) with its orientation set: as ``orientation`` says, or for
-    "auto" as `READER` (or ``reader``, a loaded prompt-free model) reads it on the region's crop, announcing
-    through ``notify`` a loop it takes as mirrored. "standard" with ``check`` reads it too, flips nothing, and
-    warns through ``notify`` when the loop looks mirrored (the user may not know the option)."""
+    """``region`` (a `FanRegion` of ``cine``) with its orientation set. Upside down when its fan's apex is at the
+    bottom (`apex_at_bottom`, announced through ``notify``). Left-right as ``orientation`` says, or for "auto" as
+    `READER` (or ``reader``, a loaded prompt-free model) reads it on the upright crop, announcing a loop it takes
+    as mirrored. "standard" with ``check`` reads it too, flips nothing, and warns through ``notify`` when the loop
+    looks mirrored (the user may not know the option)."""
     from .cine import grey_0_255
 
     spec = parse_orientation(orientation)
+    say = notify or (lambda _: None)
+    down = apex_at_bottom(region)
+    if down:
+        say("the imaging fan's apex is at the bottom (an apex-down display): the model sees the loop upright, and "
+            "every label is drawn on the cine as displayed")
     if spec == "mirrored" or (spec == "standard" and not check):
-        return replace(region, orientation={"mirrored": spec == "mirrored", "source": "given", "margin": None})
+        return replace(region, orientation={"mirrored": spec == "mirrored", "apex_down": down, "source": "given",
+                                            "margin": None})
     model = reader if reader is not None else _reader(device)
-    shown = replace(region, orientation=None)
-    margin = mirror_margin(model, grey_0_255(shown.crop_cine(cine).frames)[:READ_FRAMES])
+    upright = replace(region, orientation={"mirrored": False, "apex_down": down})
+    margin = mirror_margin(model, grey_0_255(upright.crop_cine(cine).frames)[:READ_FRAMES])
     looks = margin > MIRROR_MARGIN
     why = f"an apical view with the LV on the screen's left; confidence margin {margin:.3f} > {MIRROR_MARGIN}"
     if spec == "standard":
-        if looks and notify is not None:
-            notify(f"this loop looks mirrored ({why}) but was segmented as displayed (--orientation standard, the "
-                   "default): if your display shows the four-chamber LV on the left, run with --orientation mirrored "
-                   "(the Slicer panel's Display), or the atrium and myocardium may be missed")
-        return replace(region, orientation={"mirrored": False, "source": "given", "margin": round(margin, 4),
-                                            "looks_mirrored": bool(looks)})
-    if looks and notify is not None:
-        notify(f"this loop looks mirrored ({why}): the model sees it flipped back, and every label is drawn on the "
-               "cine as displayed; --orientation standard keeps it as it is")
-    return replace(region, orientation={"mirrored": bool(looks), "source": "read", "margin": round(margin, 4)})
+        if looks:
+            say(f"this loop looks mirrored ({why}) but was segmented as displayed (--orientation standard, the "
+                "default): if your display shows the four-chamber LV on the left, run with --orientation mirrored "
+                "(the Slicer panel's Display), or the atrium and myocardium may be missed")
+        return replace(region, orientation={"mirrored": False, "apex_down": down, "source": "given",
+                                            "margin": round(margin, 4), "looks_mirrored": bool(looks)})
+    if looks:
+        say(f"this loop looks mirrored ({why}): the model sees it flipped back, and every label is drawn on the "
+            "cine as displayed; --orientation standard keeps it as it is")
+    return replace(region, orientation={"mirrored": bool(looks), "apex_down": down, "source": "read",
+                                        "margin": round(margin, 4)})
 
 
-__all__ = ["ORIENTATIONS", "DEFAULT", "READER", "READ_FRAMES", "MIRROR_MARGIN", "parse_orientation", "confidence",
-           "mirror_margin", "orient"]
+__all__ = ["ORIENTATIONS", "DEFAULT", "READER", "READ_FRAMES", "MIRROR_MARGIN", "parse_orientation", "confidence", "mirror_margin", "apex_at_bottom", "orient"]
