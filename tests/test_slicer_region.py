@@ -29,16 +29,26 @@ def zoomed_spec(tmp_path_factory):
     return str(save_checkpoint(build_model("memsam", cfg).eval(), "memsam", cfg, path, classes=["lv", "myo", "la"]))
 
 
-def test_panel_session_crops_to_the_fan_and_zooms_to_the_box(scene, zoomed_spec):
-    cap = make_screen_capture(n_frames=6, seed=4, apex=(90, 20))
-    seq, browser = add_cine_sequence(scene, cap.frames, dicom_us_matrix(angle_deg=0.0), rgb=True)
-    cine = mrml.cine_from_sequence(browser)
-    yx = np.argwhere(cap.labels[0] == 1)
+def lv_roi(scene, cine, lv: np.ndarray):
+    """An ROI markup on the tight box of ``lv`` (frame pixels), as a user draws it round the LV."""
+    yx = np.argwhere(lv)
     (y0, x0), (y1, x1) = yx.min(0), yx.max(0)
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "LV box")
     roi.SetCenterWorld(list(cine.pixel_to_ras((x0 + x1) / 2, (y0 + y1) / 2)))
-    sx, sy = (x1 - x0) * cine.spacing[1], (y1 - y0) * cine.spacing[0]
-    roi.SetSizeWorld([sx, sy, 2.0])
+    roi.SetSizeWorld([(x1 - x0) * cine.spacing[1], (y1 - y0) * cine.spacing[0], 2.0])
+    return roi
+
+
+def capture_in_scene(scene):
+    """A cartoon screen capture (off-centre fan) as a DICOM-like RGB sequence, and an ROI round its LV on frame 0."""
+    cap = make_screen_capture(n_frames=6, seed=4, apex=(90, 20))
+    seq, browser = add_cine_sequence(scene, cap.frames, dicom_us_matrix(angle_deg=0.0), rgb=True)
+    cine = mrml.cine_from_sequence(browser)
+    return cap, seq, browser, cine, lv_roi(scene, cine, cap.labels[0] == 1)
+
+
+def test_panel_session_crops_to_the_fan_and_zooms_to_the_box(scene, zoomed_spec):
+    cap, seq, browser, cine, roi = capture_in_scene(scene)
     c = Controller()
     try:
         c.submit_segmentation(browser, zoomed_spec, "cpu", ["lv"], frame=0, roi=roi)
@@ -94,14 +104,7 @@ def test_panel_runs_a_mirrored_display_flipped_back_and_rebuilds_when_it_changes
     displayed pixels inside the fan; changing it rebuilds the session; a wrong value is refused before any job."""
     from echosam.errors import EchoSAMError
 
-    cap = make_screen_capture(n_frames=6, seed=4, apex=(90, 20))
-    seq, browser = add_cine_sequence(scene, cap.frames, dicom_us_matrix(angle_deg=0.0), rgb=True)
-    cine = mrml.cine_from_sequence(browser)
-    yx = np.argwhere(cap.labels[0] == 1)
-    (y0, x0), (y1, x1) = yx.min(0), yx.max(0)
-    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "LV box")
-    roi.SetCenterWorld(list(cine.pixel_to_ras((x0 + x1) / 2, (y0 + y1) / 2)))
-    roi.SetSizeWorld([(x1 - x0) * cine.spacing[1], (y1 - y0) * cine.spacing[0], 2.0])
+    cap, seq, browser, cine, roi = capture_in_scene(scene)
     c = Controller()
     try:
         with pytest.raises(EchoSAMError, match="not one of standard, mirrored, auto"):
@@ -135,11 +138,7 @@ def test_panel_warns_of_a_loop_that_looks_mirrored_and_auto_flips_it(scene, zoom
     frames = np.ascontiguousarray(screen.frames[:, :, ::-1])
     seq, browser = add_cine_sequence(scene, frames, dicom_us_matrix(angle_deg=0.0), rgb=True)
     cine = mrml.cine_from_sequence(browser)
-    yx = np.argwhere(screen.labels[0, :, ::-1] == 1)
-    (y0, x0), (y1, x1) = yx.min(0), yx.max(0)
-    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "LV box")
-    roi.SetCenterWorld(list(cine.pixel_to_ras((x0 + x1) / 2, (y0 + y1) / 2)))
-    roi.SetSizeWorld([(x1 - x0) * cine.spacing[1], (y1 - y0) * cine.spacing[0], 2.0])
+    roi = lv_roi(scene, cine, screen.labels[0, :, ::-1] == 1)
     c = Controller()
     try:
         c.submit_segmentation(browser, zoomed_spec, "cpu", ["lv"], frame=0, roi=roi)
