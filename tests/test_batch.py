@@ -2,6 +2,7 @@
 video) with the process pool: error rows, the mirrored output tree, the summary (CSV = Parquet), EF
 agreement against a hand computation, resuming (skip, --retry-failed, changed content), prompts from a
 manifest and a seed model. Faults (killed worker, interrupted and killed batch): test_batch_faults.py."""
+import dataclasses
 import json
 import shutil
 
@@ -223,6 +224,34 @@ def test_a_manifest_cell_holds_one_box_per_structure(tmp_path):
     base = ["batch", str(tmp_path / "cines"), "-o", str(tmp_path / "o"), "--model", "m"]
     assert "substeps" not in segment_options(build_parser().parse_args(base))
     assert segment_options(build_parser().parse_args(base + ["--substeps", "1"]))["substeps"] == 1
+
+
+def test_a_manifest_column_names_each_cases_display(tmp_path):
+    """``orientation`` per case (a mixed archive): that case runs mirrored, the others as --orientation says; the
+    column is part of the case's key, and a value that is not an orientation is refused with its row."""
+    from echosam.io import write_cine
+    from echosam.phantom import make_phantom
+
+    (tmp_path / "cines").mkdir()
+    ph = make_phantom(n_frames=12, size=(64, 64), seed=45, heart_rate=110)
+    write_cine(ph.cine, tmp_path / "cines" / "c0.seq.nrrd")
+    flipped = dataclasses.replace(ph.cine, frames=np.ascontiguousarray(ph.cine.frames[:, :, ::-1]))
+    write_cine(flipped, tmp_path / "cines" / "c1.seq.nrrd")
+    (tmp_path / "manifest.csv").write_text("path,orientation\ncines/c0.seq.nrrd,Mirrored\ncines/c1.seq.nrrd,\n")
+    res = run_batch(tmp_path / "manifest.csv", tmp_path / "out", config(backend="inline"))
+    assert [r["status"] for r in res.rows] == ["ok", "ok"]
+    runs = [json.loads((tmp_path / "out" / r["case"] / "run.json").read_text()) for r in res.rows]
+    assert runs[0]["region"]["orientation"]["mirrored"] is True and runs[0]["region"]["orientation"]["source"] == "given"
+    assert runs[1]["region"]["orientation"]["mirrored"] is False
+    assert json.loads(res.rows[0]["prompt"]) == {"orientation": "mirrored"} and res.rows[1]["prompt"] == ""
+    # the case named mirrored gives the model what the same loop shown flipped gives it: labels mirror each other
+    from echosam.io import read_labels
+    lab0, _ = read_labels(tmp_path / "out" / res.rows[0]["case"] / "labels.seq.nrrd")
+    lab1, _ = read_labels(tmp_path / "out" / res.rows[1]["case"] / "labels.seq.nrrd")
+    assert (lab0 > 0).any() and np.array_equal(lab0, lab1[:, :, ::-1])
+    (tmp_path / "bad.csv").write_text("path,orientation\ncines/c0.seq.nrrd,sideways\n")
+    with pytest.raises(EchoSAMError, match="bad.csv line 2: orientation 'sideways' is not one of standard"):
+        run_batch(tmp_path / "bad.csv", tmp_path / "out2", config(backend="inline"))
 
 
 def test_no_lv_is_an_error_row_and_one_batch_per_output_folder(tmp_path):

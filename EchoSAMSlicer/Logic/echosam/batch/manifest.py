@@ -10,8 +10,9 @@ every backend and every shard sees the same cases in the same order.
 - **glob**: ``"data/**/*.avi"`` (quoted, so the shell leaves it alone); the root is the matches' common folder.
 - **CSV manifest**: a column ``path`` (or ``file``, ``cine``, ``filename``, ``video``) relative to the
   CSV's folder or absolute; optional prompt columns ``points`` (``x,y,1;x,y,0``), ``box`` (``x0,y0,x1,y1``),
-  ``frame``, ``mask``, ``mask_frame``; optional truth columns ``ef``, ``edv``, ``esv`` (or ``true_ef`` ...);
-  optional ``split``.
+  ``frame``, ``mask``, ``mask_frame``; optional ``orientation`` (``standard``, ``mirrored`` or ``auto``: how this
+  case's apical view is displayed, over ``--orientation``); optional truth columns ``ef``, ``edv``, ``esv`` (or
+  ``true_ef`` ...); optional ``split``.
 - **EchoNet-Dynamic**: the dataset folder (``FileList.csv`` + ``Videos/``) or its ``FileList.csv``, read as
   published (``FileName`` with or without ``.avi``; ``EF``, ``ESV``, ``EDV`` as truth; ``Split`` TRAIN / VAL /
   TEST, filtered by ``split``).
@@ -33,6 +34,7 @@ from typing import Optional
 
 from ..errors import EchoSAMError
 from ..io import cine_stem, is_cine_file
+from ..orientation import parse_orientation
 from ..prompt_text import check_prompt_texts
 
 PATH_COLUMNS = ("path", "file", "cine", "filename", "video")
@@ -196,6 +198,8 @@ def _prompt(row: dict, where: str, base: Path) -> dict:
             out[key] = int(v)
     try:
         check_prompt_texts(out.get("points"), out.get("box"))
+        if (row.get("orientation") or "").strip():      # this case's display (`echosam.orientation`)
+            out["orientation"] = parse_orientation(row["orientation"])
     except EchoSAMError as exc:
         raise EchoSAMError(f"{where}: {exc}") from None
     if "mask" in out and not Path(out["mask"]).is_absolute():

@@ -117,9 +117,12 @@ class CaseRunner:
                 raise EchoSAMError(f"{case.input} does not exist.")
             row["input_sha256"] = content_sha256(case.path)
             notices = []
+            options = dict(self.spec.options)
+            if "orientation" in case.prompt:           # the manifest's word for this case's display
+                options["orientation"] = case.prompt["orientation"]
             out = pipeline.segment_cine(case.path, Path(self.spec.out) / case.case_id, loaded=self.loaded,
                                         prompts=self.prompts(case), device=self.device, notify=notices.append,
-                                        **self.spec.options)
+                                        **options)
             row["notice"] = " ".join(notices)
             s = out["result"].summary()
             if out["run"].get("calibrated") is False:       # volumes from 1 mm pixels are not ml (the notice says so)
