@@ -226,3 +226,16 @@ def test_real_apical_cine_of_pydicom_data(tmp_path):
     text[:, :70] = text[:, 600:] = True
     text[420:] = True                                      # and the bottom tool bar
     assert not (d.mask & text).any() and not (d.mask & c.metadata["colour_pixels"]).any()
+
+
+def test_two_fans_side_by_side_keep_the_largest_and_say_so():
+    """A dual (or biplane) display: two moving sectors of like size. The larger is the fan, and the notice says
+    that another was left out and how to choose it; a single fan says nothing."""
+    a = make_screen_capture(n_frames=8, seed=1)
+    b = make_screen_capture(n_frames=8, seed=2, apex=(120, 24), radius=110)
+    frames = np.concatenate([a.frames, b.frames], axis=2)
+    r = fan.find_region(Cine.from_array(frames))
+    larger = np.concatenate([a.fan, np.zeros_like(b.fan)], axis=1)
+    assert r.source == "detected" and dice(r.mask, larger) > 0.99
+    assert r.notice.startswith("2 imaging fans side by side") and "--region" in r.notice
+    assert fan.find_region(Cine.from_array(a.frames)).notice is None

@@ -27,8 +27,9 @@ Where the fan comes from (`find_region`, ``spec="auto"``), in this order:
    coloured pixels (``cine.metadata["colour_pixels"]``: markers, ECG traces, coloured text are never
    fan), closed, holes filled, opened (cuts thin strokes off), the largest 8-connected component kept
    and regularised to its convex hull (a sector, apex at the top, two straight edges and an arc, is
-   convex). It must look like a fan: at least ``MIN_FAN_FRACTION`` of the frame and solid (area over
-   hull area >= ``MIN_SOLIDITY``). A moving area cut straight across below its apex (a near field
+   convex; a second moving area of like size, a dual display, is left out with a notice; a sector with its
+   apex at the bottom is found upside down, `fan_pixels.apex_at_bottom`). It must look like a fan: at least
+   ``MIN_FAN_FRACTION`` of the frame and solid (area over hull area >= ``MIN_SOLIDITY``). A moving area cut straight across below its apex (a near field
    black and still on a dark display, where an apical view's LV apex lies) gets its top back: the two
    straight edges are extended to their apex (`sector_apex`), never over static bright pixels (text),
    and not over a sector's own small rounded top. Last, the still pixels of the outer rim are trimmed:
@@ -303,13 +304,13 @@ def find_region(cine: Cine, spec: RegionSpec = "auto") -> FanRegion:
     coloured = coloured if isinstance(coloured, np.ndarray) and coloured.shape == shape else None
     box = dicom_bmode_box(cine.metadata.get("us_regions"), shape)
     if box is not None:
-        mask, _ = detect_fan(cine.frames, coloured, within=box)
+        mask, note = detect_fan(cine.frames, coloured, within=box)
         if mask is not None:
-            return FanRegion.from_mask(mask, "dicom")
+            return FanRegion.from_mask(mask, "dicom", notice=note or None)
         return FanRegion.from_box(shape, box, "dicom", exclude=coloured)
     mask, reason = detect_fan(cine.frames, coloured)
     if mask is not None:
-        return FanRegion.from_mask(mask, "detected")
+        return FanRegion.from_mask(mask, "detected", notice=reason or None)
     return FanRegion.whole_frame(shape, "none", f"no imaging fan found ({reason}); segmenting the whole frame")
 
 

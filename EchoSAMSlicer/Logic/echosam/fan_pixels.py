@@ -17,6 +17,7 @@ APEX_MAX_EXTENSION = 0.75       # a sector's edges are extended to their apex by
 APEX_MIN_EXTENSION = 0.05       # ... and by more than 1/20 of it: less is a sector's rounded top, not a cut
 FLAT_TOP = 0.8                  # a moving area whose top row is this wide (of the edges' width) is cut, not arced
 APEX_DOWN_AT = 0.5              # a fan widest above half its height points down (upright: widest at 0.7-0.9)
+SECOND_FAN_SHARE = 0.3          # another moving area this large (of the largest's size) is a second fan
 
 
 def spread_frames(n_frames: int, most: int) -> np.ndarray:
@@ -81,7 +82,8 @@ def detect_fan(frames: np.ndarray, coloured: Optional[np.ndarray] = None, within
     """Find the imaging fan in (T, H, W) grey frames from what varies over time and the fan's shape.
 
     ``coloured`` (H, W) bool: pixels that are never fan; ``within`` an inclusive box to search in.
-    Returns ``(mask (H, W) bool, "")`` or ``(None, reason)``. The steps are in the module docstring;
+    Returns ``(mask (H, W) bool, note)`` (note: "" or a line for the user, e.g. two fans found and the largest
+    kept) or ``(None, reason)``. The steps are in the module docstring;
     morphology radii scale with the frame (about 1/160 of its short side, at least 1 pixel). The sector steps
     (its apex, its rim) read a sector with its apex at the top: a fan found apex down (`apex_at_bottom`) is found
     again on the frames turned upside down, and turned back."""
@@ -90,9 +92,9 @@ def detect_fan(frames: np.ndarray, coloured: Optional[np.ndarray] = None, within
         return mask, reason
     H = np.asarray(frames).shape[1]
     flip = None if within is None else (within[0], H - 1 - within[3], within[2], H - 1 - within[1])
-    again, _ = _detect_upright(np.asarray(frames)[:, ::-1], None if coloured is None else coloured[::-1], flip,
-                               dynamic_std)
-    return (np.ascontiguousarray(again[::-1]), "") if again is not None else (mask, reason)
+    again, note = _detect_upright(np.asarray(frames)[:, ::-1], None if coloured is None else coloured[::-1], flip,
+                                  dynamic_std)
+    return (np.ascontiguousarray(again[::-1]), note) if again is not None else (mask, reason)
 
 
 def _detect_upright(frames: np.ndarray, coloured: Optional[np.ndarray], within: Optional[tuple],
@@ -131,6 +133,8 @@ def _detect_upright(frames: np.ndarray, coloured: Optional[np.ndarray], within: 
     comp = lab == (int(np.argmax(sizes)) + 1)
     if comp.sum() < MIN_FAN_FRACTION * area:
         return None, "the moving area is too small to be an imaging fan"
+    # a second moving area of a like size: a dual or biplane display, two fans side by side
+    others = int((sizes >= max(MIN_FAN_FRACTION * area, SECOND_FAN_SHARE * sizes.max())).sum()) - 1
     hull = convex_hull_mask(comp)
     solidity = comp.sum() / hull.sum()
     if solidity < MIN_SOLIDITY:
@@ -145,6 +149,10 @@ def _detect_upright(frames: np.ndarray, coloured: Optional[np.ndarray], within: 
     hull &= ~_never_imaged_rim(hull, moving, r, apex)
     out = np.zeros((H, W), bool)
     out[y0:y1 + 1, x0:x1 + 1] = hull
+    if others:
+        cols = np.flatnonzero(out.any(axis=0))
+        return out, (f"{others + 1} imaging fans side by side (a dual or biplane display): segmenting the largest, "
+                     f"x {cols[0]}..{cols[-1]}; --region x0,y0,x1,y1 (the panel: crop the sequence) for another")
     return out, ""
 
 
