@@ -1,4 +1,4 @@
-"""Which way round an apical view is displayed: as the models were trained, or mirrored left-right.
+"""Which way round an apical view is displayed: as the models were trained, mirrored left-right, or upside down.
 
 Echo labs differ in how they display apical views: most follow the ASE/EACVI convention (apical
 four-chamber: the LV on the screen's right, the RV on its left); some (e.g. the Mayo convention) show

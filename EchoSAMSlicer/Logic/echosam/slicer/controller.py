@@ -24,9 +24,9 @@ import numpy as np
 from .. import mrml
 from .. import worker as wk
 from ..compute import check_precision
-from ..orientation import parse_orientation
 from ..ef_check import EFCheck, check_summary
 from ..errors import CineError, EchoSAMError, PromptError
+from ..orientation import parse_orientation
 from ..structures import get_structure
 from . import calibration, display, prompts as pr, scene_result, undo
 from .chooser import model_info
