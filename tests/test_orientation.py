@@ -124,6 +124,20 @@ def test_orientation_settings_are_checked_and_recorded(cap):
     assert not orientation.orient(region, c, "standard").mirrored and r.bbox == region.bbox
 
 
+def test_a_reader_that_does_not_load_skips_the_check_and_refuses_auto(cap, monkeypatch):
+    """The default's reading is a check: when its model cannot load, the loop is segmented as displayed, with a
+    notice; auto, which needs it, is refused with what to do instead."""
+    c = Cine.from_array(cap.frames)
+    region = fan.find_region(c)
+    monkeypatch.setattr(orientation, "READER", "no-such-reader")
+    said = []
+    r = orientation.orient(region, c, "standard", notify=said.append)
+    assert not r.mirrored and r.orientation["margin"] is None
+    assert len(said) == 1 and "could not run" in said[0] and "no-such-reader" in said[0]
+    with pytest.raises(EchoSAMError, match="--orientation standard or mirrored"):
+        orientation.orient(region, c, "auto")
+
+
 @pytest.fixture(scope="module")
 def a4c(tmp_path_factory):
     """A simulated four-chamber screen capture as displayed, and the same capture mirrored left-right (RGB

@@ -57,9 +57,9 @@ def parse_orientation(value: Optional[str]) -> str:
 
 
 @lru_cache(maxsize=2)
-def _reader(device: str):
+def _reader(name: str, device: str):
     from .checkpoints import load_model
-    return load_model(READER, device=device)
+    return load_model(name, device=device)
 
 
 def confidence(loaded, grey: np.ndarray) -> float:
@@ -107,7 +107,14 @@ def orient(region, cine, orientation: Optional[str] = DEFAULT, reader=None, devi
     if spec == "mirrored" or (spec == "standard" and not check):
         return replace(region, orientation={"mirrored": spec == "mirrored", "apex_down": down, "source": "given",
                                             "margin": None})
-    model = reader if reader is not None else _reader(device)
+    try:
+        model = reader if reader is not None else _reader(READER, device)
+    except EchoSAMError as e:
+        if spec == "auto":
+            raise EchoSAMError(f"--orientation auto needs the bundled reader {READER}, which did not load ({e}); "
+                               "name the display instead: --orientation standard or mirrored.") from None
+        say(f"the orientation check could not run ({READER} did not load: {e}); segmenting as displayed")
+        return replace(region, orientation={"mirrored": False, "apex_down": down, "source": "given", "margin": None})
     upright = replace(region, orientation={"mirrored": False, "apex_down": down})
     margin = mirror_margin(model, grey_0_255(upright.crop_cine(cine).frames)[:READ_FRAMES])
     looks = margin > MIRROR_MARGIN
@@ -126,4 +133,5 @@ def orient(region, cine, orientation: Optional[str] = DEFAULT, reader=None, devi
                                         "margin": round(margin, 4)})
 
 
-__all__ = ["ORIENTATIONS", "DEFAULT", "READER", "READ_FRAMES", "MIRROR_MARGIN", "parse_orientation", "confidence", "mirror_margin", "apex_at_bottom", "orient"]
+__all__ = ["ORIENTATIONS", "DEFAULT", "READER", "READ_FRAMES", "MIRROR_MARGIN", "parse_orientation", "confidence",
+           "mirror_margin", "apex_at_bottom", "orient"]
