@@ -42,7 +42,8 @@ def score_seed(seed: int, ranges: str, grey_map: str = "grey", apex_down: bool =
     sc = render_screen(simulate(sample_params(seed, RANGES[ranges])), seed=seed, grey_map=grey_map)
     if apex_down:          # the capture shown upside down, as apex-down displays show apical views
         sc = dataclasses.replace(sc, frames=np.ascontiguousarray(sc.frames[:, ::-1]),
-                                 labels=np.ascontiguousarray(sc.labels[:, ::-1]), fan=np.ascontiguousarray(sc.fan[::-1]))
+                                 labels=np.ascontiguousarray(sc.labels[:, ::-1]),
+                                 fan=np.ascontiguousarray(sc.fan[::-1]))
     t0 = time.perf_counter()
     region = find_region(Cine.from_array(sc.frames, spacing=sc.spacing, fps=sc.fps, name=f"seed {seed}"), "auto")
     seconds = time.perf_counter() - t0

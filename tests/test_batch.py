@@ -241,7 +241,8 @@ def test_a_manifest_column_names_each_cases_display(tmp_path):
     res = run_batch(tmp_path / "manifest.csv", tmp_path / "out", config(backend="inline"))
     assert [r["status"] for r in res.rows] == ["ok", "ok"]
     runs = [json.loads((tmp_path / "out" / r["case"] / "run.json").read_text()) for r in res.rows]
-    assert runs[0]["region"]["orientation"]["mirrored"] is True and runs[0]["region"]["orientation"]["source"] == "given"
+    named = runs[0]["region"]["orientation"]
+    assert named["mirrored"] is True and named["source"] == "given"
     assert runs[1]["region"]["orientation"]["mirrored"] is False
     assert json.loads(res.rows[0]["prompt"]) == {"orientation": "mirrored"} and res.rows[1]["prompt"] == ""
     # the case named mirrored gives the model what the same loop shown flipped gives it: labels mirror each other

@@ -99,16 +99,17 @@ def grey_map_offsets(rgb: np.ndarray, frames: int = 8, min_share: float = 0.001)
     """(256, 3) float32: the display's grey map as each channel's offset from luma at luma 0..255. Per common
     level (over ``min_share`` of the moving pixels of luma 8-247 in up to ``frames`` evenly spaced frames:
     B-mode, not the still text), the median offset of the pixels at that level; a smooth curve through black
-    fitted to those medians (`_fit_curve`). All zeros for a grey map (a tint under `TINT_CHROMA` at mid grey, luma 96-160), so a grey
-    display is measured exactly as before."""
+    fitted to those medians (`_fit_curve`). All zeros for a grey map (a tint under `TINT_CHROMA` at mid grey,
+    luma 96-160), so a grey display is measured exactly as before."""
     a = np.asarray(rgb)[..., :3]
     a = a[None] if a.ndim == 3 else a
     picks = a[np.unique(np.linspace(0, a.shape[0] - 1, min(frames, a.shape[0])).round().astype(int))]
     c = picks.astype(np.float32) * _rgb_0_255(a)
     luma = c @ LUMA_BT601.astype(np.float32)
     moving = (luma.max(axis=0) - luma.min(axis=0)) >= 4        # B-mode speckle; text and logos stand still
-    c = c[:, moving].reshape(-1, 3) if moving.sum() >= 1000 else c.reshape(-1, 3)
-    level = np.clip(np.rint(c @ LUMA_BT601.astype(np.float32)), 0, 255).astype(np.int64)
+    if moving.sum() >= 1000:
+        c, luma = c[:, moving], luma[:, moving]
+    c, level = c.reshape(-1, 3), np.clip(np.rint(luma.reshape(-1)), 0, 255).astype(np.int64)
     counts = np.bincount(level, minlength=256)
     counts[:8] = counts[248:] = 0            # black background and white text say nothing of a tint
     common = np.flatnonzero(counts >= max(20, min_share * counts.sum()))
@@ -123,7 +124,8 @@ def grey_map_offsets(rgb: np.ndarray, frames: int = 8, min_share: float = 0.001)
         a_, b_ = _fit_curve(common.astype(float), median, counts[common].astype(float))
         out[:, ch] = a_ * x + b_ * x * x
     mid = out[96:161]                        # mid grey, where a chroma map tints most of the fan
-    return out if float((mid.max(axis=1) - mid.min(axis=1)).mean()) >= TINT_CHROMA else np.zeros((256, 3), np.float32)
+    tinted = float((mid.max(axis=1) - mid.min(axis=1)).mean()) >= TINT_CHROMA
+    return out if tinted else np.zeros((256, 3), np.float32)
 
 
 def colour_pixels(rgb: np.ndarray, min_chroma: float = COLOUR_CHROMA, chunk: int = 16) -> np.ndarray:
@@ -132,8 +134,7 @@ def colour_pixels(rgb: np.ndarray, min_chroma: float = COLOUR_CHROMA, chunk: int
     Chroma is ``max(R,G,B) - min(R,G,B)`` in 0..255 units (other integer types and floats in 0..1 are
     scaled to that range). On a tinted display (`grey_map_offsets`; none for a grey map) a pixel also counts as
     grey when it is near the map's colour at its brightness: tinted tissue is not coloured, white text and
-    markers stay what they were. Works frame-chunk by chunk so memory stays flat
-    on long loops."""
+    markers stay what they were. Works frame-chunk by chunk so memory stays flat on long loops."""
     a = np.asarray(rgb)[..., :3]
     if a.ndim == 3:
         a = a[None]

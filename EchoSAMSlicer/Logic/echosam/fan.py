@@ -29,8 +29,9 @@ Where the fan comes from (`find_region`, ``spec="auto"``), in this order:
    and regularised to its convex hull (a sector, apex at the top, two straight edges and an arc, is
    convex; a second moving area of like size, a dual display, is left out with a notice; a sector with its
    apex at the bottom is found upside down, `fan_pixels.apex_at_bottom`). It must look like a fan: at least
-   ``MIN_FAN_FRACTION`` of the frame and solid (area over hull area >= ``MIN_SOLIDITY``). A moving area cut straight across below its apex (a near field
-   black and still on a dark display, where an apical view's LV apex lies) gets its top back: the two
+   ``MIN_FAN_FRACTION`` of the frame and solid (area over hull area >= ``MIN_SOLIDITY``). A moving area cut
+   straight across below its apex (a near field black and still on a dark display, where an apical view's LV
+   apex lies) gets its top back: the two
    straight edges are extended to their apex (`sector_apex`), never over static bright pixels (text),
    and not over a sector's own small rounded top. Last, the still pixels of the outer rim are trimmed:
    the hull and the closing take in a pixel or so the scanner never imaged, where a label would lie
@@ -174,8 +175,7 @@ class FanRegion:
         if tuple(a.shape[-2:]) != self.shape:
             raise EchoSAMError(f"Frames {a.shape} do not match the region's {self.shape[1]}x{self.shape[0]} frame.")
         rows, cols = self._slices
-        out = a[..., rows, cols]
-        out = self._flip(out).copy()
+        out = self._flip(a[..., rows, cols]).copy()
         out[..., ~self.crop_mask] = 0
         return out
 

@@ -104,9 +104,13 @@ def orient(region, cine, orientation: Optional[str] = DEFAULT, reader=None, devi
     if down:
         say("the imaging fan's apex is at the bottom (an apex-down display): the model sees the loop upright, and "
             "every label is drawn on the cine as displayed")
+
+    def oriented(mirrored: bool, source: str = "given", margin=None, **more):
+        return replace(region, orientation={"mirrored": bool(mirrored), "apex_down": down, "source": source,
+                                            "margin": margin, **more})
+
     if spec == "mirrored" or (spec == "standard" and not check):
-        return replace(region, orientation={"mirrored": spec == "mirrored", "apex_down": down, "source": "given",
-                                            "margin": None})
+        return oriented(spec == "mirrored")
     try:
         model = reader if reader is not None else _reader(READER, device)
     except EchoSAMError as e:
@@ -114,8 +118,8 @@ def orient(region, cine, orientation: Optional[str] = DEFAULT, reader=None, devi
             raise EchoSAMError(f"--orientation auto needs the bundled reader {READER}, which did not load ({e}); "
                                "name the display instead: --orientation standard or mirrored.") from None
         say(f"the orientation check could not run ({READER} did not load: {e}); segmenting as displayed")
-        return replace(region, orientation={"mirrored": False, "apex_down": down, "source": "given", "margin": None})
-    upright = replace(region, orientation={"mirrored": False, "apex_down": down})
+        return oriented(False)
+    upright = oriented(False)
     margin = mirror_margin(model, grey_0_255(upright.crop_cine(cine).frames)[:READ_FRAMES])
     looks = margin > MIRROR_MARGIN
     why = f"an apical view with the LV on the screen's left; confidence margin {margin:.3f} > {MIRROR_MARGIN}"
@@ -124,13 +128,11 @@ def orient(region, cine, orientation: Optional[str] = DEFAULT, reader=None, devi
             say(f"this loop looks mirrored ({why}) but was segmented as displayed (--orientation standard, the "
                 "default): if your display shows the four-chamber LV on the left, run with --orientation mirrored "
                 "(the Slicer panel's Display), or the atrium and myocardium may be missed")
-        return replace(region, orientation={"mirrored": False, "apex_down": down, "source": "given",
-                                            "margin": round(margin, 4), "looks_mirrored": bool(looks)})
+        return oriented(False, margin=round(margin, 4), looks_mirrored=bool(looks))
     if looks:
         say(f"this loop looks mirrored ({why}): the model sees it flipped back, and every label is drawn on the "
             "cine as displayed; --orientation standard keeps it as it is")
-    return replace(region, orientation={"mirrored": bool(looks), "apex_down": down, "source": "read",
-                                        "margin": round(margin, 4)})
+    return oriented(looks, "read", round(margin, 4))
 
 
 __all__ = ["ORIENTATIONS", "DEFAULT", "READER", "READ_FRAMES", "MIRROR_MARGIN", "parse_orientation", "confidence",

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from functools import partial
+
 import numpy as np
 
 from ..cine import grey_0_255
@@ -290,7 +292,7 @@ class Session:
         if self.prompted:
             raise PromptError(f"segment_auto() needs a prompt-free model (MediViSTA, MA-SAM); {self.loaded.family} "
                               "needs a prompt, or seed it with seed_from_auto(auto=<prompt-free model>).")
-        tidy = lambda lab: keep_connected_labels(lab, self.structures, enabled=self.keep_connected)  # noqa: E731
+        tidy = partial(keep_connected_labels, structures=self.structures, enabled=self.keep_connected)
         self.results.set_labels(auto_labels(self.loaded, self.grey, self.structures, progress, cancel, self.precision,
                                             self.results.grow, tidy))
         return self.results.labels.copy()
