@@ -154,3 +154,42 @@ def test_panel_warns_of_a_loop_that_looks_mirrored_and_auto_flips_it(scene, zoom
         assert not (labels[:, ~read.mask] > 0).any()
     finally:
         c.shutdown()
+
+
+def test_panel_averages_in_the_companion_its_model_asks_for_read_once_per_fan(scene, tmp_path):
+    """A prompted model whose config names a companion (`echosam.companion`; a tiny MA-SAM file here): the panel reads
+    it once on the fan, gives each session (each zoom the box gives) its probabilities on that session's crop, says
+    so in its status, and labels stay inside the fan."""
+    import torch
+
+    from echosam.checkpoints import save_checkpoint
+    from echosam.companion import FanReading
+    from echosam.models.registry import build_model, preset_config
+
+    torch.manual_seed(0)
+    pf = preset_config("masam", "tiny")
+    second = save_checkpoint(build_model("masam", pf).eval(), "masam", pf, tmp_path / "masam.safetensors",
+                             classes=["lv", "myo", "la"])
+    cfg = preset_config("memsam", "tiny")
+    cfg.prompt_zoom, cfg.companion = 0.25, {"model": str(second), "weight": 0.5}
+    spec = str(save_checkpoint(build_model("memsam", cfg).eval(), "memsam", cfg, tmp_path / "memsam.safetensors",
+                               classes=["lv", "myo", "la"]))
+    cap, seq, browser, cine, roi = capture_in_scene(scene)
+    c = Controller()
+    try:
+        c.submit_segmentation(browser, spec, "cpu", ["lv"], frame=0, roi=roi)
+        end = ok(run_to_end(c))
+        state = c.worker.state
+        reading, session = state["second"], state["session"]
+        assert isinstance(reading, FanReading) and "reads the loop too" in end.text
+        assert session.companion.probs["lv"].shape == session.cine.frames.shape
+        on_crop = state["region"].crop(reading.fan.uncrop(reading.probs["lv"]))
+        assert np.array_equal(session.companion.probs["lv"], on_crop)
+        labels = mrml.read_labels(browser, mrml.find_segmentation_sequence(browser), ["lv"], cine)
+        assert not (labels[:, ~cap.fan] > 0).any()
+        roi.SetSize([s * 1.3 for s in roi.GetSize()])                  # a larger box: another zoom, the same reading
+        c.submit_segmentation(browser, spec, "cpu", ["lv"], frame=0, roi=roi)
+        ok(run_to_end(c))
+        assert c.worker.state["second"] is reading and c.worker.state["session"] is not session
+    finally:
+        c.shutdown()

@@ -61,53 +61,80 @@ def truth_boxes(labels0: np.ndarray) -> dict:
     return {k: mask_box(labels0 == LABEL[k]) for k in STRUCT if (labels0 == LABEL[k]).any()}
 
 
-def case_session(loaded, case: dict, structures, boxes: dict) -> tuple:
+def case_session(loaded, case: dict, structures, boxes: dict, second=None) -> tuple:
     """(Session, region or None) for a case as `echosam segment` runs it: a prompt-zoomed MemSAM
     (`echosam.zoom`) on the crop of the case's fan around the joint box of ``boxes`` (full-frame
     pixels), any other model on the whole case. Prompts then go in ``region.box_to_crop`` pixels and
-    labels come back through ``region.uncrop``."""
-    from echosam.cine import Cine
-    from echosam.fan import FanRegion
+    labels come back through ``region.uncrop``. ``second``: the model's companion read on the fan
+    (`companion_reading`), averaged in as `echosam segment` does (None: the model alone)."""
     from echosam.session import Session
     from echosam.zoom import joint_extent, zoom_for
 
-    cine = Cine.from_array(case["frames"], spacing=case["spacing"], fps=case["fps"], name=case["name"])
+    cine, fan = case_cine(case)
     region = None
     if loaded.prompted and boxes:
-        fan = case.get("fan")
-        fan = FanRegion.from_mask(fan, "user") if fan is not None else FanRegion.whole_frame(cine.frames.shape[1:])
         zoomed, _ = zoom_for(fan, loaded, joint_extent({k: boxes[k] for k in structures if k in boxes}))
         if zoomed.zoom:
             region, cine = zoomed, zoomed.crop_cine(cine)
-    return Session(cine, loaded, structures=list(structures)), region
+    return Session(cine, loaded, structures=list(structures),
+                   companion=second.on(region) if second is not None else None), region
+
+
+def case_cine(case: dict) -> tuple:
+    """(the case's cine, its fan region: the simulator's fan mask, else the whole frame)."""
+    from echosam.cine import Cine
+    from echosam.fan import FanRegion
+
+    cine = Cine.from_array(case["frames"], spacing=case["spacing"], fps=case["fps"], name=case["name"])
+    fan = case.get("fan")
+    return cine, (FanRegion.from_mask(fan, "user") if fan is not None else FanRegion.whole_frame(cine.frames.shape[1:]))
+
+
+def companion_reading(loaded, case: dict, structures):
+    """The companion ``loaded`` asks for (`echosam.companion`), read once on the case's fan as `echosam segment`
+    reads it; None when it asks none. A companion that cannot run stops the evaluation (its numbers would not be
+    the product's)."""
+    from echosam.companion import companion_spec, read_fan
+
+    if not (loaded.prompted and companion_spec(loaded)):
+        return None
+    cine, fan = case_cine(case)
+    problems: list = []
+    second = read_fan(loaded, fan, fan.crop_cine(cine), list(structures), str(loaded.device),
+                      notify=problems.append)
+    if second is None:
+        raise RuntimeError(problems[-1] if problems else "the companion did not run")
+    return second
 
 
 def run_model(loaded, case: dict, structures, boxes: dict, readings: bool = True) -> np.ndarray:
     """The labels ``loaded`` gives ``case`` from ``boxes`` (full-frame pixels), as `echosam segment` runs it: a
     prompted model given boxes reads the loop three times and keeps the middle reading unless ``readings`` is
-    False (`echosam.ef_check`)."""
+    False (`echosam.ef_check`); a model whose config asks for a companion gets it (`companion_reading`)."""
     from echosam.cardiac import analyse
     from echosam.ef_check import read_three, scaled_box
 
-    pred = one_reading(loaded, case, structures, boxes)
+    second = companion_reading(loaded, case, structures) if boxes else None
+    pred = one_reading(loaded, case, structures, boxes, second)
     if not (readings and loaded.prompted and boxes):
         return pred
     shape, times = case["labels"].shape[1:], np.arange(len(pred)) / case["fps"]
     chosen, _ = read_three(
-        pred, lambda c: one_reading(loaded, case, structures, {k: scaled_box(b, c, shape) for k, b in boxes.items()}),
+        pred, lambda c: one_reading(loaded, case, structures, {k: scaled_box(b, c, shape) for k, b in boxes.items()},
+                                    second),
         lambda p: analyse(p, case["spacing"], times, frames=case["frames"], predicted=True).ef_percent)
     return chosen
 
 
-def one_reading(loaded, case: dict, structures, boxes: dict) -> np.ndarray:
-    s, region = segmented_session(loaded, case, structures, boxes)
+def one_reading(loaded, case: dict, structures, boxes: dict, second=None) -> np.ndarray:
+    s, region = segmented_session(loaded, case, structures, boxes, second)
     labels = np.asarray(s.labels).copy()
     return labels if region is None else region.uncrop(labels)
 
 
-def segmented_session(loaded, case: dict, structures, boxes: dict) -> tuple:
+def segmented_session(loaded, case: dict, structures, boxes: dict, second=None) -> tuple:
     """`case_session` with ``boxes`` on frame 0 and the loop segmented (propagated, or prompt-free)."""
-    s, region = case_session(loaded, case, structures, boxes)
+    s, region = case_session(loaded, case, structures, boxes, second)
     if s.prompted:
         for k in structures:
             if k in boxes:

@@ -154,7 +154,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                  loaded=None, region="auto", keep_connected: bool = True, notify=None,
                  read: Optional[dict] = None, record_paths: bool = False, zoom: bool = True,
                  substeps="auto", ef_check: bool = True, grow: bool = True, orientation: str = "standard",
-                 orientation_check: bool = True) -> dict:
+                 orientation_check: bool = True, companion: bool = True) -> dict:
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
     ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
     connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`); ``read``
@@ -163,8 +163,10 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     EF (`echosam.ef_check`; ``box_change`` in run.json says which); ``grow`` False: each structure drawn at the
     threshold alone, without the model config's ``grow_thresholds`` (`echosam.hysteresis`); ``orientation``
     "standard" | "mirrored" | "auto": how the apical view is displayed (`echosam.orientation`;
-    ``orientation_check`` False: "standard" is not read for a warning).
+    ``orientation_check`` False: "standard" is not read for a warning); ``companion`` False: a prompted model
+    runs alone, without the prompt-free model its config averages in (`echosam.companion`).
     Returns {"result": cardiac analysis, "outdir", "session" (on the crop), "region"}."""
+    from .companion import read_fan
     from .ef_check import checkable
     from .io.lock import folder_lock
     from .seeding import seed_for_zoom
@@ -184,8 +186,11 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
         prompts = prompts or Prompts()
         mask_labels = read_mask_frame(prompts.mask, prompts.mask_frame, cine) if prompts.mask else None
         seed = seed_for_zoom(prompts, loaded, fan, cine, keys, device) if zoom else None
+        drawn = loaded.prompted and prompts.mask is None and prompts.seed_model is None   # boxes or points
+        second = read_fan(loaded, fan, model_cine, keys, loaded.device, precision, notify or print_notice) \
+            if companion and drawn else None
         opts = dict(loaded=loaded, keys=keys, precision=precision, keep_connected=keep_connected,
-                    substeps=substeps, device=device, zoom=zoom, grow=grow)
+                    substeps=substeps, device=device, zoom=zoom, grow=grow, second=second)
         full_fan = fan
         s, fan = _prompted_session(cine, fan, prompts, **opts, mask_labels=mask_labels, seed=seed, notify=notify,
                                    progress=progress, model_cine=model_cine)
@@ -199,7 +204,7 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
                "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
                "overlay": bool(overlay), "region": fan.summary(), "zoom": bool(zoom), "keep_connected": bool(keep_connected),
-               "grow": s.results.grow,
+               "grow": s.results.grow, "companion": s.companion.state()[0] if s.companion else None,
                "substeps": s.substeps, "precision": precision, "compute": s.path.to_dict(),
                "calibrated": uncalibrated is None, "box_change": check.reported_change if check else 0.0,
                "model_ef_accuracy": ef_accuracy_note(loaded.meta)}
@@ -208,16 +213,18 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
 
 
 def _prompted_session(cine, fan, prompts, loaded, keys, precision, keep_connected, substeps, device, zoom,
-                      grow=True, mask_labels=None, seed=None, notify=None, progress=None, model_cine=None) -> tuple:
+                      grow=True, mask_labels=None, seed=None, notify=None, progress=None, model_cine=None,
+                      second=None) -> tuple:
     """A session on ``fan`` (narrowed to the prompts when ``zoom``: `zoom_to_prompts`) given ``prompts`` and
-    segmented -> (session, the region it ran on). ``model_cine``: ``fan``'s crop of ``cine``, when made already."""
+    segmented -> (session, the region it ran on). ``model_cine``: ``fan``'s crop of ``cine``, when made already;
+    ``second``: the companion's `echosam.companion.FanReading` on ``fan`` (None: the model alone)."""
     from .session import Session
 
     region = zoom_to_prompts(fan, prompts, loaded, keys, mask_labels, notify, seed) if zoom else fan
     if region is not fan or model_cine is None:
         model_cine = region.crop_cine(cine)
     s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected,
-                substeps=substeps, grow="config" if grow else None)
+                substeps=substeps, grow="config" if grow else None, companion=second.on(region) if second else None)
     apply_prompts(s, prompts, device, region=region, mask_labels=mask_labels, seed=seed)
     s.segment(progress=progress)
     return s, region

@@ -34,6 +34,8 @@ def segment_options(args) -> dict:
         opts["orientation"] = args.orientation
     if args.no_orientation_check:          # likewise
         opts["orientation_check"] = False
+    if args.no_companion:                  # likewise
+        opts["companion"] = False
     return opts
 
 

@@ -29,7 +29,7 @@ def cmd_segment(args) -> int:
                                 region=args.region, keep_connected=not args.no_keep_connected, zoom=not args.no_zoom,
                                 read=reading_options(args), record_paths=args.record_paths, substeps=args.substeps,
                                 ef_check=not args.no_ef_check, grow=not args.no_grow, orientation=args.orientation,
-                                orientation_check=not args.no_orientation_check)
+                                orientation_check=not args.no_orientation_check, companion=not args.no_companion)
     _print_result(out["result"], args.output, out["run"].get("model_ef_accuracy"), _volume_note(out["run"]))
     print(f"computed with: {out['session'].compute_path}")
     if out["session"].substeps > 1:
@@ -105,7 +105,7 @@ def substeps_arg(text: str):
 
 def add_region_arguments(p) -> None:
     """``--region``, ``--orientation``, ``--no-orientation-check``, ``--no-zoom``, ``--no-keep-connected``,
-    ``--no-grow``, ``--substeps`` and ``--no-ef-check``, shared by ``segment`` and ``batch``."""
+    ``--no-grow``, ``--substeps``, ``--no-ef-check`` and ``--no-companion``, shared by ``segment`` and ``batch``."""
     p.add_argument("--region", default="auto",
                    help="ultrasound region the model sees: auto (DICOM US region, else the fan detected from "
                         "the pixels), off (whole frame), or x0,y0,x1,y1 (a box in cine pixels, inclusive)")
@@ -136,6 +136,10 @@ def add_region_arguments(p) -> None:
                    help="read the loop once, from the boxes as given (default: a prompted model given boxes reads "
                         "it twice more, with the boxes 5 %% larger and smaller; when the three EFs span more than 4 "
                         "points the middle one is the result, and over 8 points the EF is flagged; echosam.ef_check)")
+    p.add_argument("--no-companion", action="store_true",
+                   help="run a prompted model alone (default: a model whose config asks for it, the bundled MemSAM, "
+                        "averages a prompt-free model's reading into its own on frames read from boxes or points; "
+                        "echosam.companion)")
 
 
 def register(subparsers) -> None:

@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError, PromptError
+from ..companion import spec_problem as companion_problem
 from ..hysteresis import grow_problem
 from ..structures import BOX_HELPER_RULES, STRUCTURES
 from .fast import full_precision
@@ -100,6 +101,7 @@ class MemSAMConfig:
     key_frame_reads: dict = field(default_factory=dict)
     grow_thresholds: dict = field(default_factory=dict)
     substep_fps: Optional[float] = None  # look like this frame rate: in-between frames below it (session.in_between)
+    companion: Optional[dict] = None   # {"model", "weight"}: a prompt-free model averaged in (echosam.companion)
 
     def __post_init__(self) -> None:
         if isinstance(self.sam, dict):
@@ -130,6 +132,7 @@ class MemSAMConfig:
             (self.substep_fps is None or (type(self.substep_fps) in (int, float) and self.substep_fps > 0),
              f"substep_fps {self.substep_fps!r} is not a positive frame rate (or null)"),
             (grow_msg is None, str(grow_msg)),
+            (companion_problem(self.companion) is None, str(companion_problem(self.companion))),
             (not unknown_reads, f"key_frame_reads names {unknown_reads}, which are not structures ({', '.join(STRUCTURES)})"),
         ]
         for ok, msg in checks:

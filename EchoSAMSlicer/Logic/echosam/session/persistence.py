@@ -8,7 +8,9 @@ Folder layout (written atomically as a whole: a temp folder renamed into place):
   refused with a clear message (stale embeddings would silently give wrong masks).
 - ``prompts.json``: `Session.prompts_to_dict()` (masks run-length encoded).
 - ``embeddings.safetensors``: the encoded features' tensors by field name, (T, ...) float tensors.
-- ``results.npz``: labels (T, H, W) uint8 and each structure's (T, S, S) float16 logits + presence.
+- ``results.npz``: labels (T, H, W) uint8 and each structure's (T, S, S) float16 logits + presence; with a
+  companion (`echosam.companion`), its (T, H, W) uint8 probabilities per structure (``session.json``
+  ``companion`` names the model and weight).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..companion import spec_problem
 from ..errors import CheckpointError, CineError, PromptError
 
 FORMAT = "echosam-session"
@@ -63,7 +66,7 @@ def save_session(s, folder) -> Path:
             "keep_connected": s.keep_connected, "substeps": s.substeps, "grow": s.results.grow,
             "cine_fingerprint": cine_fingerprint(s.cine), "model_fingerprint": model_fingerprint(s.loaded),
             "cine_shape": list(s.cine.frames.shape), "model_path": str(s.loaded.path) if s.loaded.path else None,
-            "signatures": snap["results"]["signatures"],
+            "signatures": snap["results"]["signatures"], "companion": snap["results"]["companion"],
             "feature_shapes": {k: list(v.shape) for k, v in (snap["features"] or {}).items()}}
     with atomic_folder(folder) as tmp:
         (tmp / "session.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -95,6 +98,10 @@ def _check_arrays(folder, arrays: dict, structures: list, cine, img_size) -> Non
             raise damaged(folder, f"results.npz has {k} results for frames outside the cine")
         if img_size and len(logits) and tuple(logits.shape[1:]) != (int(img_size), int(img_size)):
             raise damaged(folder, f"results.npz {k} logits are {tuple(logits.shape[1:])}, not {img_size}x{img_size}")
+    for name, a in arrays.items():
+        if name.startswith("companion_") and (a.dtype != np.uint8 or tuple(a.shape) != tuple(cine.frames.shape)):
+            raise damaged(folder, f"results.npz {name} is {a.dtype} {tuple(a.shape)}, not uint8 "
+                                  f"{tuple(cine.frames.shape)}")
 
 
 def _check_features(folder, feats: dict, meta: dict, n_frames: int) -> None:
@@ -176,6 +183,11 @@ def _load_checked(cls, folder: Path, meta: dict, cine, loaded, kwargs):
         _check_features(folder, feats, meta, s.features.n_frames)
     elif meta.get("feature_shapes"):
         raise damaged(folder, "embeddings.safetensors is missing")
-    s.restore({"prompts": prompts, "results": {"signatures": meta["signatures"], "arrays": arrays},
+    record = meta.get("companion")
+    if record is not None and (spec_problem(record) or set(record) != {"model", "weight"}
+                               or not any(f"companion_{k}" in arrays for k in meta["structures"])):
+        raise damaged(folder, f"its companion record {record!r} does not match results.npz")
+    results = {"signatures": meta["signatures"], "arrays": arrays, "companion": record}
+    s.restore({"prompts": prompts, "results": results,
                "features": feats})
     return s

@@ -14,33 +14,41 @@ from ..structures import get_structure
 from .transforms import FrameTransform
 
 
+def frame_probabilities(loaded, grey: np.ndarray, progress=None, cancel=None, precision: str = "auto"):
+    """Yield (t, (C + 1, H, W) class probabilities on the cine grid) of a prompt-free model over ``grey``
+    (T, H, W) float 0..255: ``segment_video`` once, each frame resized back bilinearly."""
+    import torch
+    T, H, W = grey.shape
+    transform = FrameTransform(H, W, loaded.config.sam.img_size)
+    with inference_context(torch.device(loaded.device), precision, width=loaded.config.sam.embed_dim):
+        images = loaded.model.prepare_frames(torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32))
+                                             .to(loaded.device))
+        probs = loaded.model.segment_video(images, progress=progress, cancel=cancel)
+        for t in range(T):
+            yield t, transform.to_frame(probs[t])
+
+
 def auto_labels(loaded, grey: np.ndarray, structures: list, progress=None, cancel=None,
                 precision: str = "auto", grow=None, tidy=None) -> np.ndarray:
-    """Prompt-free labels (T, H, W) uint8: ``segment_video`` probabilities resized to (H, W), argmax.
+    """Prompt-free labels (T, H, W) uint8: `frame_probabilities`, argmax.
     ``grey`` (T, H, W) float 0..255. Classes not in ``structures`` become background. ``tidy``: applied to
     the whole label map (the connected-region rule); ``grow``: {structure: lower threshold}: after it, that
     class grows into background pixels connected to it where its own probability passes that threshold
     (`echosam.hysteresis`), so cavity holes are filled and strays dropped before, and growth adds none."""
     import torch
-    model, dev = loaded.model, loaded.device
     classes = [get_structure(c) for c in loaded.classes]
     T, H, W = grey.shape
-    transform = FrameTransform(H, W, loaded.config.sam.img_size)
-    with inference_context(torch.device(dev), precision, width=loaded.config.sam.embed_dim):
-        images = model.prepare_frames(torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32)).to(dev))
-        probs = model.segment_video(images, progress=progress, cancel=cancel)
-        lut = np.zeros(len(classes) + 1, dtype=np.uint8)
-        for i, s in enumerate(classes):
-            lut[i + 1] = s.label if s.key in structures else 0
-        out = np.zeros((T, H, W), dtype=np.uint8)
-        grown = [(c + 1, s.label, float(grow[s.key])) for c, s in enumerate(classes)
-                 if s.key in structures and s.key in (grow or {})]
-        kept = {label: [] for _, label, _ in grown}      # the grown classes' probabilities, float16
-        for t in range(T):
-            p = transform.to_frame(probs[t])
-            out[t] = lut[p.argmax(0).cpu().numpy()]
-            for channel, label, _ in grown:
-                kept[label].append(p[channel].to(torch.float16).cpu().numpy())
+    lut = np.zeros(len(classes) + 1, dtype=np.uint8)
+    for i, s in enumerate(classes):
+        lut[i + 1] = s.label if s.key in structures else 0
+    out = np.zeros((T, H, W), dtype=np.uint8)
+    grown = [(c + 1, s.label, float(grow[s.key])) for c, s in enumerate(classes)
+             if s.key in structures and s.key in (grow or {})]
+    kept = {label: [] for _, label, _ in grown}      # the grown classes' probabilities, float16
+    for t, p in frame_probabilities(loaded, grey, progress, cancel, precision):
+        out[t] = lut[p.argmax(0).cpu().numpy()]
+        for channel, label, _ in grown:
+            kept[label].append(p[channel].to(torch.float16).cpu().numpy())
     out = tidy(out) if tidy is not None else out
     for _, label, low in grown:
         for t in range(T):

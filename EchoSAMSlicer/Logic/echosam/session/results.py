@@ -5,13 +5,16 @@ prompt version produced it (`propagation.frame_signatures`); a frame is stale wh
 differs from the current one. Labels are composed per frame: locked masks exactly; elsewhere the
 structure with the highest probability wins, background where every probability is below the
 threshold; a structure in ``grow`` then grows into background pixels connected to it where its own
-probability passes its lower threshold (`echosam.hysteresis`). Writes made while a `Change` is open keep
-before-images, so `undo` restores them.
+probability passes its lower threshold (`echosam.hysteresis`). With a `echosam.companion.Companion`, a frame
+read from boxes or points averages each structure's probability with the companion's before all this, and keeps
+only the parts that overlap the structure's own mask. Writes made while a `Change` is open keep before-images, so
+`undo` restores them.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..companion import Companion, keep_overlapping
 from ..hysteresis import grow_into_free
 from ..structures import get_structure
 
@@ -26,9 +29,10 @@ class Change:
 
 class Results:
     """Results of ``structures`` over ``n_frames`` frames; ``store`` gives locked masks for composing;
-    ``grow``: {structure: lower threshold} (`echosam.hysteresis`)."""
+    ``grow``: {structure: lower threshold} (`echosam.hysteresis`); ``companion``: a `Companion` or None."""
 
-    def __init__(self, store, transform, structures: list, n_frames: int, threshold: float, grow=None) -> None:
+    def __init__(self, store, transform, structures: list, n_frames: int, threshold: float, grow=None,
+                 companion=None) -> None:
         self.store, self.transform = store, transform
         self.structures, self.n_frames, self.threshold = list(structures), int(n_frames), float(threshold)
         self.grow = {k: float(v) for k, v in (grow or {}).items() if k in self.structures}
@@ -36,6 +40,7 @@ class Results:
         self.logits = {k: {} for k in self.structures}   # structure -> {frame: (S, S) float16 host tensor}
         self.labels = np.zeros((self.n_frames, transform.height, transform.width), dtype=np.uint8)
         self.change = None                                # the open `Change`, if any
+        self.companion = companion
 
     def signature(self, key: str, t: int):
         return self.signatures[key][t]
@@ -63,7 +68,7 @@ class Results:
         H, W = self.transform.height, self.transform.width
         best = np.full((H, W), self.threshold, dtype=np.float32)
         out = np.zeros((H, W), dtype=np.uint8)
-        locked, probs = [], {}
+        locked, probs, own = [], {}, {}
         for key in self.structures:
             e = self.store.get(key, t)
             if e is not None and e.mask is not None and self.signatures[key][t] == ("key", t, e.version):
@@ -73,11 +78,17 @@ class Results:
                 prob = e.mask.astype(np.float32)
             elif t in self.logits[key]:
                 prob = probs[key] = torch.sigmoid(self.transform.to_frame(self.logits[key][t])).numpy()
+                if self.companion is not None and self.companion.applies(self.store, key, self.signatures[key][t]):
+                    own[key] = prob >= self.threshold
+                    prob = probs[key] = self.companion.blend(key, t, prob)
             else:
                 continue
             win = prob >= best
             out[win] = get_structure(key).label
             best = np.where(win, prob, best)
+        for key, mine in own.items():           # blending moves an outline; it never adds a region
+            label = get_structure(key).label
+            out[(out == label) & ~keep_overlapping(out == label, mine)] = 0
         for key, m in locked:
             out[m] = get_structure(key).label
         for key, low in self.grow.items():      # model probabilities only: prompt and locked masks stay as given
@@ -117,12 +128,17 @@ class Results:
             arrays[f"logits_{k}"] = (np.stack([self.logits[k][t].numpy() for t in frames]) if frames
                                      else np.zeros((0, S, S), dtype=np.float16))
         sigs = {k: [None if x is None else list(x) for x in self.signatures[k]] for k in self.structures}
-        return {"signatures": sigs, "arrays": arrays}
+        record = None
+        if self.companion is not None:
+            record, more = self.companion.state()
+            arrays.update(more)
+        return {"signatures": sigs, "arrays": arrays, "companion": record}
 
     def load_state(self, state: dict) -> None:
         import torch
         arrays = state["arrays"]
         self.labels[...] = arrays["labels"]
+        self.companion = Companion.from_state(state.get("companion"), arrays)
         for k in self.structures:
             self.logits[k] = {int(t): torch.from_numpy(np.array(lg))
                               for t, lg in zip(arrays[f"frames_{k}"], arrays[f"logits_{k}"])}

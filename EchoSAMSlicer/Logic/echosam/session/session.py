@@ -55,7 +55,8 @@ class Session:
 
     def __init__(self, cine, loaded, structures=None, memory_cap="config", embed_cache: str = "auto",
                  threshold: Optional[float] = None, batch_size="auto", precision: str = "auto",
-                 keep_connected: bool = True, cache_dtype: str = "auto", substeps="auto", grow="config") -> None:
+                 keep_connected: bool = True, cache_dtype: str = "auto", substeps="auto", grow="config",
+                 companion=None) -> None:
         """``memory_cap``: working-memory frames beyond the permanent key frame ("config": the model
         config's ``memory_cap``, else DEFAULT_MEMORY_CAP; None = unbounded). ``threshold``: on sigmoid
         probabilities (None: the model config's, else 0.5). ``batch_size``: frames per encoder call ("auto":
@@ -69,7 +70,9 @@ class Session:
         prompted model (`in_between`): "auto" = what the model's ``substep_fps`` asks at this cine's frame
         rate (1 when it asks nothing), or 1..MAX_SUBSTEPS (MAX_WALKED_STEPS where memory walks every step).
         ``grow``: {structure: lower threshold} its mask grows to over unclaimed pixels connected to it
-        (`echosam.hysteresis`); "config": the model config's ``grow_thresholds``; None or {}: none."""
+        (`echosam.hysteresis`); "config": the model config's ``grow_thresholds``; None or {}: none.
+        ``companion``: a prompt-free model's probabilities on this cine (`echosam.companion.Companion`), averaged
+        into a prompted model's on frames read from boxes or points; None: the model alone."""
         if memory_cap == "config":
             memory_cap = getattr(loaded.config, "memory_cap", DEFAULT_MEMORY_CAP)
         if threshold is None:
@@ -96,7 +99,7 @@ class Session:
         self.transform = FrameTransform(self.height, self.width, self.img_size)
         self.prompts = PromptStore(self.n_frames, (self.height, self.width), self.structures)
         self.results = Results(self.prompts, self.transform, self.structures, self.n_frames, self.threshold,
-                               grow)
+                               grow, self._check_companion(companion))
         if batch_size == "auto":
             sam = loaded.config.sam
             side = int(getattr(self.model, "tokens", sam.img_size // sam.patch_size))
@@ -132,6 +135,23 @@ class Session:
                               f"{', '.join(missing)}. Choose structures among {', '.join(classes)}, use a MemSAM "
                               "trained for them (training/), or a prompt-free model (MediViSTA / MA-SAM).")
         return keys
+
+    def _check_companion(self, companion):
+        if companion is None:
+            return None
+        if not self.prompted:
+            raise PromptError("A companion averages into a prompted model's reading; this model needs no prompt.")
+        shape = (self.n_frames, self.height, self.width)
+        bad = {k: tuple(v.shape) for k, v in companion.probs.items() if tuple(v.shape) != shape}
+        if bad:
+            raise PromptError(f"The companion's probabilities {bad} do not match the cine {shape}.")
+        return companion
+
+    @property
+    def companion(self):
+        """The `echosam.companion.Companion` averaged into this session's frames read from boxes or points, or
+        None."""
+        return self.results.companion
 
     def _choose_substeps(self, substeps, cap: int) -> int:
         if substeps == "auto":

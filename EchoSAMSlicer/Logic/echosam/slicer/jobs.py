@@ -8,7 +8,8 @@ does not. Unchanged entries keep their versions: only affected frames are recomp
 
 The session runs on the cine's ultrasound region (`echosam.slicer.region`), as `echosam segment` does:
 the fan is found once per cine, prompts are mapped into its crop, and `echosam.worker.job_result` maps
-the labels back onto the full frame.
+the labels back onto the full frame. A prompted model whose config asks for a companion (`echosam.companion`)
+gets it as `echosam segment` does: read once per fan and structures, carried onto every session's crop.
 """
 from __future__ import annotations
 
@@ -33,20 +34,42 @@ def job_sync_session(state, progress, cancel, key, cine, structures, prompts: di
         state["fan"] = orient(find_region(cine), cine, orientation, device=str(state["loaded"].device),
                               notify=notes.append)
         state["fan_key"], state["orientation_notices"] = fan_key, tuple(notes)
+    second_notes = _read_companion(state, cine, structures, precision, fan_key)
     region, notices = region_for(state["fan"], state["loaded"], prompts, structures)
-    state["region_notices"] = tuple(state.get("orientation_notices", ())) + tuple(notices)
+    state["region_notices"] = tuple(state.get("orientation_notices", ())) + tuple(notices) + second_notes
     crop_key = _crop_key(key, region)
     session_prompts = crop_prompts(prompts, region) if prompts is not None else None
     rebuilt = state.get("session_key") != crop_key or "session" not in state
     if rebuilt:
         state.pop("session_key", None)
         wk.job_new_session(state, progress, cancel, cine=region.crop_cine(cine), structures=structures,
-                           precision=precision)
+                           precision=precision, companion=_companion_on(state, region))
         state["session_key"], state["region"] = crop_key, region
     session = state["session"]
     if session.prompted and session_prompts is not None:
         session.load_prompts_dict(session_prompts)
     return rebuilt
+
+
+def _read_companion(state, cine, structures, precision: str, fan_key: tuple) -> tuple:
+    """Read the companion of a prompted model (`echosam.companion.read_fan`) on the fan, once per fan, model and
+    structures (``state["second"]``); its notices, the first time."""
+    from ..companion import read_fan
+
+    loaded = state["loaded"]
+    key = fan_key + (id(loaded), tuple(structures))
+    if not loaded.prompted or state.get("second_key") == key:
+        return ()
+    notes: list = []
+    state["second"] = read_fan(loaded, state["fan"], state["fan"].crop_cine(cine), list(structures),
+                               str(loaded.device), precision, notes.append)
+    state["second_key"] = key
+    return tuple(notes)
+
+
+def _companion_on(state, region):
+    second = state.get("second") if state["loaded"].prompted else None
+    return second.on(region) if second is not None else None
 
 
 def _crop_key(key: tuple, region) -> tuple:
@@ -76,7 +99,8 @@ def job_ef_check(state, progress, cancel, key, cine, structures, prompts: dict, 
             session_prompts = crop_prompts(scaled, region)
         except PromptError:
             return None
-        session = Session(region.crop_cine(cine), state["loaded"], structures=tuple(structures), precision=precision)
+        session = Session(region.crop_cine(cine), state["loaded"], structures=tuple(structures), precision=precision,
+                          companion=_companion_on(state, region))
         session.load_prompts_dict(session_prompts)
         session.encode(progress=progress, cancel=cancel)
         session.segment(progress=progress, cancel=cancel)
