@@ -28,16 +28,18 @@ from training.demo import REAL_BOXES, REAL_LV_BOX as LV_BOX
 HEART_BOX = (230, 60, 470, 400)       # where the heart is on this cine (screen text lies outside it)
 
 
-def segment(cine, region_cine, region, loaded, boxes=None):
+def segment(cine, region_cine, region, loaded, boxes=None, second=None):
     """(labels on the full frame, the region the model saw): a prompt-zoomed MemSAM sees the crop around its
-    boxes ({structure: box}, full-frame pixels; it segments just those structures)."""
+    boxes ({structure: box}, full-frame pixels; it segments just those structures), with its companion ``second``
+    (`echosam.companion.FanReading`, None: alone) as `echosam segment` runs it."""
     from echosam.session import Session
     from echosam.zoom import joint_extent, zoom_for
 
     zoomed = zoom_for(region, loaded, joint_extent(boxes))[0] if loaded.prompted else region
     if zoomed is not region:
         region, region_cine = zoomed, zoomed.crop_cine(cine)
-    s = Session(region_cine, loaded, structures=list(boxes) if loaded.prompted else ["lv", "myo", "la"])
+    s = Session(region_cine, loaded, structures=list(boxes) if loaded.prompted else ["lv", "myo", "la"],
+                companion=second.on(region) if second is not None and loaded.prompted else None)
     if s.prompted:
         for key, box in boxes.items():
             s.add_box(0, key, region.box_to_crop(box))
@@ -113,6 +115,7 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     from echosam.checkpoints import load_model
+    from echosam.companion import read_fan
     from echosam.ef_check import read_three, scaled_box
     from echosam.fan import prepare_region
     from echosam.io import read_cine
@@ -125,21 +128,24 @@ def main(argv=None) -> int:
     methods = {}
     mem = args.memsam or default_model_name()
     memsam = load_model(mem, device=args.device)
+    second = read_fan(memsam, region, rc, ["lv", "myo", "la"], args.device, notify=print)   # None: it asks none
     methods[f"{Path(mem).stem} (box on frame 0)"] = (memsam, {"lv": LV_BOX})
     methods[f"{Path(mem).stem} (box per structure on frame 0)"] = (memsam, dict(REAL_BOXES))
     for m in args.auto or []:
         methods[f"{Path(m).stem} (prompt-free)"] = (load_model(m, device=args.device), None)
     report = {"cine": Path(path).name, "frames": cine.n_frames, "region": region.summary(), "lv_box_frame0": LV_BOX,
+              "memsam_companion": second.on(region).state()[0] if second is not None else None,
               "boxes_frame0": {k: list(b) for k, b in REAL_BOXES.items()},
               "methods": {}}
     fig, ax = plt.subplots(len(methods), 3, figsize=(13, 3.6 * len(methods)), squeeze=False)
     for i, (name, (loaded, boxes)) in enumerate(methods.items()):
-        labels, seen = segment(cine, rc, region, loaded, boxes)
+        labels, seen = segment(cine, rc, region, loaded, boxes, second)
         three = None
         if loaded.prompted and not args.one_reading:
             (labels, seen), three = read_three(
                 (labels, seen), lambda c: segment(cine, rc, region, loaded,
-                                                  {k: scaled_box(b, c, cine.shape[1:]) for k, b in boxes.items()}),
+                                                  {k: scaled_box(b, c, cine.shape[1:]) for k, b in boxes.items()},
+                                                  second),
                 lambda r: check(r[0], cine, region)[2].ef_percent)
         summary, area, _ = check(labels, cine, region)
         summary["zoom"] = seen.zoom

@@ -210,3 +210,23 @@ def test_segment_averages_the_bundled_prompt_free_model_into_memsam(tmp_path):
     assert np.array_equal(fixed[k] == 1, screen.labels[k] == 1) and np.array_equal(fixed[:k], before[:k])
     saved = json.loads((tmp_path / "with" / "session" / "session.json").read_text())
     assert saved["companion"] == {"model": "echosam-sim-masam-small", "weight": 0.5}
+
+
+def test_a_blended_cavity_has_no_hole_while_the_connected_region_rule_is_on(ph, memsam):
+    """A companion unsure of a patch inside the LV would leave a hole there (0.5 * own + 0 < 0.5): a cavity's holes
+    are filled, as the connected-region rule fills them; with the rule off (``keep_connected=False``) they stay."""
+    comp = truth_companion(ph)
+    ys, xs = np.nonzero(ph.labels[0] == 1)
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    comp.probs["lv"][0, cy - 1:cy + 2, cx - 1:cx + 2] = 0            # a 3 x 3 patch in the middle of the boxed LV
+    drawn = {}
+    for rule in (True, False):
+        s = Session(ph.cine, memsam, structures=KEYS, companion=comp, keep_connected=rule)
+        for i, k in enumerate(KEYS, 1):
+            s.add_box(0, k, tuple(float(v) for v in mask_box(ph.labels[0] == i)))
+        s.propagate()
+        drawn[rule] = s.labels[0] == 1
+    patch = np.zeros_like(drawn[True])
+    patch[cy - 1:cy + 2, cx - 1:cx + 2] = True
+    assert drawn[True][patch].all() and np.array_equal(drawn[True], ndimage.binary_fill_holes(drawn[True]))
+    assert drawn[True].any() and not drawn[False][patch].any()

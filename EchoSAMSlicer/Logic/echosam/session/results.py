@@ -6,15 +6,18 @@ differs from the current one. Labels are composed per frame: locked masks exactl
 structure with the highest probability wins, background where every probability is below the
 threshold; a structure in ``grow`` then grows into background pixels connected to it where its own
 probability passes its lower threshold (`echosam.hysteresis`). With a `echosam.companion.Companion`, a frame
-read from boxes or points averages each structure's probability with the companion's before all this, and keeps
-only the parts that overlap the structure's own mask. Writes made while a `Change` is open keep before-images, so
+read from boxes or points averages each structure's probability with the companion's before all this, keeps
+only the parts that overlap the structure's own mask, and fills a cavity's holes. Writes made while a `Change` is open keep before-images, so
 `undo` restores them.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from scipy import ndimage
+
 from ..companion import Companion, keep_overlapping
+from ..consistency import CAVITIES
 from ..hysteresis import grow_into_free
 from ..structures import get_structure
 
@@ -29,10 +32,11 @@ class Change:
 
 class Results:
     """Results of ``structures`` over ``n_frames`` frames; ``store`` gives locked masks for composing;
-    ``grow``: {structure: lower threshold} (`echosam.hysteresis`); ``companion``: a `Companion` or None."""
+    ``grow``: {structure: lower threshold} (`echosam.hysteresis`); ``companion``: a `Companion` or None;
+    ``fill_cavities``: a blended cavity's holes are filled (the connected-region rule is on)."""
 
     def __init__(self, store, transform, structures: list, n_frames: int, threshold: float, grow=None,
-                 companion=None) -> None:
+                 companion=None, fill_cavities: bool = True) -> None:
         self.store, self.transform = store, transform
         self.structures, self.n_frames, self.threshold = list(structures), int(n_frames), float(threshold)
         self.grow = {k: float(v) for k, v in (grow or {}).items() if k in self.structures}
@@ -40,7 +44,7 @@ class Results:
         self.logits = {k: {} for k in self.structures}   # structure -> {frame: (S, S) float16 host tensor}
         self.labels = np.zeros((self.n_frames, transform.height, transform.width), dtype=np.uint8)
         self.change = None                                # the open `Change`, if any
-        self.companion = companion
+        self.companion, self.fill_cavities = companion, bool(fill_cavities)
 
     def signature(self, key: str, t: int):
         return self.signatures[key][t]
@@ -88,7 +92,11 @@ class Results:
             best = np.where(win, prob, best)
         for key, mine in own.items():           # blending moves an outline; it never adds a region
             label = get_structure(key).label
-            out[(out == label) & ~keep_overlapping(out == label, mine)] = 0
+            drawn = out == label
+            kept = keep_overlapping(drawn, mine)
+            out[drawn & ~kept] = 0
+            if self.fill_cavities and key in CAVITIES:      # nor a hole in a cavity (the connected-region rule's)
+                out[ndimage.binary_fill_holes(kept) & ~kept] = label
         for key, m in locked:
             out[m] = get_structure(key).label
         for key, low in self.grow.items():      # model probabilities only: prompt and locked masks stay as given

@@ -99,7 +99,7 @@ class Session:
         self.transform = FrameTransform(self.height, self.width, self.img_size)
         self.prompts = PromptStore(self.n_frames, (self.height, self.width), self.structures)
         self.results = Results(self.prompts, self.transform, self.structures, self.n_frames, self.threshold,
-                               grow, self._check_companion(companion))
+                               grow, self._check_companion(companion), fill_cavities=bool(keep_connected))
         if batch_size == "auto":
             sam = loaded.config.sam
             side = int(getattr(self.model, "tokens", sam.img_size // sam.patch_size))
