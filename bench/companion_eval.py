@@ -36,14 +36,14 @@ def drawn_both_ways(loaded, case, boxes, second) -> dict:
     return both if region is None else {k: region.uncrop(v) for k, v in both.items()}
 
 
-def run(data: list, out: Path, companion: str, weight: float) -> None:
+def run(data: list, out: Path, model: str, companion: str, weight: float) -> None:
     from echosam.cardiac import analyse
     from echosam.checkpoints import load_model
     from echosam.ef_check import READINGS, median_reading, scaled_box
     from echosam.metrics import dice
     from training.loop_eval import LABEL, STRUCT, companion_reading, pending_cases, truth_boxes
 
-    loaded = load_model("echosam-sim-memsam-small")
+    loaded = load_model(model)
     loaded.config = dataclasses.replace(loaded.config, companion={"model": companion, "weight": weight})
     with out.open("a") as f:
         for set_name, name, case in pending_cases(data, out):
@@ -66,13 +66,9 @@ def run(data: list, out: Path, companion: str, weight: float) -> None:
             f.flush()
 
 
-def paired(d: np.ndarray, n: int = 2000) -> tuple:
-    rng = np.random.default_rng(0)
-    means = [rng.choice(d, len(d)).mean() for _ in range(n)]
-    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
 def summary(rows: list) -> str:
+    from myo_growth_eval import paired
+
     groups = [(s, lambda r, s=s: r["set"] == s) for s in sorted({r["set"] for r in rows})]
     groups += [(v, lambda r, v=v: r["view"] == v) for v in ("a4c", "a2c")] + [("all", lambda r: True)]
     lines = ["| loops | n | LV Dice alone -> companion | MYO | LA | paired MYO change [95 %] | EF MAE alone -> "
@@ -100,22 +96,21 @@ def summary(rows: list) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", action="append", default=[], help="a simulated set (folder of case_*.npz)")
-    ap.add_argument("--out", type=Path, help="JSON lines to append to")
-    ap.add_argument("--summary", type=Path, help="print the table of an earlier run and stop")
+    from myo_growth_eval import arguments, read
+
+    ap = arguments(__doc__.splitlines()[0], "echosam-sim-memsam-small", argparse.SUPPRESS)
     ap.add_argument("--companion", default="echosam-sim-masam-small", help="the prompt-free model averaged in")
     ap.add_argument("--weight", type=float, default=0.5, help="its weight")
     a = ap.parse_args(argv)
-    if a.summary:
-        print(summary([json.loads(x) for x in a.summary.read_text().splitlines() if x.strip()]))
-        return 0
-    if not (a.data and a.out):
+    if not a.summary and not (a.data and a.out):
         ap.error("give --data and --out (or --summary)")
-    run(a.data, a.out, a.companion, a.weight)
-    print(summary([json.loads(x) for x in a.out.read_text().splitlines() if x.strip()]))
+    if not a.summary:
+        run(a.data, a.out, a.model, a.companion, a.weight)
+    print(summary(read(a.summary or a.out)))
     return 0
 
 
 if __name__ == "__main__":
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     raise SystemExit(main())

@@ -13,25 +13,15 @@ from echosam.companion import Companion, FanReading, keep_overlapping, read_fan
 from echosam.errors import ModelError
 from echosam.fan import FanRegion
 from echosam.models.memsam import MemSAMConfig
-from echosam.phantom import make_phantom
 from echosam.session import Session
 from echosam.session.persistence import SessionDamagedError
 from scipy import ndimage
 
+from test_hysteresis import memsam, ph  # noqa: F401 (fixtures: a small phantom and a tiny MemSAM)
 from tiny_models import tiny_loaded
 from training.datasets.clips import mask_box
 
 KEYS = ("lv", "myo")
-
-
-@pytest.fixture(scope="module")
-def ph():
-    return make_phantom(n_frames=6, seed=2, size=(64, 72), heart_rate=90)
-
-
-@pytest.fixture(scope="module")
-def memsam():
-    return tiny_loaded("memsam")
 
 
 def truth_companion(ph, weight=0.5):
