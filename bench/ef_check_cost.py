@@ -1,6 +1,9 @@
 """What the EF check costs (`echosam.ef_check`): `echosam segment` on one cine with and without it, in one run.
 
     python bench/ef_check_cost.py [--model NAME] [--repeat 2] [--out bench/results/ef_check_cost_cpu.json]
+    python bench/ef_check_cost.py --option companion --out bench/results/companion_cost_cpu.json
+
+``--option companion`` times the companion (`echosam.companion`) the same way instead, each run one reading.
 
 The cine is the real SonoSite apical loop of `pydicom-data` (120 frames, 30 fps), one box per structure on
 frame 0 (`training.demo.REAL_BOXES`), the bundled MemSAM; without that package, a phantom loop. Each setting
@@ -51,6 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="Models.json name or weights file (default: the default model)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the numbers as JSON here")
+    ap.add_argument("--option", default="ef_check", choices=("ef_check", "companion"), help="what to time on and off")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -60,14 +64,15 @@ def main(argv=None) -> int:
         for i in range(a.repeat):
             for on in (False, True):
                 t0 = time.perf_counter()
+                opts = {"ef_check": on} if a.option == "ef_check" else {"ef_check": False, "companion": on}
                 out = pipeline.segment_cine(path, tmp / f"run{i}_{on}", structures=keys, prompts=prompts,
-                                            loaded=loaded, overlay=False, ef_check=on, notify=lambda _: None)
+                                            loaded=loaded, overlay=False, notify=lambda _: None, **opts)
                 best[on] = min(best[on], time.perf_counter() - t0)
                 check = out["run"].get("ef_check", check)
     from echosam.compute import cpu_model, usable_cores
     result = {"cine": what, "machine": f"{cpu_model()}, {usable_cores()} cores ({platform.machine()})",
-              "model": a.model or "default",
-              "seconds_without_check": round(best[False], 2), "seconds_with_check": round(best[True], 2),
+              "model": a.model or "default", "option": a.option,
+              f"seconds_without_{a.option}": round(best[False], 2), f"seconds_with_{a.option}": round(best[True], 2),
               "ratio": round(best[True] / best[False], 2), "ef_check": check}
     print(json.dumps(result, indent=1))
     if a.out:

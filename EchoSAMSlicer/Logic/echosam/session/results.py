@@ -7,8 +7,8 @@ structure with the highest probability wins, background where every probability 
 threshold; a structure in ``grow`` then grows into background pixels connected to it where its own
 probability passes its lower threshold (`echosam.hysteresis`). With a `echosam.companion.Companion`, a frame
 read from boxes or points averages each structure's probability with the companion's before all this, keeps
-only the parts that overlap the structure's own mask, and fills a cavity's holes. Writes made while a `Change` is open keep before-images, so
-`undo` restores them.
+only the parts that overlap the structure's own mask, and fills a cavity's holes. Writes made while a
+`Change` is open keep before-images, so `undo` restores them.
 """
 from __future__ import annotations
 
