@@ -96,21 +96,19 @@ class MemSAMConfig:
     neighbour_channels: bool = False   # True: frames t-1, t, t+1 as R, G, B (see module note 9)
     prompt_zoom: Optional[float] = None  # trained on crops around its prompts with this margin (echosam.zoom)
     box_helpers: str = "centre"        # the points a box implies, as trained (echosam.structures.box_helper_points)
-    # structure -> times a prompted key frame is predicted again from a memory of its last prediction (released:
-    # once; a thin ring sharpens over a few reads), and -> the lower threshold of its mask (echosam.hysteresis)
+    # structure -> reads of a prompted key frame from memory (a thin ring sharpens), -> its lower mask threshold
     key_frame_reads: dict = field(default_factory=dict)
     grow_thresholds: dict = field(default_factory=dict)
     substep_fps: Optional[float] = None  # look like this frame rate: in-between frames below it (session.in_between)
     companion: Optional[dict] = None   # {"model", "weight"}: a prompt-free model averaged in (echosam.companion)
 
     def __post_init__(self) -> None:
-        if isinstance(self.sam, dict):
-            self.sam = SamConfig.from_dict(self.sam)
+        self.sam = SamConfig.from_dict(self.sam) if isinstance(self.sam, dict) else self.sam
         self.cnn_dims = tuple(int(d) for d in self.cnn_dims)
         self.classes = list(self.classes)
         reads = self.key_frame_reads if isinstance(self.key_frame_reads, dict) else {}
         unknown_reads = sorted(set(reads) - set(STRUCTURES))
-        grow_msg = grow_problem(self.grow_thresholds, self.threshold)
+        bad = [m for m in (grow_problem(self.grow_thresholds, self.threshold), companion_problem(self.companion)) if m]
         checks = [
             (self.intensity in INTENSITIES, f"intensity {self.intensity!r} is not one of {INTENSITIES}"),
             (self.reinforce_input in REINFORCE_INPUTS, f"reinforce_input {self.reinforce_input!r} is not one of {REINFORCE_INPUTS}"),
@@ -131,8 +129,7 @@ class MemSAMConfig:
              f"key_frame_reads {self.key_frame_reads!r} is not a mapping of structure -> reads (an integer >= 1)"),
             (self.substep_fps is None or (type(self.substep_fps) in (int, float) and self.substep_fps > 0),
              f"substep_fps {self.substep_fps!r} is not a positive frame rate (or null)"),
-            (grow_msg is None, str(grow_msg)),
-            (companion_problem(self.companion) is None, str(companion_problem(self.companion))),
+            (not bad, "; ".join(bad)),
             (not unknown_reads, f"key_frame_reads names {unknown_reads}, which are not structures ({', '.join(STRUCTURES)})"),
         ]
         for ok, msg in checks:
