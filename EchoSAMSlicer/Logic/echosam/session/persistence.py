@@ -188,6 +188,5 @@ def _load_checked(cls, folder: Path, meta: dict, cine, loaded, kwargs):
                                or not any(f"companion_{k}" in arrays for k in meta["structures"])):
         raise damaged(folder, f"its companion record {record!r} does not match results.npz")
     results = {"signatures": meta["signatures"], "arrays": arrays, "companion": record}
-    s.restore({"prompts": prompts, "results": results,
-               "features": feats})
+    s.restore({"prompts": prompts, "results": results, "features": feats})
     return s

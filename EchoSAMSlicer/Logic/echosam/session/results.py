@@ -13,7 +13,6 @@ only the parts that overlap the structure's own mask, and fills a cavity's holes
 from __future__ import annotations
 
 import numpy as np
-
 from scipy import ndimage
 
 from ..companion import Companion, keep_overlapping
