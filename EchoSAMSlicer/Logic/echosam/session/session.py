@@ -24,9 +24,8 @@ to (H, W) before thresholding (`transforms.FrameTransform`).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from functools import partial
+from typing import Optional
 
 import numpy as np
 
