@@ -22,3 +22,12 @@ def screen_capture_dicom(folder, seed: int, n_frames: int, height: int, grey_map
     path = folder / ("a4c.dcm" if grey_map == "grey" else f"a4c_{grey_map}.dcm")
     write_dicom(screen, path, with_region=False, seed=seed)
     return path, screen
+
+
+def deep_loop(seed: int = 4300012, n_frames: int = 12, height: int = 128, depth_mm: float = 215.0):
+    """A small simulated loop imaged ``depth_mm`` deep (past the training fans' 120-190 mm): the heart is small in the
+    fan, as the prompt-free heart zoom (`echosam.heart_zoom`) expects. Seed 4300012: no training set used it."""
+    from training.simulator.scene import simulate
+
+    sp = small(seed, n_frames=n_frames, height=height)
+    return simulate(dataclasses.replace(sp, probe=dataclasses.replace(sp.probe, depth=depth_mm)))

@@ -193,3 +193,36 @@ def test_panel_averages_in_the_companion_its_model_asks_for_read_once_per_fan(sc
         assert c.worker.state["second"] is reading and c.worker.state["session"] is not session
     finally:
         c.shutdown()
+
+
+def test_panel_reads_a_small_heart_again_magnified_and_says_so(scene, tmp_path):
+    """A prompt-free model whose config asks for the heart zoom (the bundled MediViSTA's weights, `echosam.heart_zoom`)
+    on a loop imaged deeper than its training fans, in a real MRML sequence through the worker thread: the status
+    says the loop was read again magnified, and no label lands outside the magnified rectangle or the fan."""
+    import dataclasses
+
+    from echosam.checkpoints import load_model, save_checkpoint
+    from sim_fixtures import deep_loop
+
+    loop = deep_loop()
+    loaded = load_model("echosam-sim-medivista-small", device="cpu")
+    cfg = dataclasses.replace(loaded.config, heart_zoom={"margin": 0.05, "min": 1.15, "max": 2.0})
+    spec = str(save_checkpoint(loaded.model, "medivista", cfg, tmp_path / "medivista.safetensors",
+                               classes=list(loaded.classes)))
+    seq, browser = add_cine_sequence(scene, loop.frames, dicom_us_matrix(angle_deg=0.0))
+    cine = mrml.cine_from_sequence(browser)
+    c = Controller()
+    try:
+        c.submit_segmentation(browser, spec, "cpu", ["lv", "myo", "la"])
+        end = ok(run_to_end(c))
+        state = c.worker.state
+        z, region = state["session"].auto_zoom, state["region"]
+        assert z is not None and "read the loop a second time, magnified" in end.text
+        x0, y0, x1, y1 = z.box
+        inside = np.zeros(region.crop(np.zeros(cine.frames.shape[1:], bool)).shape, bool)
+        inside[y0:y1 + 1, x0:x1 + 1] = True
+        allowed = region.uncrop(inside[None])[0] & loop.fan
+        labels = mrml.read_labels(browser, mrml.find_segmentation_sequence(browser), ["lv", "myo", "la"], cine)
+        assert labels.any() and not labels[:, ~allowed].any()
+    finally:
+        c.shutdown()

@@ -38,6 +38,9 @@ RANGES = {
     # must be read from where the walls end; with bright valves only, MemSAM's EF fell 5 points (bias -10 against
     # -5) on a foreign phantom once its leaflets were left out (docs/evaluation.md)
     "train_faint_valves": Ranges(valve=(0.0, 0.6)),
+    # selection loops for the prompt-free heart zoom: fans deeper than most training loops (the heart smaller in
+    # the fan), bright and dark displays; for choosing a rule, never for training or for a held-out table
+    "select_deep": Ranges(depth=(180.0, 215.0), headroom_db=(8.0, 40.0), dark_background_p=0.3),
     # held-out 'outside' set: every range widened past the training ranges
     "outside": Ranges(ef=(0.15, 0.80), heart_rate=(45.0, 130.0), fps=(20.0, 70.0), depth=(110.0, 210.0),
                       sector_deg=(55.0, 95.0), f0=(1.6, 3.8), dyn_range=(40.0, 75.0), height=(140, 300),

@@ -157,8 +157,8 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                  orientation_check: bool = True, companion: bool = True) -> dict:
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
     ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
-    connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`); ``read``
-    the reader options; ``substeps`` in-between steps per frame interval (`echosam.session.in_between`);
+    connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`) and no heart
+    zoom (`echosam.heart_zoom`); ``read`` the reader options; ``substeps`` in-between steps per frame interval (`echosam.session.in_between`);
     ``ef_check`` two more readings, with boxes 5 % larger and smaller, the result being the one with the middle
     EF (`echosam.ef_check`; ``box_change`` in run.json says which); ``grow`` False: each structure drawn at the
     threshold alone, without the model config's ``grow_thresholds`` (`echosam.hysteresis`); ``orientation``
@@ -204,7 +204,8 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
                "read": read, "model": model or str(loaded.path), "family": loaded.family,
                "model_path": str(loaded.path) if loaded.path else None, "structures": keys, "formats": formats,
                "overlay": bool(overlay), "region": fan.summary(), "zoom": bool(zoom), "keep_connected": bool(keep_connected),
-               "grow": s.results.grow, "companion": s.companion.state()[0] if s.companion else None,
+               "grow": s.results.grow, "heart_zoom": s.auto_zoom.to_dict() if s.auto_zoom else None,
+               "companion": s.companion.state()[0] if s.companion else None,
                "substeps": s.substeps, "precision": precision, "compute": s.path.to_dict(),
                "calibrated": uncalibrated is None, "box_change": check.reported_change if check else 0.0,
                "model_ef_accuracy": ef_accuracy_note(loaded.meta)}
@@ -224,9 +225,12 @@ def _prompted_session(cine, fan, prompts, loaded, keys, precision, keep_connecte
     if region is not fan or model_cine is None:
         model_cine = region.crop_cine(cine)
     s = Session(model_cine, loaded, structures=keys, precision=precision, keep_connected=keep_connected,
-                substeps=substeps, grow="config" if grow else None, companion=second.on(region) if second else None)
+                substeps=substeps, grow="config" if grow else None, companion=second.on(region) if second else None,
+                heart_zoom=zoom)
     apply_prompts(s, prompts, device, region=region, mask_labels=mask_labels, seed=seed)
     s.segment(progress=progress)
+    if s.auto_zoom is not None:
+        (notify or print_notice)(s.auto_zoom.note())
     return s, region
 
 

@@ -245,7 +245,7 @@ def job_result(state, progress, cancel) -> SegmentationResult:
     path = s.compute_path + (f"; in-between frames: {s.substeps} steps a frame" if s.substeps > 1 else "")
     return SegmentationResult(labels, s.locked_frames, s.prompts_to_dict(), list(s.structures), s.prompted,
                               path, ef_accuracy_note(s.loaded.meta) or "",
-                              tuple(state.get("region_notices", ())))
+                              tuple(state.get("region_notices", ())) + ((s.auto_zoom.note(),) if s.auto_zoom else ()))
 
 
 def job_undo(state, progress, cancel) -> Optional[SegmentationResult]:

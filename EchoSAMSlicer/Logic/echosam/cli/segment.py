@@ -120,7 +120,9 @@ def add_region_arguments(p) -> None:
                         "it does)")
     p.add_argument("--no-zoom", action="store_true",
                    help="show a prompt-zoomed MemSAM the whole region (default: the region around the box or "
-                        "mask prompts, as it was trained; echosam.zoom)")
+                        "mask prompts, as it was trained; echosam.zoom), and read a prompt-free model's loop once "
+                        "(default: a second, magnified reading around the heart where the model's config asks for "
+                        "it and the heart is small in the fan; echosam.heart_zoom)")
     p.add_argument("--no-keep-connected", action="store_true",
                    help="keep every connected component of a structure (default: drop stray components far "
                         "from the prompt and from the previous frame's mask)")

@@ -20,6 +20,7 @@ from segment_anything.modeling.mask_decoder import MLP
 from torch import nn
 
 from ..errors import CheckpointError, CineError, ModelError
+from ..heart_zoom import zoom_problem
 from ..hysteresis import grow_problem
 from .fast import full_precision
 from .peft import FacTCores, FacTShared, count_parameters, fact_attention
@@ -47,6 +48,7 @@ class PromptFreeConfig:
     fact_dropout: float = 0.1
     intensity: str = "unit"
     grow_thresholds: dict = field(default_factory=dict)   # structure -> its lower threshold (echosam.hysteresis)
+    heart_zoom: dict = field(default_factory=dict)        # {} or {"margin", "min", "max"}: echosam.heart_zoom
 
     def __post_init__(self) -> None:
         if isinstance(self.sam, Mapping):
@@ -62,6 +64,7 @@ class PromptFreeConfig:
         if self.fact_rank < 1:
             raise ModelError(f"fact_rank must be >= 1; got {self.fact_rank}.")
         problem = grow_problem(self.grow_thresholds, 0.5)   # a background pixel's class probability is under 0.5
+        problem = problem or zoom_problem(self.heart_zoom)
         if problem:
             raise ModelError(f"Invalid prompt-free config: {problem}.")
 

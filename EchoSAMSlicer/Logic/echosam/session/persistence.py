@@ -63,7 +63,8 @@ def save_session(s, folder) -> Path:
     snap = s.snapshot()
     meta = {"format": FORMAT, "version": VERSION, "family": s.loaded.family, "structures": s.structures,
             "memory_cap": s.memory_cap, "threshold": s.threshold, "img_size": s.img_size,
-            "keep_connected": s.keep_connected, "substeps": s.substeps, "grow": s.results.grow,
+            "keep_connected": s.keep_connected, "heart_zoom": s.heart_zoom, "substeps": s.substeps,
+            "grow": s.results.grow,
             "cine_fingerprint": cine_fingerprint(s.cine), "model_fingerprint": model_fingerprint(s.loaded),
             "cine_shape": list(s.cine.frames.shape), "model_path": str(s.loaded.path) if s.loaded.path else None,
             "signatures": snap["results"]["signatures"], "companion": snap["results"]["companion"],
@@ -164,6 +165,7 @@ def _load_checked(cls, folder: Path, meta: dict, cine, loaded, kwargs):
     kwargs.setdefault("memory_cap", meta["memory_cap"])
     kwargs.setdefault("threshold", meta["threshold"])
     kwargs.setdefault("keep_connected", meta.get("keep_connected", True))
+    kwargs.setdefault("heart_zoom", meta.get("heart_zoom", False))   # saved before it: one reading
     kwargs.setdefault("substeps", meta.get("substeps", 1))     # the timeline its features were encoded on
     kwargs.setdefault("grow", meta.get("grow"))                # drawn as it was: none before grow_thresholds
     s = cls(cine, loaded, structures=meta["structures"], **kwargs)

@@ -1,13 +1,15 @@
 """Prompt-free segmentation (clip segmenters: MediViSTA, MA-SAM) of a whole loop, and seeds from it.
 
-`auto_labels` runs ``segment_video`` and turns its class probabilities into a label map on the
-cine grid; `seed_masks` picks, on one frame of such a label map, the masks that seed a prompted
+`read_labels` runs ``segment_video`` and turns its class probabilities into a label map on the
+cine grid, reading the heart a second time, magnified, where a config's ``heart_zoom`` asks (`auto_labels`: one
+reading); `seed_masks` picks, on one frame of such a label map, the masks that seed a prompted
 model's key frames (`Session.seed_from_auto`).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..heart_zoom import heart_extent, zoom_box
 from ..hysteresis import grow_into_free
 from ..models.fast import inference_context
 from ..structures import get_structure
@@ -30,11 +32,34 @@ def frame_probabilities(loaded, grey: np.ndarray, progress=None, cancel=None, pr
 
 def auto_labels(loaded, grey: np.ndarray, structures: list, progress=None, cancel=None,
                 precision: str = "auto", grow=None, tidy=None) -> np.ndarray:
-    """Prompt-free labels (T, H, W) uint8: `frame_probabilities`, argmax.
+    """Prompt-free labels (T, H, W) uint8 of one reading of the whole frame (`read_labels` without a zoom)."""
+    return read_labels(loaded, grey, structures, progress, cancel, precision, grow, tidy)[0]
+
+
+def read_labels(loaded, grey: np.ndarray, structures: list, progress=None, cancel=None, precision: str = "auto",
+                grow=None, tidy=None, zoom=None) -> tuple:
+    """(labels (T, H, W) uint8, `HeartZoom` or None): `frame_probabilities`, argmax.
     ``grey`` (T, H, W) float 0..255. Classes not in ``structures`` become background. ``tidy``: applied to
     the whole label map (the connected-region rule); ``grow``: {structure: lower threshold}: after it, that
     class grows into background pixels connected to it where its own probability passes that threshold
-    (`echosam.hysteresis`), so cavity holes are filled and strays dropped before, and growth adds none."""
+    (`echosam.hysteresis`), so cavity holes are filled and strays dropped before, and growth adds none.
+    ``zoom``: a config's ``heart_zoom`` (`echosam.heart_zoom`; None or {}: one reading): where the heart (every
+    class the model knows, whatever ``structures`` asks for) is small in the frame, the labels are those of a
+    second reading, magnified, of the rectangle around it, and background outside it."""
+    labels, seen = _one_reading(loaded, grey, structures, progress, cancel, precision, grow, tidy)
+    box = zoom_box(heart_extent(seen), grey.shape[1:], zoom["margin"], zoom["min"], zoom["max"]) if zoom else None
+    if box is None:
+        return labels, None
+    x0, y0, x1, y1 = box.box
+    again = None if progress is None else (lambda done, total, msg="": progress(done, total, f"magnified: {msg}"))
+    inner, _ = _one_reading(loaded, grey[:, y0:y1 + 1, x0:x1 + 1], structures, again, cancel, precision, grow, tidy)
+    labels = np.zeros_like(labels)
+    labels[:, y0:y1 + 1, x0:x1 + 1] = inner
+    return labels, box
+
+
+def _one_reading(loaded, grey, structures, progress, cancel, precision, grow, tidy) -> tuple:
+    """(labels as `read_labels` draws them without a zoom, (H, W) bool: pixels any frame gives any class)."""
     import torch
     classes = [get_structure(c) for c in loaded.classes]
     T, H, W = grey.shape
@@ -42,18 +67,21 @@ def auto_labels(loaded, grey: np.ndarray, structures: list, progress=None, cance
     for i, s in enumerate(classes):
         lut[i + 1] = s.label if s.key in structures else 0
     out = np.zeros((T, H, W), dtype=np.uint8)
+    seen = np.zeros((H, W), dtype=bool)
     grown = [(c + 1, s.label, float(grow[s.key])) for c, s in enumerate(classes)
              if s.key in structures and s.key in (grow or {})]
     kept = {label: [] for _, label, _ in grown}      # the grown classes' probabilities, float16
     for t, p in frame_probabilities(loaded, grey, progress, cancel, precision):
-        out[t] = lut[p.argmax(0).cpu().numpy()]
+        best = p.argmax(0).cpu().numpy()
+        out[t] = lut[best]
+        seen |= best > 0
         for channel, label, _ in grown:
             kept[label].append(p[channel].to(torch.float16).cpu().numpy())
     out = tidy(out) if tidy is not None else out
     for _, label, low in grown:
         for t in range(T):
             grow_into_free(out[t], label, kept[label][t].astype(np.float32), low)
-    return out
+    return out, seen
 
 
 def window_around(frame: int, n_frames: int, clip_frames: int) -> tuple:

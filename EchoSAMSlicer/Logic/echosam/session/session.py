@@ -39,7 +39,7 @@ from ..progress import CancelToken, no_progress
 from ..structures import get_structure
 from .features import FeatureCache
 from .in_between import MAX_SUBSTEPS, MAX_WALKED_STEPS, check_substeps, substeps_for
-from .prompt_free import auto_labels, seed_masks
+from .prompt_free import read_labels, seed_masks
 from .propagation import Propagator, frame_signatures
 from .results import Results
 from .store import PromptStore
@@ -55,7 +55,7 @@ class Session:
     def __init__(self, cine, loaded, structures=None, memory_cap="config", embed_cache: str = "auto",
                  threshold: Optional[float] = None, batch_size="auto", precision: str = "auto",
                  keep_connected: bool = True, cache_dtype: str = "auto", substeps="auto", grow="config",
-                 companion=None) -> None:
+                 companion=None, heart_zoom: bool = True) -> None:
         """``memory_cap``: working-memory frames beyond the permanent key frame ("config": the model
         config's ``memory_cap``, else DEFAULT_MEMORY_CAP; None = unbounded). ``threshold``: on sigmoid
         probabilities (None: the model config's, else 0.5). ``batch_size``: frames per encoder call ("auto":
@@ -71,7 +71,9 @@ class Session:
         ``grow``: {structure: lower threshold} its mask grows to over unclaimed pixels connected to it
         (`echosam.hysteresis`); "config": the model config's ``grow_thresholds``; None or {}: none.
         ``companion``: a prompt-free model's probabilities on this cine (`echosam.companion.Companion`), averaged
-        into a prompted model's on frames read from boxes or points; None: the model alone."""
+        into a prompted model's on frames read from boxes or points; None: the model alone. ``heart_zoom``: a
+        prompt-free model reads the heart a second time, magnified, where its config's ``heart_zoom`` asks
+        (`echosam.heart_zoom`; the box is ``auto_zoom`` after `segment_auto`); False: one reading."""
         if memory_cap == "config":
             memory_cap = getattr(loaded.config, "memory_cap", DEFAULT_MEMORY_CAP)
         if threshold is None:
@@ -112,6 +114,7 @@ class Session:
         self.features = FeatureCache(self.model, self.grey, self.device, embed_cache, batch_size, cache_dtype,
                                      self.substeps, every_step=carries)
         self.keep_connected = bool(keep_connected)
+        self.heart_zoom, self.auto_zoom = bool(heart_zoom), None
         self.propagator = Propagator(self.model, self.features, self.prompts, self.results, self.transform,
                                      memory_cap, PromptedRule(self.img_size, self.threshold, self.transform.point,
                                                               enabled=self.keep_connected),
@@ -312,8 +315,10 @@ class Session:
             raise PromptError(f"segment_auto() needs a prompt-free model (MediViSTA, MA-SAM); {self.loaded.family} "
                               "needs a prompt, or seed it with seed_from_auto(auto=<prompt-free model>).")
         tidy = partial(keep_connected_labels, structures=self.structures, enabled=self.keep_connected)
-        self.results.set_labels(auto_labels(self.loaded, self.grey, self.structures, progress, cancel, self.precision,
-                                            self.results.grow, tidy))
+        zoom = getattr(self.loaded.config, "heart_zoom", None) if self.heart_zoom else None
+        labels, self.auto_zoom = read_labels(self.loaded, self.grey, self.structures, progress, cancel, self.precision,
+                                             self.results.grow, tidy, zoom)
+        self.results.set_labels(labels)
         return self.results.labels.copy()
 
     def seed_from_auto(self, frame: int = 0, auto=None, progress=None, cancel=None) -> list:
