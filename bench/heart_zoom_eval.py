@@ -52,7 +52,7 @@ def summary(rows: list) -> str:
     ways = [w for w in rows[-1]["ways"] if w != "off" and all(w in r["ways"] for r in rows)]
     groups = [(s, lambda r, s=s: r["set"] == s) for s in sorted({r["set"] for r in rows})]
     groups += [(v, lambda r, v=v: r["view"] == v) for v in ("a4c", "a2c")] + [("all", lambda r: True)]
-    lines = ["| zoom (margin/max) | loops | n | zoomed (median x) | LV Dice off -> on | MYO | LA | paired MYO change "
+    lines = ["| zoom (margin/min/max) | loops | n | zoomed (median x) | LV Dice off -> on | MYO | LA | paired MYO change "
              "[95 %] | paired LV change [95 %] | EF MAE off -> on |", "|---|---|---|---|---|---|---|---|---|---|"]
     for way in ways:
         for name, keep in groups:
