@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage
 
+
 @dataclass(frozen=True)
 class HeartZoom:
     """Where a second reading was magnified: ``box`` (x0, y0, x1, y1), inclusive pixels of the frame the model

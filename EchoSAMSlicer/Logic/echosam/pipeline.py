@@ -158,7 +158,8 @@ def segment_cine(cine_path, output, model: Optional[str] = None, family: Optiona
     """Segment one cine file into ``output`` (see the module docstring). ``loaded`` skips loading
     ``model``; ``region`` the ultrasound region (`echosam.fan.find_region`); ``keep_connected`` the
     connected-region rule (`echosam.consistency`); ``zoom`` False: no prompt zoom (`zoom_to_prompts`) and no heart
-    zoom (`echosam.heart_zoom`); ``read`` the reader options; ``substeps`` in-between steps per frame interval (`echosam.session.in_between`);
+    zoom (`echosam.heart_zoom`); ``read`` the reader options; ``substeps`` in-between steps per frame interval
+    (`echosam.session.in_between`);
     ``ef_check`` two more readings, with boxes 5 % larger and smaller, the result being the one with the middle
     EF (`echosam.ef_check`; ``box_change`` in run.json says which); ``grow`` False: each structure drawn at the
     threshold alone, without the model config's ``grow_thresholds`` (`echosam.hysteresis`); ``orientation``
