@@ -24,7 +24,7 @@ from echosam.errors import CineError
 from scipy import ndimage
 
 from .beam import sector_mask
-from .cache import GENERATOR, case_path, map_seeds, params_summary, save_case
+from .cache import GENERATOR, RANGES, case_path, map_seeds, params_summary, save_case
 from .scene import Canvas, Ranges, background_map, label_map, loop_motion, output_grid, sample_params, tissue_frames
 
 N_SCATTERERS = 10000
@@ -106,13 +106,14 @@ def simulate_simus(seed: int, n_frames: int = 6, ranges: Ranges | None = None, s
             "params": np.array(json.dumps({**params_summary(sp), "generator": "pymust-simus", "frames": idx, "span": span}))}
 
 
-def write_case(out: Path, seed: int, n_frames: int, span: str = "systole") -> str:
-    """Simulate one seed into ``out`` unless it is there (resumable; `cache.save_case` writes it whole)."""
+def write_case(out: Path, seed: int, n_frames: int, span: str = "systole", ranges: str = "train") -> str:
+    """Simulate one seed into ``out`` unless it is there (resumable; `cache.save_case` writes it whole); ``ranges``:
+    a `cache.RANGES` name for the anatomy and probe."""
     dst = case_path(out, seed)
     if dst.exists():
         return f"{dst.name}: already there"
     t0 = time.perf_counter()
-    save_case(dst, simulate_simus(seed, n_frames, span=span))
+    save_case(dst, simulate_simus(seed, n_frames, RANGES[ranges], span=span))
     return f"{dst.name}: {n_frames} frames in {time.perf_counter() - t0:.0f} s"
 
 
@@ -133,12 +134,15 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="processes, one case each at a time")
     ap.add_argument("--span", choices=SPANS, default="systole",
                     help="systole: frames from ED to ES; cycle: ED -> ES -> next ED (tests the ED/ES finder)")
+    ap.add_argument("--ranges", choices=sorted(RANGES), default="train",
+                    help="the parameter ranges of the anatomy and probe (training.simulator.cache.RANGES)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     a, _, b = args.seeds.partition(":")
     skipped = []
-    for line in map_seeds(out, _work, [(out, seed, args.frames, args.span) for seed in range(int(a), int(b))], args.workers):
+    jobs = [(out, seed, args.frames, args.span, args.ranges) for seed in range(int(a), int(b))]
+    for line in map_seeds(out, _work, jobs, args.workers):
         print(line, flush=True)
         if ": skipped (" in line:
             skipped.append(line)
@@ -146,6 +150,7 @@ def main(argv=None) -> int:
     (out / "manifest.json").write_text(json.dumps({"generator": "pymust-simus (P4-2v, diverging wave, DAS)",
                                                    "anatomy": GENERATOR, "seeds": args.seeds,
                                                    "frames_per_case": args.frames, "span": args.span,
+                                                   "ranges": args.ranges,
                                                    "skipped": sorted(skipped), "synthetic": True}, indent=1))
     if skipped:
         print(f"{len(skipped)} seed(s) skipped (listed in {out / 'manifest.json'})", flush=True)
