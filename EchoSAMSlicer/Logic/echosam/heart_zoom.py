@@ -56,8 +56,7 @@ def heart_extent(seen: np.ndarray) -> Optional[tuple]:
     seen, n = ndimage.label(np.asarray(seen, bool))
     if n == 0:
         return None
-    sizes = ndimage.sum_labels(np.ones(seen.shape), seen, index=np.arange(1, n + 1))
-    ys, xs = np.nonzero(seen == 1 + int(np.argmax(sizes)))
+    ys, xs = np.nonzero(seen == 1 + int(np.argmax(np.bincount(seen.ravel())[1:])))
     return (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
 
 

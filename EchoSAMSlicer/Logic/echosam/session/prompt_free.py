@@ -46,20 +46,21 @@ def read_labels(loaded, grey: np.ndarray, structures: list, progress=None, cance
     ``zoom``: a config's ``heart_zoom`` (`echosam.heart_zoom`; None or {}: one reading): where the heart (every
     class the model knows, whatever ``structures`` asks for) is small in the frame, the labels are those of a
     second reading, magnified, of the rectangle around it, and background outside it."""
-    labels, seen = _one_reading(loaded, grey, structures, progress, cancel, precision, grow, tidy)
+    first, seen, grown = _one_reading(loaded, grey, structures, progress, cancel, precision, grow)
     box = zoom_box(heart_extent(seen), grey.shape[1:], zoom["margin"], zoom["min"], zoom["max"]) if zoom else None
     if box is None:
-        return labels, None
-    x0, y0, x1, y1 = box.box
+        return _drawn(first, grown, tidy), None
+    x0, y0, x1, y1 = box.box          # the first reading only placed the rectangle: it is not tidied nor grown
     again = None if progress is None else (lambda done, total, msg="": progress(done, total, f"magnified: {msg}"))
-    inner, _ = _one_reading(loaded, grey[:, y0:y1 + 1, x0:x1 + 1], structures, again, cancel, precision, grow, tidy)
-    labels = np.zeros_like(labels)
-    labels[:, y0:y1 + 1, x0:x1 + 1] = inner
+    inner, _, grown = _one_reading(loaded, grey[:, y0:y1 + 1, x0:x1 + 1], structures, again, cancel, precision, grow)
+    labels = np.zeros_like(first)
+    labels[:, y0:y1 + 1, x0:x1 + 1] = _drawn(inner, grown, tidy)
     return labels, box
 
 
-def _one_reading(loaded, grey, structures, progress, cancel, precision, grow, tidy) -> tuple:
-    """(labels as `read_labels` draws them without a zoom, (H, W) bool: pixels any frame gives any class)."""
+def _one_reading(loaded, grey, structures, progress, cancel, precision, grow) -> tuple:
+    """(labels by the argmax alone, (H, W) bool: the pixels any frame gives any class, [(label, lower threshold,
+    its probability per frame, float16)] of the classes ``grow`` grows)."""
     import torch
     classes = [get_structure(c) for c in loaded.classes]
     T, H, W = grey.shape
@@ -68,20 +69,24 @@ def _one_reading(loaded, grey, structures, progress, cancel, precision, grow, ti
         lut[i + 1] = s.label if s.key in structures else 0
     out = np.zeros((T, H, W), dtype=np.uint8)
     seen = np.zeros((H, W), dtype=bool)
-    grown = [(c + 1, s.label, float(grow[s.key])) for c, s in enumerate(classes)
+    grown = [(c + 1, s.label, float(grow[s.key]), []) for c, s in enumerate(classes)
              if s.key in structures and s.key in (grow or {})]
-    kept = {label: [] for _, label, _ in grown}      # the grown classes' probabilities, float16
     for t, p in frame_probabilities(loaded, grey, progress, cancel, precision):
         best = p.argmax(0).cpu().numpy()
         out[t] = lut[best]
         seen |= best > 0
-        for channel, label, _ in grown:
-            kept[label].append(p[channel].to(torch.float16).cpu().numpy())
-    out = tidy(out) if tidy is not None else out
-    for _, label, low in grown:
-        for t in range(T):
-            grow_into_free(out[t], label, kept[label][t].astype(np.float32), low)
-    return out, seen
+        for channel, _, _, kept in grown:
+            kept.append(p[channel].to(torch.float16).cpu().numpy())
+    return out, seen, [(label, low, kept) for _, label, low, kept in grown]
+
+
+def _drawn(labels: np.ndarray, grown: list, tidy) -> np.ndarray:
+    """``labels`` with ``tidy`` applied, then each of `_one_reading`'s ``grown`` classes grown."""
+    labels = tidy(labels) if tidy is not None else labels
+    for label, low, kept in grown:
+        for t, prob in enumerate(kept):
+            grow_into_free(labels[t], label, prob.astype(np.float32), low)
+    return labels
 
 
 def window_around(frame: int, n_frames: int, clip_frames: int) -> tuple:
