@@ -67,17 +67,12 @@ def run(data: list, out: Path, model: str, companion: str, weight: float) -> Non
 
 
 def summary(rows: list) -> str:
-    from myo_growth_eval import paired
+    from myo_growth_eval import paired, row_groups
 
-    groups = [(s, lambda r, s=s: r["set"] == s) for s in sorted({r["set"] for r in rows})]
-    groups += [(v, lambda r, v=v: r["view"] == v) for v in ("a4c", "a2c")] + [("all", lambda r: True)]
     lines = ["| loops | n | LV Dice alone -> companion | MYO | LA | paired MYO change [95 %] | EF MAE alone -> "
              "companion (loops with an EF) | EF bias | paired abs EF error change [95 %] | errors > 10 points |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, keep in groups:
-        sel = [r for r in rows if keep(r)]
-        if not sel:
-            continue
+    for name, sel in row_groups(rows):
         d = {k: {w: np.array([r[w][k] for r in sel]) for w in WAYS} for k in ("lv", "myo", "la")}
         err = {w: np.array([r[w]["ef"] - r["truth_ef"] for r in sel]) for w in WAYS}
         ok = np.isfinite(err["alone"]) & np.isfinite(err["companion"])

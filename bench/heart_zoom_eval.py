@@ -47,18 +47,13 @@ def run(data: list, out: Path, model: str, zooms: list) -> None:
 
 
 def summary(rows: list) -> str:
-    from myo_growth_eval import paired
+    from myo_growth_eval import paired, row_groups
 
     ways = [w for w in rows[-1]["ways"] if w != "off" and all(w in r["ways"] for r in rows)]
-    groups = [(s, lambda r, s=s: r["set"] == s) for s in sorted({r["set"] for r in rows})]
-    groups += [(v, lambda r, v=v: r["view"] == v) for v in ("a4c", "a2c")] + [("all", lambda r: True)]
     lines = ["| zoom (margin/min/max) | loops | n | zoomed (median x) | LV Dice off -> on | MYO | LA | paired MYO change "
              "[95 %] | paired LV change [95 %] | EF MAE off -> on |", "|---|---|---|---|---|---|---|---|---|---|"]
     for way in ways:
-        for name, keep in groups:
-            sel = [r for r in rows if keep(r)]
-            if not sel:
-                continue
+        for name, sel in row_groups(rows):
             d = {k: {w: np.array([r["ways"][w][f"dice_{k}"] for r in sel]) for w in ("off", way)}
                  for k in ("lv", "myo", "la")}
             err = {w: np.array([r["ways"][w]["ef_error"] for r in sel], float) for w in ("off", way)}
@@ -83,15 +78,11 @@ def way_table(rows: list, way: str, model: str) -> str:
 
 
 def main(argv=None) -> int:
-    from myo_growth_eval import read
+    from myo_growth_eval import arguments, read
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", action="append", default=[], help="a simulated set (folder of case_*.npz)")
-    ap.add_argument("--model", default="echosam-sim-medivista-small")
+    ap = arguments(__doc__.splitlines()[0], "echosam-sim-medivista-small", argparse.SUPPRESS)
     ap.add_argument("--zoom", action="append", help="margin/min/max of a heart zoom to compare with none "
                     "(0.05/1.15/2.0)")
-    ap.add_argument("--out", type=Path, help="JSON lines to append to")
-    ap.add_argument("--summary", type=Path, help="print the paired table of an earlier run and stop")
     ap.add_argument("--table", type=Path, help="print the evaluation table of an earlier run's --way and stop")
     ap.add_argument("--way", default="off", help="with --table: off or a --zoom as run")
     a = ap.parse_args(argv)

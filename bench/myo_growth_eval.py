@@ -78,15 +78,17 @@ def paired(d: np.ndarray, n: int = 2000) -> tuple:
     return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def row_groups(rows: list) -> list:
+    """[(name, its rows)] of a bench's JSON rows: each set, each view, then all of them; empty groups left out."""
+    keys = [("set", s) for s in sorted({r["set"] for r in rows})] + [("view", v) for v in ("a4c", "a2c")]
+    groups = [(value, [r for r in rows if r[key] == value]) for key, value in keys] + [("all", list(rows))]
+    return [(name, sel) for name, sel in groups if sel]
+
+
 def summary(rows: list) -> str:
-    groups = [(s, lambda r, s=s: r["set"] == s) for s in sorted({r["set"] for r in rows})]
-    groups += [(v, lambda r, v=v: r["view"] == v) for v in ("a4c", "a2c")] + [("all", lambda r: True)]
     lines = ["| loops | n | MYO as drawn | grown | paired change [95 %] | loops better | vote of three (not in the "
              "product) | LV / LA Dice (unchanged) |", "|---|---|---|---|---|---|---|---|"]
-    for name, keep in groups:
-        sel = [r for r in rows if keep(r)]
-        if not sel:
-            continue
+    for name, sel in row_groups(rows):
         lines.append(table_row([name], sel, [r["grown"]["myo"] for r in sel],
                                [f"{np.mean([r['vote_myo'] for r in sel]):.3f}"]))
     return "\n".join(lines)
